@@ -1,0 +1,139 @@
+"""Enrollment: a device proves it holds the bundle's one-time code without sending it."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import os
+import time
+import typing
+
+from edge_agent.protocol import b64
+from edge_agent.protocol import jws
+from edge_agent.protocol import keys
+from edge_agent.protocol import names
+
+DOMAIN = "roomproof-enroll/v1"
+REPLY_TYP = "roomproof-cmd+jws"
+CENTRAL_KID = "central"
+MAX_BYTES = 4096
+
+
+class EnrollError(ValueError):
+    """An enrollment message that is malformed or not genuine."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    site: str
+    room: str
+    device: str
+    ed25519: bytes
+    x25519: bytes
+    nonce: str
+    ts: int
+    mac: bytes
+
+
+def mac_input(
+    site: str, room: str, device: str, ed25519: str, x25519: str, nonce: str, ts: int
+) -> bytes:
+    return "\n".join([DOMAIN, site, room, device, ed25519, x25519, nonce, str(ts)]).encode()
+
+
+def _mac(code: str, message: bytes) -> bytes:
+    return hmac.new(b64.decode(code), message, hashlib.sha256).digest()
+
+
+def make_request(
+    code: str, site: str, room: str, device: str, ed_pub: bytes, x_pub: bytes
+) -> bytes:
+    fields = {
+        "site": names.validate("site", site),
+        "room": names.validate("room", room),
+        "device": names.validate("device", device),
+        "ed25519": b64.encode(ed_pub),
+        "x25519": b64.encode(x_pub),
+        "nonce": b64.encode(os.urandom(16)),
+        "ts": int(time.time() * 1000),
+    }
+    mac = _mac(code, mac_input(**fields))
+    return json.dumps({"v": 1, **fields, "mac": b64.encode(mac)}, separators=(",", ":")).encode()
+
+
+def parse_request(payload: bytes) -> Request:
+    if len(payload) > MAX_BYTES:
+        raise EnrollError("enrollment request is too large")
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EnrollError("enrollment request is not JSON") from exc
+    expected = {"v", "site", "room", "device", "ed25519", "x25519", "nonce", "ts", "mac"}
+    if not isinstance(data, dict) or set(data) != expected or data["v"] != 1:
+        raise EnrollError("enrollment request has the wrong members or version")
+    try:
+        for kind in ("site", "room", "device"):
+            names.validate(kind, data[kind])
+        if not isinstance(data["ts"], int) or not isinstance(data["nonce"], str):
+            raise EnrollError("enrollment request ts/nonce have the wrong type")
+        request = Request(
+            site=data["site"],
+            room=data["room"],
+            device=data["device"],
+            ed25519=b64.decode(data["ed25519"]),
+            x25519=b64.decode(data["x25519"]),
+            nonce=data["nonce"],
+            ts=data["ts"],
+            mac=b64.decode(data["mac"]),
+        )
+    except (ValueError, TypeError) as exc:
+        raise EnrollError(f"enrollment request is malformed: {exc}") from exc
+    if len(request.ed25519) != 32 or len(request.x25519) != 32 or len(request.mac) != 32:
+        raise EnrollError("enrollment request keys or mac have the wrong length")
+    if len(request.nonce) > 64:
+        raise EnrollError("enrollment request nonce is too long")
+    return request
+
+
+def check_mac(request: Request, code: str) -> bool:
+    try:
+        expected = _mac(
+            code,
+            mac_input(
+                request.site,
+                request.room,
+                request.device,
+                b64.encode(request.ed25519),
+                b64.encode(request.x25519),
+                request.nonce,
+                request.ts,
+            ),
+        )
+    except ValueError:
+        return False
+    return hmac.compare_digest(expected, request.mac)
+
+
+def sign_reply(key: keys.SigningKey, payload: dict[str, typing.Any]) -> str:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return jws.sign(body, key, kid=CENTRAL_KID, typ=REPLY_TYP)
+
+
+def verify_reply(compact: str | bytes, central_public: bytes) -> dict[str, typing.Any]:
+    try:
+        parsed = jws.parse(compact, MAX_BYTES)
+    except jws.JWSError as exc:
+        raise EnrollError(f"reply is not a JWS: {exc}") from exc
+    if parsed.header.get("typ") != REPLY_TYP or parsed.kid != CENTRAL_KID:
+        raise EnrollError("reply has the wrong JWS header")
+    if not jws.verify(parsed, central_public):
+        raise EnrollError("reply signature does not verify with central's key")
+    try:
+        data = json.loads(parsed.payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EnrollError("reply payload is not JSON") from exc
+    if not isinstance(data, dict) or data.get("v") != 1 or not isinstance(data.get("type"), str):
+        raise EnrollError("reply payload has the wrong shape")
+    return data
