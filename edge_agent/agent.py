@@ -1,0 +1,348 @@
+"""The agent's data path, top to bottom: clock -> token + proof -> outbox -> publisher.
+
+The display follows the same clock beside it. One asyncio process; blocking work (SQLite
+fsyncs, PNG encoding, framebuffer writes) runs in threads with clear hand-offs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import pathlib
+import time
+
+import aiomqtt
+
+from edge_agent import agentclock
+from edge_agent import bundle as bundle_mod
+from edge_agent import enrollment
+from edge_agent import keystore
+from edge_agent import mqttlink
+from edge_agent import outbox as outbox_mod
+from edge_agent import settings as settings_mod
+from edge_agent.display import frame
+from edge_agent.display import sinks
+from edge_agent.display import web
+from edge_agent.protocol import b64
+from edge_agent.protocol import proof
+from edge_agent.protocol import qrtoken
+from edge_agent.protocol import slots
+from edge_agent.protocol import topics
+from edge_agent.protocol import totp
+
+log = logging.getLogger("edge_agent")
+NTP_SYNCHRONISED = pathlib.Path("/run/systemd/timesync/synchronized")
+
+
+class Room:
+    """What the room screen shows at a given moment: token URL, code, countdown."""
+
+    def __init__(
+        self,
+        b: bundle_mod.Bundle,
+        device_keys: keystore.DeviceKeys,
+        settings: settings_mod.AgentSettings,
+    ) -> None:
+        self.bundle = b
+        self.keys = device_keys
+        self.settings = settings
+        self.totp_key = totp.derive_key(
+            device_keys.agreement, b64.decode(b.central_x25519), b.site, b.device
+        )
+        self._signed: tuple[int, bytes] = (-1, b"")
+
+    def token(self, slot: int) -> bytes:
+        if self._signed[0] != slot:
+            b = self.bundle
+            self._signed = (slot, qrtoken.sign(self.keys.signing, b.site, b.device, b.room, slot))
+        return self._signed[1]
+
+    def content(self, now_ms: int, status: str) -> frame.Content:
+        slot_s = self.settings.slot_s
+        slot = slots.slot_of(now_ms, slot_s)
+        b = self.bundle
+        return frame.Content(
+            room_name=b.room_name or b.room,
+            url=qrtoken.url(b.public_url, b.site, b.device, slot, self.token(slot)),
+            code=totp.totp(
+                self.totp_key,
+                now_ms / 1000,
+                self.settings.otp_step_s,
+                digest=self.settings.otp_digest,
+            ),
+            seconds_left=(slots.slot_end_ms(slot, slot_s) - now_ms) / 1000,
+            slot_s=slot_s,
+            status=status,
+            slot=slot,
+        )
+
+
+def make_sinks(settings: settings_mod.AgentSettings, state_dir: pathlib.Path) -> list[sinks.Sink]:
+    made: list[sinks.Sink] = []
+    for name in settings.display_sinks:
+        if name == "png":
+            made.append(sinks.PngSink(settings.png_path or state_dir / "frame.png"))
+        elif name == "framebuffer":
+            made.append(
+                sinks.FramebufferSink(
+                    settings.framebuffer_device,
+                    settings.framebuffer_width,
+                    settings.framebuffer_height,
+                    settings.framebuffer_bpp,
+                )
+            )
+        else:
+            made.append(web.WebSink(settings.web_host, settings.web_port))
+    return made
+
+
+def clock_claim() -> dict[str, object]:
+    if NTP_SYNCHRONISED.exists():
+        return {"source": "ntp", "uncertainty_ms": 100}
+    return {"source": "none", "uncertainty_ms": 60_000}
+
+
+class Agent:
+    def __init__(
+        self,
+        bundle_path: pathlib.Path,
+        state_dir: pathlib.Path,
+        settings: settings_mod.AgentSettings,
+    ) -> None:
+        self.settings = settings
+        self.state_dir = state_dir
+        self.bundle = bundle_mod.load(bundle_path)
+        self.keys = keystore.load(state_dir)
+        self.enrollment = enrollment.Enrollment(state_dir, bundle_path, self.bundle, self.keys)
+        self.outbox = outbox_mod.Outbox(
+            state_dir / "outbox.db", settings.outbox_max_proofs, settings.outbox_max_telemetry
+        )
+        self.clock = agentclock.AgentClock(floor_ms=self.outbox.chain_state().iat)
+        self.room = Room(self.bundle, self.keys, settings)
+        self.sinks = make_sinks(settings, state_dir)
+        self.boot = os.urandom(8).hex()
+        self.started = time.monotonic()
+        self.stopping = asyncio.Event()
+        self.enrolled = asyncio.Event()
+        self.outbox_changed = asyncio.Event()
+        self.link_state = "connecting to broker"
+        self.depth = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def run(self) -> None:
+        if self.enrollment.enrolled:
+            self.enrolled.set()
+        for sink in self.sinks:
+            if isinstance(sink, web.WebSink):
+                await sink.start()
+                log.info("room screen page on http://%s:%d/", sink.host, sink.port)
+        self.depth = sum((await asyncio.to_thread(self.outbox.depth)).values())
+        tasks = [
+            asyncio.create_task(self._proof_loop(), name="proofs"),
+            asyncio.create_task(self._display_loop(), name="display"),
+            asyncio.create_task(self._mqtt_loop(), name="mqtt"),
+            asyncio.create_task(self._telemetry_loop(), name="telemetry"),
+        ]
+        stop = asyncio.create_task(self.stopping.wait())
+        try:
+            done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stop and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            self.stopping.set()
+            mqtt_task = tasks[2]
+            for task in tasks:
+                if task is not mqtt_task:
+                    task.cancel()
+            try:
+                await asyncio.wait_for(mqtt_task, timeout=5)
+            except (TimeoutError, asyncio.CancelledError):
+                mqtt_task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for sink in self.sinks:
+                await sink.close()
+            await asyncio.to_thread(self.outbox.close)
+            log.info("stopped")
+
+    # -- proofs ----------------------------------------------------------------------------
+    async def _proof_loop(self) -> None:
+        slot_s = self.settings.slot_s
+        last_slot = self.outbox.chain_state().slot
+        while True:
+            now = self.clock.now_ms()
+            slot = slots.slot_of(now, slot_s)
+            if slot > last_slot:
+                seq = await asyncio.to_thread(self._append_proof, slot, now)
+                last_slot = slot
+                self.outbox_changed.set()
+                log.debug("proof seq %d for slot %d queued", seq, slot)
+            await asyncio.sleep((slots.slot_end_ms(slot, slot_s) - self.clock.now_ms()) / 1000)
+
+    def _append_proof(self, slot: int, now_ms: int) -> int:
+        b = self.bundle
+
+        def build(seq: int, prev: str) -> str:
+            claims = proof.Claims.model_validate(
+                {
+                    "site": b.site,
+                    "room": b.room,
+                    "device": b.device,
+                    "seq": seq,
+                    "boot": self.boot,
+                    "iat": now_ms,
+                    "clock": clock_claim(),
+                    "slot": slot,
+                    "slot_s": self.settings.slot_s,
+                    "otp_step_s": self.settings.otp_step_s,
+                    "qr": b64.encode(self.room.token(slot)),
+                    "prev": prev,
+                    "env": {},
+                }
+            )
+            return proof.sign(claims, self.keys.signing)
+
+        seq, _ = self.outbox.append_proof(
+            topics.topic(b.site, b.device, "proof"), slot, now_ms, build
+        )
+        self.depth = sum(self.outbox.depth().values())
+        return seq
+
+    # -- display ---------------------------------------------------------------------------
+    def status_line(self) -> str:
+        if self.enrollment.rejected:
+            return f"enrollment rejected: {self.enrollment.rejected}"
+        state = (
+            self.link_state
+            if self.enrolled.is_set() or self.link_state != "online"
+            else "enrolling…"
+        )
+        return f"{self.bundle.site}/{self.bundle.device} · {state} · {self.depth} queued"
+
+    async def _display_loop(self) -> None:
+        width, height = self.settings.frame_width, self.settings.frame_height
+        for sink in self.sinks:
+            if isinstance(sink, sinks.FramebufferSink):
+                width, height = sink.width, sink.height
+        while True:
+            now = self.clock.now_ms()
+            content = self.room.content(now, self.status_line())
+            image = await asyncio.to_thread(frame.render, content, width, height)
+            for sink in self.sinks:
+                try:
+                    await sink.show(image, content)
+                except OSError as exc:
+                    log.warning("display sink %s failed: %s", type(sink).__name__, exc)
+            # Wake at the next whole second of the countdown, which includes the slot boundary.
+            after = self.clock.now_ms()
+            await asyncio.sleep((1000 - (after % 1000)) / 1000 + 0.002)
+
+    # -- telemetry -------------------------------------------------------------------------
+    async def _telemetry_loop(self) -> None:
+        topic = topics.topic(self.bundle.site, self.bundle.device, "telemetry")
+        while True:
+            await asyncio.sleep(self.settings.telemetry_interval_s)
+            depth = await asyncio.to_thread(self.outbox.depth)
+            payload = json.dumps(
+                {
+                    "v": 1,
+                    "iat": self.clock.now_ms(),
+                    "boot": self.boot,
+                    "uptime_s": round(time.monotonic() - self.started),
+                    "outbox_depth": depth,
+                    "dropped": await asyncio.to_thread(self.outbox.counters),
+                }
+            ).encode()
+            await asyncio.to_thread(self.outbox.put, outbox_mod.TELEMETRY, topic, payload)
+            self.outbox_changed.set()
+
+    # -- MQTT ------------------------------------------------------------------------------
+    def _set_link(self, state: str, detail: str = "") -> None:
+        if state != self.link_state:
+            self.link_state = state
+            log.info("broker %s%s", state, f": {detail}" if detail else "")
+
+    async def _mqtt_loop(self) -> None:
+        backoff = mqttlink.Backoff(self.settings.reconnect_max_s)
+        b = self.bundle
+        status_topic = topics.topic(b.site, b.device, "status")
+        while not self.stopping.is_set():
+            try:
+                async with mqttlink.client(
+                    b, self.state_dir, self.settings.mqtt_keepalive_s
+                ) as client:
+                    backoff.reset()
+                    self._set_link("online", f"{b.mqtt_host}:{b.mqtt_port}")
+                    await client.subscribe(topics.topic(b.site, b.device, "cmd"), qos=1)
+                    await client.publish(status_topic, b"online", qos=1, retain=True)
+                    workers = [
+                        asyncio.create_task(self._receive(client)),
+                        asyncio.create_task(self._enroll(client)),
+                        asyncio.create_task(self._drain(client)),
+                    ]
+                    stop = asyncio.create_task(self.stopping.wait())
+                    try:
+                        done, _ = await asyncio.wait(
+                            [*workers, stop], return_when=asyncio.FIRST_COMPLETED
+                        )
+                    finally:
+                        for task in [*workers, stop]:
+                            task.cancel()
+                        await asyncio.gather(*workers, stop, return_exceptions=True)
+                    for task in done:
+                        if task is not stop and task.exception() is not None:
+                            raise task.exception()  # type: ignore[misc]
+                    if self.stopping.is_set():
+                        await client.publish(
+                            status_topic, b"offline", qos=1, retain=True, timeout=3
+                        )
+                        return
+            except aiomqtt.MqttError as exc:
+                self._set_link("unreachable", str(exc))
+            except TimeoutError:
+                self._set_link("unreachable", "timed out")
+            if self.stopping.is_set():
+                return
+            try:
+                await asyncio.wait_for(self.stopping.wait(), backoff.next_delay())
+            except TimeoutError:
+                pass
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            if not self.enrolled.is_set():
+                if self.enrollment.handle_reply(payload):
+                    self.enrolled.set()
+            else:
+                log.info("ignored a command on %s (no commands are defined yet)", message.topic)
+
+    async def _enroll(self, client: aiomqtt.Client) -> None:
+        b = self.bundle
+        while not self.enrolled.is_set():
+            log.info("asking central to enroll %s/%s", b.site, b.device)
+            await client.publish(
+                topics.topic(b.site, b.device, "enroll"), self.enrollment.request, qos=1
+            )
+            retry = self.settings.enroll_retry_s * (6 if self.enrollment.rejected else 1)
+            try:
+                await asyncio.wait_for(self.enrolled.wait(), retry)
+            except TimeoutError:
+                continue
+        await asyncio.Event().wait()
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        """Publish the outbox in order; a row is deleted only after the broker's PUBACK."""
+        await self.enrolled.wait()
+        while True:
+            self.outbox_changed.clear()
+            items = await asyncio.to_thread(self.outbox.peek, 50)
+            if not items:
+                await self.outbox_changed.wait()
+                continue
+            for item in items:
+                await client.publish(item.topic, item.payload, qos=1, timeout=30)
+                await asyncio.to_thread(self.outbox.ack, item.id)
+            self.depth = sum((await asyncio.to_thread(self.outbox.depth)).values())

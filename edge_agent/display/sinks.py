@@ -1,0 +1,109 @@
+"""Where frames go: a PNG file, a Linux framebuffer, or the local kiosk web page (web.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import pathlib
+import tempfile
+import typing
+
+from PIL import Image
+
+from edge_agent.display import frame
+
+log = logging.getLogger(__name__)
+
+
+class Sink(typing.Protocol):
+    async def show(self, image: Image.Image, content: frame.Content) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def encode_png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+class PngSink:
+    """Writes the frame to a PNG file, atomically (temp file + rename)."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _write(self, data: bytes) -> None:
+        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".frame-", suffix=".png")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, self.path)
+        except BaseException:
+            pathlib.Path(temporary).unlink(missing_ok=True)
+            raise
+
+    async def show(self, image: Image.Image, content: frame.Content) -> None:
+        data = await asyncio.to_thread(encode_png, image)
+        await asyncio.to_thread(self._write, data)
+
+    async def close(self) -> None:
+        return None
+
+
+class FramebufferSink:
+    """Writes raw pixels to /dev/fbN (geometry from sysfs) or a regular file of that size."""
+
+    def __init__(
+        self, device: pathlib.Path, width: int | None, height: int | None, bpp: int
+    ) -> None:
+        self.device = device
+        sysfs = pathlib.Path("/sys/class/graphics") / device.name
+        if device.is_char_device() and sysfs.is_dir():
+            w, h = (int(v) for v in (sysfs / "virtual_size").read_text().strip().split(","))
+            bpp = int((sysfs / "bits_per_pixel").read_text())
+            stride_file = sysfs / "stride"
+            self.stride = int(stride_file.read_text()) if stride_file.exists() else w * bpp // 8
+            self.width, self.height = w, h
+        else:
+            if width is None or height is None:
+                raise ValueError(
+                    f"{device}: not a framebuffer device;"
+                    " set framebuffer_width and framebuffer_height"
+                )
+            self.width, self.height = width, height
+            self.stride = width * bpp // 8
+        if bpp not in (16, 24, 32):
+            raise ValueError(f"{device}: unsupported framebuffer depth {bpp} bpp")
+        self.bpp = bpp
+
+    def pixels(self, image: Image.Image) -> bytes:
+        if image.size != (self.width, self.height):
+            image = image.resize((self.width, self.height), Image.Resampling.NEAREST)
+        rgb = image.convert("RGB")
+        if self.bpp == 16:
+            data = rgb.tobytes("raw", "BGR;16")
+        elif self.bpp == 24:
+            data = rgb.tobytes("raw", "BGR")
+        else:
+            data = rgb.tobytes("raw", "BGRX")
+        row = self.width * self.bpp // 8
+        if self.stride != row:
+            padding = bytes(self.stride - row)
+            data = b"".join(data[i : i + row] + padding for i in range(0, len(data), row))
+        return data
+
+    def _write(self, data: bytes) -> None:
+        with self.device.open("r+b") as out:
+            out.write(data)
+
+    async def show(self, image: Image.Image, content: frame.Content) -> None:
+        data = await asyncio.to_thread(self.pixels, image)
+        await asyncio.to_thread(self._write, data)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,168 @@
+"""The durable outbox: every message is on disk before it is published, until its PUBACK.
+
+The proof hash chain state (last seq, last hash, last slot and time) lives in the same SQLite
+database and changes in the same transaction as the insert, so a power cut can neither reuse a
+seq nor fork the chain.
+
+Bounds: telemetry beyond `max_telemetry` drops the oldest telemetry; proofs beyond `max_proofs`
+drop the oldest proofs, logged and counted (central then sees a gap in the chain).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import sqlite3
+import threading
+import time
+import typing
+
+from edge_agent.protocol import chain
+
+log = logging.getLogger(__name__)
+
+PROOF = "proof"
+TELEMETRY = "telemetry"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_kind ON items (kind, id);
+CREATE TABLE IF NOT EXISTS chain (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    iat INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainState:
+    seq: int
+    hash: str
+    slot: int
+    iat: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    id: int
+    kind: str
+    topic: str
+    payload: bytes
+
+
+class Outbox:
+    """Thread-safe; call it from the event loop through asyncio.to_thread."""
+
+    def __init__(self, path: pathlib.Path, max_proofs: int = 100_000, max_telemetry: int = 1000):
+        self.path = path
+        self.max_proofs = max_proofs
+        self.max_telemetry = max_telemetry
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(
+            "INSERT OR IGNORE INTO chain (id, seq, hash, slot, iat) VALUES (1, 0, ?, -1, 0)",
+            (chain.GENESIS,),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def chain_state(self) -> ChainState:
+        with self._lock:
+            row = self._db.execute("SELECT seq, hash, slot, iat FROM chain WHERE id = 1").fetchone()
+        return ChainState(*row)
+
+    def append_proof(
+        self, topic: str, slot: int, iat: int, build: typing.Callable[[int, str], str]
+    ) -> tuple[int, str]:
+        """Build the next proof from (seq, prev) and store it with the chain state, atomically."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                seq, prev, last_slot = self._db.execute(
+                    "SELECT seq, hash, slot FROM chain WHERE id = 1"
+                ).fetchone()
+                if slot <= last_slot:
+                    raise ValueError(f"slot {slot} is not after the last proof's slot {last_slot}")
+                compact = build(seq + 1, prev)
+                self._db.execute(
+                    "INSERT INTO items (kind, topic, payload, created_ms) VALUES (?, ?, ?, ?)",
+                    (PROOF, topic, compact.encode("ascii"), int(time.time() * 1000)),
+                )
+                self._db.execute(
+                    "UPDATE chain SET seq = ?, hash = ?, slot = ?, iat = ? WHERE id = 1",
+                    (seq + 1, chain.link(compact), slot, iat),
+                )
+                self._trim(PROOF, self.max_proofs)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return seq + 1, compact
+
+    def put(self, kind: str, topic: str, payload: bytes) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO items (kind, topic, payload, created_ms) VALUES (?, ?, ?, ?)",
+                    (kind, topic, payload, int(time.time() * 1000)),
+                )
+                self._trim(kind, self.max_proofs if kind == PROOF else self.max_telemetry)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _trim(self, kind: str, limit: int) -> None:
+        (count,) = self._db.execute("SELECT COUNT(*) FROM items WHERE kind = ?", (kind,)).fetchone()
+        excess = count - limit
+        if excess <= 0:
+            return
+        self._db.execute(
+            "DELETE FROM items WHERE id IN"
+            " (SELECT id FROM items WHERE kind = ? ORDER BY id LIMIT ?)",
+            (kind, excess),
+        )
+        self._db.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?)"
+            " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            (f"dropped_{kind}", excess),
+        )
+        log.warning("outbox full: dropped the %d oldest %s message(s)", excess, kind)
+
+    def peek(self, limit: int = 100) -> list[Item]:
+        """The oldest messages, in the order they must be published."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, kind, topic, payload FROM items ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+        return [Item(row[0], row[1], row[2], bytes(row[3])) for row in rows]
+
+    def ack(self, item_id: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM items WHERE id = ?", (item_id,))
+
+    def depth(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT kind, COUNT(*) FROM items GROUP BY kind").fetchall()
+        return {PROOF: 0, TELEMETRY: 0, **dict(rows)}
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._db.execute("SELECT name, value FROM counters").fetchall())
