@@ -310,7 +310,7 @@ class Agent:
             except TimeoutError:
                 pass
 
-    async def _receive(self, client: aiomqtt.Client) -> None:
+    async def _receive(self, client: mqttlink.Client) -> None:
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else b""
             if not self.enrolled.is_set():
@@ -319,7 +319,7 @@ class Agent:
             else:
                 log.info("ignored a command on %s (no commands are defined yet)", message.topic)
 
-    async def _enroll(self, client: aiomqtt.Client) -> None:
+    async def _enroll(self, client: mqttlink.Client) -> None:
         b = self.bundle
         while not self.enrolled.is_set():
             log.info("asking central to enroll %s/%s", b.site, b.device)
@@ -333,9 +333,11 @@ class Agent:
                 continue
         await asyncio.Event().wait()
 
-    async def _drain(self, client: aiomqtt.Client) -> None:
-        """Publish the outbox in order; a row is deleted only after the broker's PUBACK."""
+    async def _drain(self, client: mqttlink.Client) -> None:
+        """Publish the outbox in order; a row is deleted only after a PUBACK that says a
+        subscriber (central) will get it. "No matching subscribers" keeps it for a retry."""
         await self.enrolled.wait()
+        waiting = mqttlink.Backoff(5.0)
         while True:
             self.outbox_changed.clear()
             items = await asyncio.to_thread(self.outbox.peek, 50)
@@ -343,6 +345,16 @@ class Agent:
                 await self.outbox_changed.wait()
                 continue
             for item in items:
-                await client.publish(item.topic, item.payload, qos=1, timeout=30)
+                reason = await client.publish_acked(item.topic, item.payload)
+                if reason == mqttlink.NO_MATCHING_SUBSCRIBERS:
+                    self._set_link("online, central not subscribed")
+                    await asyncio.sleep(waiting.next_delay())
+                    break
+                if reason >= 0x80:
+                    log.warning("broker refused %s (reason %d); will retry", item.topic, reason)
+                    await asyncio.sleep(waiting.next_delay())
+                    break
+                waiting.reset()
+                self._set_link("online")
                 await asyncio.to_thread(self.outbox.ack, item.id)
             self.depth = sum((await asyncio.to_thread(self.outbox.depth)).values())

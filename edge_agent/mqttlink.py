@@ -2,21 +2,61 @@
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import random
 import ssl
+import typing
 
 import aiomqtt
+import paho.mqtt.client
 import paho.mqtt.packettypes
 import paho.mqtt.properties
+import paho.mqtt.reasoncodes
 
 from edge_agent import bundle as bundle_mod
 from edge_agent.protocol import topics
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
+NO_MATCHING_SUBSCRIBERS = 16  # MQTT v5 PUBACK reason 0x10
 
 
-def client(b: bundle_mod.Bundle, state_dir: pathlib.Path, keepalive_s: int) -> aiomqtt.Client:
+class Client(aiomqtt.Client):
+    """aiomqtt's client, plus the MQTT v5 PUBACK reason code of each QoS 1 publish.
+
+    The reason code tells "stored for a subscriber" from "no matching subscribers" (e.g. a
+    broker restarted and central has not re-subscribed yet); only the first may leave the
+    outbox. aiomqtt drops the code, so this keeps it per message id.
+    """
+
+    def __init__(self, *args: typing.Any, **kwargs: typing.Any) -> None:
+        self._reasons: dict[int, int] = {}
+        super().__init__(*args, **kwargs)
+
+    def _on_publish(
+        self,
+        client: paho.mqtt.client.Client,
+        userdata: typing.Any,
+        mid: int,
+        reason_code: paho.mqtt.reasoncodes.ReasonCode,
+        properties: paho.mqtt.properties.Properties,
+    ) -> None:
+        self._reasons[mid] = int(reason_code.value)
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+
+    async def publish_acked(self, topic: str, payload: bytes, ack_timeout_s: float = 30) -> int:
+        """Publish at QoS 1 and return the PUBACK reason code (0 = accepted)."""
+        info = self._client.publish(topic, payload, qos=1)
+        if info.rc != paho.mqtt.client.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        if not info.is_published():
+            confirmation = asyncio.Event()
+            with self._pending_call(info.mid, confirmation, self._pending_publishes):
+                await self._wait_for(confirmation.wait(), timeout=ack_timeout_s)
+        return self._reasons.pop(info.mid, 0)
+
+
+def client(b: bundle_mod.Bundle, state_dir: pathlib.Path, keepalive_s: int) -> Client:
     """An MQTT v5 client with a persistent session and the retained `offline` will."""
     tls_context = None
     if b.tls:
@@ -27,7 +67,7 @@ def client(b: bundle_mod.Bundle, state_dir: pathlib.Path, keepalive_s: int) -> a
             tls_context.load_verify_locations(cafile=str(ca_file))
     connect_properties = paho.mqtt.properties.Properties(paho.mqtt.packettypes.PacketTypes.CONNECT)
     connect_properties.SessionExpiryInterval = SESSION_EXPIRY_S
-    return aiomqtt.Client(
+    return Client(
         b.mqtt_host,
         b.mqtt_port,
         username=b.mqtt_username,

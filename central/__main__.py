@@ -1,0 +1,7 @@
+"""`python -m central`."""
+
+import sys
+
+from central import cli
+
+sys.exit(cli.main())

@@ -1,0 +1,314 @@
+"""HTTP routes: health, the check-in pages and API, the admin API and the live event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import html
+import importlib.resources
+import json
+import string
+import typing
+
+from aiohttp import web
+
+from central import auth
+from central import bridge as bridge_mod
+from central import checkins
+from central import errors
+from central import events
+from central import keyring
+from central import store
+from edge_agent.protocol import b64
+from edge_agent.protocol import names
+from edge_agent.protocol import qrtoken
+
+COOKIE = "roomproof_student"
+KEEPALIVE_S = 15.0
+
+
+def _page(name: str) -> string.Template:
+    return string.Template(importlib.resources.files("central.pages").joinpath(name).read_text())
+
+
+def _int_param(request: web.Request, key: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise errors.ApiError(
+            400, "invalid_request", f"{key} must be an integer", {"field": key}
+        ) from exc
+    if not low <= value <= high:
+        raise errors.ApiError(
+            400, "invalid_request", f"{key} must be between {low} and {high}", {"field": key}
+        )
+    return value
+
+
+def _name_param(request: web.Request, key: str, required: bool = False) -> str | None:
+    value = request.query.get(key)
+    if value is None:
+        if required:
+            raise errors.ApiError(400, "invalid_request", f"{key} is required", {"field": key})
+        return None
+    if not names.is_valid(value):
+        raise errors.ApiError(400, "invalid_request", f"{key} is not a valid name", {"field": key})
+    return value
+
+
+def _time_param(request: web.Request, key: str) -> int | None:
+    raw = request.query.get(key)
+    if raw is None:
+        return None
+    if raw.isdigit():
+        return int(raw)
+    try:
+        moment = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise errors.ApiError(
+            400, "invalid_request", f"{key} must be RFC 3339 or unix ms", {"field": key}
+        ) from exc
+    if moment.tzinfo is None:
+        raise errors.ApiError(400, "invalid_request", f"{key} needs a timezone", {"field": key})
+    return int(moment.timestamp() * 1000)
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat(
+        timespec="milliseconds"
+    )
+
+
+def checkin_json(checkin: store.Checkin) -> dict[str, typing.Any]:
+    return {
+        "id": checkin.id,
+        "site": checkin.site,
+        "room": checkin.room,
+        "device": checkin.device,
+        "student_id": checkin.student_id,
+        "slot": checkin.slot,
+        "method": checkin.method,
+        "created_at": _iso(checkin.created_at),
+        "token_age_ms": checkin.token_age_ms,
+    }
+
+
+class Api:
+    def __init__(
+        self,
+        db: store.Store,
+        keys: keyring.Keyring,
+        service: checkins.CheckinService,
+        hub: events.Hub,
+        bridge: bridge_mod.Bridge | None,
+        secure_cookie: bool,
+    ) -> None:
+        self.db = db
+        self.keys = keys
+        self.service = service
+        self.hub = hub
+        self.bridge = bridge
+        self.secure_cookie = secure_cookie
+        self.checkin_page = _page("checkin.html")
+        self.otp_page = _page("otp.html")
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/c/{site}/{device}/{token}", self.checkin_html)
+        app.router.add_get("/otp", self.otp_html)
+        app.router.add_post("/api/v1/checkins", self.post_checkin)
+        app.router.add_get("/api/v1/checkins", self.list_checkins)
+        app.router.add_get("/api/v1/devices", self.devices)
+        app.router.add_get("/api/v1/proofs", self.proofs)
+        app.router.add_get("/api/v1/rejections", self.rejections)
+        app.router.add_get("/api/v1/events", self.events)
+        app.router.add_get("/api/v1/keys", self.central_keys)
+        app.router.add_route("*", "/api/{tail:.*}", self.not_found)
+
+    async def not_found(self, request: web.Request) -> web.Response:
+        raise errors.ApiError(
+            404, "not_found", f"no such endpoint: {request.method} {request.path}"
+        )
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        mqtt = "connected" if self.bridge is not None and self.bridge.connected else "disconnected"
+        return web.json_response({"status": "ok", "mqtt": mqtt})
+
+    async def central_keys(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "ed25519": b64.encode(self.keys.signing.public),
+                "x25519": b64.encode(self.keys.agreement.public),
+            }
+        )
+
+    # -- students --------------------------------------------------------------------------
+    async def checkin_html(self, request: web.Request) -> web.Response:
+        site, device_name = request.match_info["site"], request.match_info["device"]
+        room_label = "this room"
+        try:
+            qrtoken.parse(request.path)
+        except qrtoken.TokenError:
+            room_label = ""
+        if room_label and names.is_valid(site) and names.is_valid(device_name):
+            device = await self.db.get_device(site, device_name)
+            if device is not None:
+                room = await self.db.get_room(site, device.room)
+                room_label = room.name if room else device.room
+        page = self.checkin_page.substitute(
+            room=html.escape(room_label or "unknown room"),
+            token=_script_json(request.path),
+            valid="true" if room_label else "false",
+            remembered="true" if request.cookies.get(COOKIE) else "false",
+        )
+        return web.Response(text=page, content_type="text/html", headers=_page_headers())
+
+    async def otp_html(self, request: web.Request) -> web.Response:
+        page = self.otp_page.substitute(
+            remembered="true" if request.cookies.get(COOKIE) else "false"
+        )
+        return web.Response(text=page, content_type="text/html", headers=_page_headers())
+
+    async def post_checkin(self, request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise errors.ApiError(400, "invalid_json", "body must be JSON") from exc
+        parsed = checkins.Request.parse(data, request.cookies.get(COOKIE))
+        result = await self.service.check_in(parsed, request.remote or "unknown")
+        body: dict[str, typing.Any] = {"checkin": checkin_json(result.checkin)}
+        response = web.json_response(body, status=201)
+        if result.credential is not None:
+            body["credential"] = result.credential
+            response = web.json_response(body, status=201)
+            response.set_cookie(
+                COOKIE,
+                result.credential,
+                max_age=int(self.service.credentials.ttl_s),
+                httponly=True,
+                samesite="Strict",
+                secure=self.secure_cookie,
+                path="/",
+            )
+        c = result.checkin
+        self.hub.publish("checkin", checkin_json(c))
+        return response
+
+    # -- admins ----------------------------------------------------------------------------
+    async def devices(self, request: web.Request) -> web.Response:
+        await auth.require(request, self.db)
+        site = _name_param(request, "site")
+        rows = [
+            {
+                "site": d.site,
+                "room": d.room,
+                "device": d.device,
+                "online": d.online,
+                "enrolled": d.ed25519 is not None,
+                "last_seq": d.last_seq,
+                "last_proof_at": _iso(d.last_proof_at),
+                "public_key": b64.encode(d.ed25519) if d.ed25519 else None,
+                "x25519_public_key": b64.encode(d.x25519) if d.x25519 else None,
+                "clock_offset_ms": d.clock_offset_ms,
+                "slot_s": d.slot_s,
+                "otp_step_s": d.otp_step_s,
+                "verdict": None,
+            }
+            for d in await self.db.list_devices(site)
+        ]
+        return web.json_response({"devices": rows})
+
+    async def proofs(self, request: web.Request) -> web.Response:
+        await auth.require(request, self.db)
+        device = _name_param(request, "device", required=True)
+        assert device is not None
+        rows = await self.db.list_proofs(
+            _name_param(request, "site"), device, _int_param(request, "limit", 100, 1, 1000)
+        )
+        return web.json_response(
+            {
+                "proofs": [
+                    {
+                        "site": r.site,
+                        "device": r.device,
+                        "seq": r.seq,
+                        "slot": r.slot,
+                        "iat": r.iat,
+                        "received_at": _iso(r.received_at),
+                        "hash": r.hash,
+                        "gap_before": r.gap_before,
+                        "jws": r.jws,
+                    }
+                    for r in rows
+                ]
+            }
+        )
+
+    async def list_checkins(self, request: web.Request) -> web.Response:
+        await auth.require(request, self.db)
+        rows = await self.db.list_checkins(
+            _name_param(request, "site"),
+            _name_param(request, "room"),
+            _time_param(request, "since"),
+            _int_param(request, "limit", 1000, 1, 10000),
+        )
+        return web.json_response({"checkins": [checkin_json(c) for c in rows]})
+
+    async def rejections(self, request: web.Request) -> web.Response:
+        await auth.require(request, self.db)
+        counts, recent = await self.db.rejections()
+        for row in recent:
+            row["at"] = _iso(row["at"])
+        return web.json_response({"counts": counts, "recent": recent})
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """Server-Sent Events: `proof`, `checkin` and `device` as they happen."""
+        await auth.require(request, self.db)
+        queue = self.hub.subscribe()
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+                "X-Request-Id": request["request_id"],
+            }
+        )
+        await response.prepare(request)
+        try:
+            await response.write(b": connected\n\n")
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                if item is None:
+                    break
+                kind, data = item
+                await response.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
+        except ConnectionResetError:
+            pass
+        finally:
+            self.hub.unsubscribe(queue)
+        return response
+
+
+def _script_json(value: str) -> str:
+    """JSON safe inside <script>: no way to close the element or open a comment."""
+    encoded = json.dumps(value)
+    return encoded.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _page_headers() -> dict[str, str]:
+    return {
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline';"
+        " script-src 'unsafe-inline'; connect-src 'self'; form-action 'self'",
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+    }

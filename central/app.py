@@ -1,0 +1,66 @@
+"""Central as one aiohttp application: store, MQTT bridge, check-ins, API, event hub."""
+
+from __future__ import annotations
+
+import asyncio
+import collections.abc
+import contextlib
+import logging
+
+from aiohttp import web
+
+from central import api
+from central import bridge as bridge_mod
+from central import checkins
+from central import errors
+from central import events
+from central import keyring
+from central import settings as settings_mod
+from central import sqlite_store
+
+log = logging.getLogger("central")
+MAX_BODY_BYTES = 16 * 1024
+
+
+def build(settings: settings_mod.CentralSettings, with_bridge: bool = True) -> web.Application:
+    keys = keyring.load(settings.data_dir)
+    db = sqlite_store.SqliteStore(settings.db_path)
+    hub = events.Hub()
+    bridge = bridge_mod.Bridge(settings, db, keys, hub) if with_bridge else None
+    service = checkins.CheckinService(settings, db, keys)
+    app = web.Application(middlewares=[errors.middleware], client_max_size=MAX_BODY_BYTES)
+    routes = api.Api(db, keys, service, hub, bridge, settings.public_url.startswith("https://"))
+    routes.routes(app)
+
+    async def lifecycle(app: web.Application) -> collections.abc.AsyncIterator[None]:
+        await db.open()
+        task = asyncio.create_task(bridge.run(), name="mqtt-bridge") if bridge else None
+        yield
+        hub.close()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await db.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def serve(settings: settings_mod.CentralSettings) -> None:
+    app = build(settings)
+    log.info(
+        "central on http://%s:%d (public %s), broker %s",
+        settings.http_host,
+        settings.http_port,
+        settings.public_url,
+        settings.mqtt_url,
+    )
+    web.run_app(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=5,
+    )

@@ -1,0 +1,34 @@
+"""Admin bearer tokens: random, shown once, stored only as SHA-256; roles admin/teacher/auditor."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from aiohttp import web
+
+from central import errors
+from central import store
+
+ROLES = ("admin", "teacher", "auditor")
+
+
+def new_token() -> str:
+    return "rp_" + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def require(request: web.Request, db: store.Store, roles: tuple[str, ...] = ROLES) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise errors.ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
+    role = await db.admin_role(token_hash(token.strip()))
+    if role is None:
+        raise errors.ApiError(401, "unauthorized", "unknown or revoked token")
+    if role not in roles:
+        raise errors.ApiError(403, "forbidden", f"role {role} may not do this")
+    return role

@@ -1,0 +1,209 @@
+"""MQTT -> central: proofs through a shared subscription, device status, enrollment.
+
+A persistent MQTT v5 session (clean_start False, session expiry) keeps QoS 1 messages queued
+at the broker while central restarts; storing is idempotent, so redelivery stores nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+import typing
+
+import aiomqtt
+import paho.mqtt.packettypes
+import paho.mqtt.properties
+
+from central import enrollment
+from central import events
+from central import keyring
+from central import settings as settings_mod
+from central import store
+from central import verifier
+from edge_agent.protocol import topics
+
+log = logging.getLogger(__name__)
+SESSION_EXPIRY_S = 24 * 3600
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Bridge:
+    def __init__(
+        self,
+        settings: settings_mod.CentralSettings,
+        db: store.Store,
+        keys: keyring.Keyring,
+        hub: events.Hub,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.keys = keys
+        self.hub = hub
+        self.offsets = verifier.ClockOffsets()
+        self.connected = False
+        self.counts: dict[str, int] = {}
+        self._client: aiomqtt.Client | None = None
+
+    def _client_options(self) -> aiomqtt.Client:
+        host, port, tls = self.settings.mqtt_host_port()
+        context = None
+        if tls:
+            context = ssl.create_default_context(
+                cafile=str(self.settings.mqtt_ca) if self.settings.mqtt_ca else None
+            )
+        properties = paho.mqtt.properties.Properties(paho.mqtt.packettypes.PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = SESSION_EXPIRY_S
+        return aiomqtt.Client(
+            host,
+            port,
+            username=self.settings.mqtt_username,
+            password=self.settings.mqtt_password,
+            identifier=self.settings.mqtt_client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=properties,
+            tls_context=context,
+            keepalive=30,
+            timeout=10,
+        )
+
+    async def run(self) -> None:
+        """Connect, subscribe, handle messages; reconnect with backoff until cancelled."""
+        attempt = 0
+        group = self.settings.mqtt_share_group
+        while True:
+            try:
+                async with self._client_options() as client:
+                    self._client = client
+                    self.connected = True
+                    attempt = 0
+                    log.info("connected to the broker at %s", self.settings.mqtt_url)
+                    for kind in ("proof", "status", "enroll", "telemetry"):
+                        await client.subscribe(topics.shared(group, kind), qos=1)
+                    async for message in client.messages:
+                        await self.handle(str(message.topic), _payload(message.payload))
+            except aiomqtt.MqttError as exc:
+                if self.connected or attempt == 0:
+                    log.warning("broker unreachable (%s); retrying", exc)
+            finally:
+                self.connected = False
+                self._client = None
+            attempt += 1
+            ceiling = min(10.0, 0.5 * 2**attempt)
+            await asyncio.sleep(random.uniform(ceiling / 2, ceiling))
+
+    async def handle(self, topic: str, payload: bytes) -> None:
+        """Dispatch one message; any failure is a counted rejection, never an exception."""
+        try:
+            where = topics.parse(topic)
+        except ValueError:
+            await self._reject("topic_mismatch", topic, payload, "not a roomproof topic")
+            return
+        try:
+            if where.kind == "proof":
+                await self._proof(topic, payload)
+            elif where.kind == "status":
+                await self._status(where, payload)
+            elif where.kind == "enroll":
+                await self._enroll(where, payload)
+        except Exception:
+            log.exception("internal error handling %s", topic)
+            await self._reject("internal", topic, payload, "internal error")
+
+    async def _proof(self, topic: str, payload: bytes) -> None:
+        received = now_ms()
+        try:
+            accepted = await verifier.verify(
+                self.db,
+                self.offsets,
+                topic,
+                payload,
+                received,
+                self.settings.proof_max_bytes,
+                int(self.settings.clock_tolerance_s * 1000),
+            )
+            await self.db.store_proof(
+                accepted.row,
+                accepted.claims.slot_s,
+                accepted.claims.otp_step_s,
+                accepted.clock_offset_ms,
+            )
+        except verifier.Rejected as exc:
+            await self._reject(exc.reason, topic, payload, str(exc))
+            return
+        except store.Conflict:
+            await self._reject("duplicate", topic, payload, "stored concurrently")
+            return
+        row = accepted.row
+        self._count("accepted")
+        self.hub.publish(
+            "proof",
+            {
+                "site": row.site,
+                "room": accepted.claims.room,
+                "device": row.device,
+                "seq": row.seq,
+                "slot": row.slot,
+                "iat": row.iat,
+                "received_at": row.received_at,
+                "gap_before": row.gap_before,
+            },
+        )
+
+    async def _status(self, where: topics.Topic, payload: bytes) -> None:
+        if payload not in (b"online", b"offline"):
+            await self._reject(
+                "bad_status",
+                topics.topic(where.site, where.device, "status"),
+                payload,
+                "status must be online or offline",
+            )
+            return
+        device = await self.db.get_device(where.site, where.device)
+        if device is None:
+            return
+        online = payload == b"online"
+        if await self.db.set_online(where.site, where.device, online, now_ms()):
+            self.hub.publish(
+                "device",
+                {
+                    "site": where.site,
+                    "room": device.room,
+                    "device": where.device,
+                    "online": online,
+                },
+            )
+
+    async def _enroll(self, where: topics.Topic, payload: bytes) -> None:
+        outcome = await enrollment.handle(
+            self.db, self.keys, where.site, where.device, payload, now_ms()
+        )
+        topic = topics.topic(where.site, where.device, "enroll")
+        if outcome.reason is not None:
+            await self._reject(outcome.reason, topic, payload, outcome.reason)
+        if outcome.reply is not None and self._client is not None:
+            await self._client.publish(
+                topics.topic(where.site, where.device, "cmd"), outcome.reply.encode(), qos=1
+            )
+
+    def _count(self, reason: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+
+    async def _reject(self, reason: str, topic: str, payload: bytes, message: str) -> None:
+        self._count(reason)
+        log.info("rejected message on %s: %s (%s)", topic[:200], reason, message[:200])
+        await self.db.count_rejection(reason, topic, len(payload), now_ms())
+
+
+def _payload(value: typing.Any) -> bytes:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode()
+    return b""

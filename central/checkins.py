@@ -1,0 +1,218 @@
+"""Accepting a check-in: a genuine, fresh token of the room's device plus a known student.
+
+The token is judged by the slot of the *device's* clock (central's clock plus the offset
+estimated from that device's proofs), so a display whose clock is off still works.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+import typing
+
+from central import errors
+from central import keyring
+from central import settings as settings_mod
+from central import store
+from central import students
+from edge_agent.protocol import names
+from edge_agent.protocol import qrtoken
+from edge_agent.protocol import slots
+from edge_agent.protocol import totp
+
+BOUNDARY_GRACE_MS = 2000
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    token: str | None
+    site: str | None
+    room: str | None
+    otp: str | None
+    student_id: str | None
+    pin: str | None
+    credential: str | None
+
+    @classmethod
+    def parse(cls, data: typing.Any, cookie: str | None) -> Request:
+        if not isinstance(data, dict):
+            raise errors.ApiError(400, "invalid_request", "body must be a JSON object")
+        allowed = {"token", "site", "room", "otp", "student_id", "pin", "credential"}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise errors.ApiError(400, "invalid_request", "unknown fields", {"fields": unknown})
+        for key, value in data.items():
+            if value is not None and (not isinstance(value, str) or len(value) > 2048):
+                raise errors.ApiError(
+                    400, "invalid_request", f"{key} must be a string", {"field": key}
+                )
+        request = cls(**{key: data.get(key) for key in allowed})
+        if request.credential is None and cookie:
+            request = dataclasses.replace(request, credential=cookie)
+        if request.token is None and not (request.site and request.room and request.otp):
+            raise errors.ApiError(
+                400, "invalid_request", "send token, or site + room + otp", {"field": "token"}
+            )
+        if request.credential is None and not (request.student_id and request.pin):
+            raise errors.ApiError(
+                400,
+                "invalid_request",
+                "send student_id and pin, or a credential",
+                {"field": "student_id"},
+            )
+        return request
+
+
+class RateLimiter:
+    """At most `limit` attempts per key in a sliding minute."""
+
+    def __init__(self, limit: int, window_s: float = 60) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._hits: dict[str, collections.deque[float]] = {}
+
+    def allow(self, key: str, now: float) -> bool:
+        hits = self._hits.setdefault(key, collections.deque())
+        while hits and hits[0] <= now - self.window_s:
+            hits.popleft()
+        if len(hits) >= self.limit:
+            return False
+        hits.append(now)
+        if len(self._hits) > 100_000:
+            self._hits = {k: v for k, v in self._hits.items() if v}
+        return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    checkin: store.Checkin
+    credential: str | None
+
+
+def device_now_ms(device: store.Device, now_ms: int) -> int:
+    return now_ms + (device.clock_offset_ms or 0)
+
+
+class CheckinService:
+    def __init__(
+        self, settings: settings_mod.CentralSettings, db: store.Store, keys: keyring.Keyring
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.keys = keys
+        self.credentials = students.Credentials(
+            keys.credential_secret, settings.credential_ttl_days * 86400
+        )
+        self.otp_limiter = RateLimiter(settings.otp_attempts_per_minute)
+
+    async def check_in(self, request: Request, client_ip: str, now_ms: int | None = None) -> Result:
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        if request.token is not None:
+            device, slot, age, method = await self._by_token(request.token, now_ms)
+        else:
+            device, slot, age, method = None, 0, 0, "otp"
+        student_id, site, issued = await self._student(
+            request, device.site if device else None, now_ms
+        )
+        if device is None:
+            device, slot, age = await self._by_otp(request, student_id, client_ip, now_ms)
+        if device.site != site:
+            raise errors.ApiError(403, "wrong_site", "this student belongs to another site")
+        try:
+            checkin = await self.db.add_checkin(
+                device.site, device.room, device.device, student_id, slot, method, now_ms, age
+            )
+        except store.Conflict as exc:
+            raise errors.ApiError(
+                409, "duplicate", "you are already checked in for this code"
+            ) from exc
+        return Result(checkin, issued)
+
+    async def _by_token(self, text: str, now_ms: int) -> tuple[store.Device, int, int, str]:
+        try:
+            token = qrtoken.parse(text)
+        except qrtoken.TokenError as exc:
+            raise errors.ApiError(400, "invalid_token", str(exc), {"field": "token"}) from exc
+        device = await self.db.get_device(token.site, token.device)
+        if device is None or device.ed25519 is None:
+            raise errors.ApiError(404, "unknown_device", "this code belongs to no enrolled device")
+        if not qrtoken.verify(
+            device.ed25519, device.site, device.device, device.room, token.slot, token.signature
+        ):
+            raise errors.ApiError(
+                403, "forged_token", "this code was not shown by the room's device"
+            )
+        slot_s = device.slot_s
+        if slot_s is None:
+            raise errors.ApiError(
+                503, "device_not_ready", "the room's device has not reported yet; try again"
+            )
+        device_ms = device_now_ms(device, now_ms)
+        current = slots.slot_of(device_ms, slot_s)
+        oldest = current - (self.settings.token_slots_accepted - 1)
+        if token.slot > current and not (
+            token.slot == current + 1
+            and slots.slot_start_ms(token.slot, slot_s) - device_ms <= BOUNDARY_GRACE_MS
+        ):
+            raise errors.ApiError(403, "future_token", "this code is not valid yet")
+        if token.slot < oldest:
+            raise errors.ApiError(
+                410,
+                "stale_token",
+                "this code has expired: scan the screen again",
+                {"slot": token.slot, "current_slot": current},
+            )
+        age = max(0, device_ms - slots.slot_start_ms(token.slot, slot_s))
+        return device, token.slot, age, "qr"
+
+    async def _by_otp(
+        self, request: Request, student_id: str, client_ip: str, now_ms: int
+    ) -> tuple[store.Device, int, int]:
+        assert request.site and request.room and request.otp
+        site, room = request.site, request.room
+        if not names.is_valid(site) or not names.is_valid(room):
+            raise errors.ApiError(400, "invalid_request", "invalid site or room", {"field": "room"})
+        now_s = now_ms / 1000
+        if not (
+            self.otp_limiter.allow(f"student:{site}:{student_id}", now_s)
+            and self.otp_limiter.allow(f"ip:{client_ip}", now_s)
+        ):
+            raise errors.ApiError(429, "rate_limited", "too many code attempts; wait a minute")
+        for device in await self.db.room_devices(site, room):
+            if device.x25519 is None or device.slot_s is None:
+                continue
+            key = totp.derive_key(self.keys.agreement, device.x25519, site, device.device)
+            device_ms = device_now_ms(device, now_ms)
+            step = device.otp_step_s or 30
+            if totp.matches(key, request.otp, device_ms / 1000, step, window=1) is not None:
+                slot = slots.slot_of(device_ms, device.slot_s)
+                return device, slot, device_ms - slots.slot_start_ms(slot, device.slot_s)
+        raise errors.ApiError(403, "wrong_code", "this code is not the room's current code")
+
+    async def _student(
+        self, request: Request, site: str | None, now_ms: int
+    ) -> tuple[str, str, str | None]:
+        """(student_id, site, newly issued credential or None)."""
+        if request.credential is not None and not (request.student_id and request.pin):
+            credential = self.credentials.read(request.credential)
+            if credential is None or not await self.db.credential_active(credential.id, now_ms):
+                raise errors.ApiError(
+                    401, "bad_credentials", "this browser's sign-in expired; enter your id and PIN"
+                )
+            return credential.student_id, credential.site, None
+        site = site or request.site
+        assert site and request.student_id and request.pin
+        if not names.is_valid(request.student_id):
+            raise errors.ApiError(401, "bad_credentials", "unknown student id or wrong PIN")
+        if not await students.verify_pin(self.db, site, request.student_id, request.pin):
+            raise errors.ApiError(401, "bad_credentials", "unknown student id or wrong PIN")
+        credential, token = self.credentials.issue(site, request.student_id)
+        await self.db.add_credential(
+            credential.id,
+            site,
+            request.student_id,
+            now_ms,
+            now_ms + int(self.credentials.ttl_s * 1000),
+        )
+        return request.student_id, site, token

@@ -1,0 +1,252 @@
+"""`python -m central ...`: serve, provisioning commands, the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import logging
+import os
+import pathlib
+import secrets
+import sys
+import time
+import typing
+
+from central import auth
+from central import keyring
+from central import settings as settings_mod
+from central import sqlite_store
+from central import store
+from central import students
+from edge_agent import tomlsettings
+from edge_agent.protocol import b64
+from edge_agent.protocol import names
+
+
+class CommandError(Exception):
+    """A command that cannot be carried out; the message says why (exit code 1)."""
+
+
+def _name(kind: str) -> typing.Callable[[str], str]:
+    def check(value: str) -> str:
+        try:
+            return names.validate(kind, value)
+        except names.NameError_ as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return check
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m central", description="roomproof central")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", type=pathlib.Path, help=f"TOML settings (or ${settings_mod.CONFIG_ENV})"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", parents=[common], help="run the service")
+    commands.add_parser("demo", help="a whole room on this machine", add_help=False)
+
+    site = commands.add_parser("site", help="sites").add_subparsers(dest="action", required=True)
+    add = site.add_parser("add", parents=[common])
+    add.add_argument("--site", type=_name("site"), required=True)
+    add.add_argument("--name")
+
+    room = commands.add_parser("room", help="rooms").add_subparsers(dest="action", required=True)
+    add = room.add_parser("add", parents=[common])
+    add.add_argument("--site", type=_name("site"), required=True)
+    add.add_argument("--room", type=_name("room"), required=True)
+    add.add_argument("--name")
+    add.add_argument("--lat", type=float)
+    add.add_argument("--lon", type=float)
+    add.add_argument("--radius-m", type=float, default=50.0)
+
+    device = commands.add_parser("device", help="devices").add_subparsers(
+        dest="action", required=True
+    )
+    add = device.add_parser("add", parents=[common])
+    add.add_argument("--site", type=_name("site"), required=True)
+    add.add_argument("--room", type=_name("room"), required=True)
+    add.add_argument("--device", type=_name("device"), required=True)
+    add.add_argument(
+        "--bundle", type=pathlib.Path, required=True, help="enrollment bundle to write"
+    )
+
+    student = commands.add_parser("student", help="students").add_subparsers(
+        dest="action", required=True
+    )
+    add = student.add_parser("add", parents=[common])
+    add.add_argument("--site", type=_name("site"), required=True)
+    add.add_argument("--student-id", type=_name("student id"), required=True)
+    pin = add.add_mutually_exclusive_group(required=True)
+    pin.add_argument("--pin")
+    pin.add_argument("--pin-stdin", action="store_true", help="read the PIN from standard input")
+
+    token = commands.add_parser("token", help="admin API tokens").add_subparsers(
+        dest="action", required=True
+    )
+    add = token.add_parser("create", parents=[common])
+    add.add_argument("--role", choices=auth.ROLES, required=True)
+    add.add_argument("--name", default="")
+    return parser
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return json.dumps(value)
+
+
+async def _with_store(
+    settings: settings_mod.CentralSettings,
+    action: typing.Callable[[store.Store], typing.Awaitable[None]],
+) -> None:
+    keyring.ensure_data_dir(settings.data_dir)
+    db = sqlite_store.SqliteStore(settings.db_path)
+    await db.open()
+    try:
+        await action(db)
+    except store.Conflict as exc:
+        raise CommandError(f"already exists ({exc})") from exc
+    except store.NotFound as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        await db.close()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings) -> None:
+    key = (args.command, getattr(args, "action", None))
+    if key == ("site", "add"):
+
+        async def add_site(db: store.Store) -> None:
+            await db.add_site(args.site, args.name or args.site)
+            print(f"site {args.site} added")
+
+        asyncio.run(_with_store(settings, add_site))
+    elif key == ("room", "add"):
+        if (args.lat is None) != (args.lon is None):
+            raise CommandError("give both --lat and --lon, or neither")
+        if args.lat is not None and not (-90 <= args.lat <= 90 and -180 <= args.lon <= 180):
+            raise CommandError("--lat must be in [-90, 90] and --lon in [-180, 180]")
+        if args.radius_m <= 0:
+            raise CommandError("--radius-m must be positive")
+
+        async def add_room(db: store.Store) -> None:
+            await db.add_room(
+                args.site, args.room, args.name or args.room, args.lat, args.lon, args.radius_m
+            )
+            print(f"room {args.site}/{args.room} added")
+
+        asyncio.run(_with_store(settings, add_room))
+    elif key == ("device", "add"):
+        _device_add(args, settings)
+    elif key == ("student", "add"):
+        pin = sys.stdin.readline().strip() if args.pin_stdin else args.pin
+        if not pin or len(pin) < 4 or len(pin) > 64:
+            raise CommandError("the PIN must have 4 to 64 characters")
+        pin_hash = students.hash_pin(pin)
+
+        async def add_student(db: store.Store) -> None:
+            await db.add_student(args.site, args.student_id, pin_hash)
+            print(f"student {args.site}/{args.student_id} added")
+
+        asyncio.run(_with_store(settings, add_student))
+    elif key == ("token", "create"):
+        secret = auth.new_token()
+
+        async def add_token(db: store.Store) -> None:
+            await db.add_admin_token(auth.token_hash(secret), args.role, args.name, _now_ms())
+
+        asyncio.run(_with_store(settings, add_token))
+        print(f"{args.role} token (shown once; only its hash is stored):", file=sys.stderr)
+        print(secret)
+
+
+def _device_add(args: argparse.Namespace, settings: settings_mod.CentralSettings) -> None:
+    keys = keyring.load(settings.data_dir)
+    code = b64.encode(secrets.token_bytes(32))
+    expires = _now_ms() + int(settings.enrollment_ttl_h * 3600 * 1000)
+    room_name: list[str] = []
+
+    async def add_device(db: store.Store) -> None:
+        room = await db.get_room(args.site, args.room)
+        if room is None:
+            raise CommandError(f"room {args.site}/{args.room} does not exist; add it first")
+        room_name.append(room.name)
+        await db.add_device(args.site, args.room, args.device, code, expires)
+
+    ca = None
+    if settings.mqtt_ca is not None:
+        try:
+            ca = settings.mqtt_ca.read_text()
+        except OSError as exc:
+            raise CommandError(f"mqtt_ca {settings.mqtt_ca}: {exc.strerror}") from exc
+    asyncio.run(_with_store(settings, add_device))
+    fields: dict[str, object | None] = {
+        "site": args.site,
+        "room": args.room,
+        "room_name": room_name[0],
+        "device": args.device,
+        "mqtt_url": settings.device_mqtt_url or settings.mqtt_url,
+        "mqtt_username": settings.device_mqtt_username,
+        "mqtt_password": settings.device_mqtt_password,
+        "mqtt_ca": ca,
+        "public_url": settings.public_base,
+        "central_ed25519": b64.encode(keys.signing.public),
+        "central_x25519": b64.encode(keys.agreement.public),
+        "enrollment_code": code,
+        "enrollment_expires": datetime.datetime.fromtimestamp(expires / 1000, datetime.UTC)
+        .isoformat(timespec="seconds")
+        .replace("+00:00", "Z"),
+    }
+    lines = [
+        "# roomproof enrollment bundle: copy to the device (e.g. the SD card's boot partition)"
+    ]
+    lines += [f"{k} = {_toml(v)}" for k, v in fields.items() if v is not None]
+    args.bundle.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(args.bundle, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("\n".join(lines) + "\n")
+    print(
+        f"device {args.site}/{args.device} added; bundle written to {args.bundle}"
+        f" (enroll before {fields['enrollment_expires']})"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:
+        from central import demo
+
+        return demo.main(argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        settings = settings_mod.load(args.config)
+        logging.basicConfig(
+            level=settings.log_level,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        if args.command == "serve":
+            from central import app
+
+            keyring.ensure_data_dir(settings.data_dir)
+            app.serve(settings)
+        else:
+            run_command(args, settings)
+    except tomlsettings.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,81 @@
+"""One error format for every API failure: {"error": {code, message, details, request_id}}."""
+
+from __future__ import annotations
+
+import logging
+import typing
+import uuid
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+REQUEST_ID = web.AppKey("request_id", str)
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, typing.Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+def body(
+    request: web.Request, code: str, message: str, details: dict[str, typing.Any]
+) -> dict[str, typing.Any]:
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details,
+            "request_id": request.get("request_id", ""),
+        }
+    }
+
+
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+@web.middleware
+async def middleware(
+    request: web.Request,
+    handler: typing.Callable[[web.Request], typing.Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex[:16]
+    if not request_id.replace("-", "").isalnum():
+        request_id = uuid.uuid4().hex[:16]
+    request["request_id"] = request_id
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        log.info(
+            "%s %s -> %d %s [%s]", request.method, request.path, exc.status, exc.code, request_id
+        )
+        response = web.json_response(
+            body(request, exc.code, exc.message, exc.details), status=exc.status
+        )
+    except web.HTTPException as exc:
+        if not request.path.startswith("/api/") or exc.status < 400:
+            exc.headers["X-Request-Id"] = request_id
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        response = web.json_response(body(request, code, exc.reason, {}), status=exc.status)
+    except Exception:
+        log.exception("internal error on %s %s [%s]", request.method, request.path, request_id)
+        response = web.json_response(
+            body(request, "internal", "internal error; quote the request id", {}), status=500
+        )
+    if not response.prepared:
+        response.headers["X-Request-Id"] = request_id
+    return response

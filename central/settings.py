@@ -1,0 +1,65 @@
+"""Central's settings: `--config FILE` or ROOMPROOF_CENTRAL_CONFIG, then ROOMPROOF_CENTRAL_<KEY>."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import socket
+import typing
+
+import pydantic
+import pydantic_settings
+
+from edge_agent import tomlsettings
+
+ENV_PREFIX = "ROOMPROOF_CENTRAL_"
+CONFIG_ENV = "ROOMPROOF_CENTRAL_CONFIG"
+
+
+class CentralSettings(tomlsettings.EnvOverTomlSettings):
+    model_config = pydantic_settings.SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    data_dir: pathlib.Path = pathlib.Path("roomproof-data")
+    http_host: str = "127.0.0.1"
+    http_port: int = pydantic.Field(8080, ge=0, le=65535)
+    public_url: str = pydantic.Field(
+        "http://127.0.0.1:8080", pattern=r"^https?://[^\s/]+(/[^\s]*)?$"
+    )
+    mqtt_url: str = pydantic.Field("mqtt://127.0.0.1:1883", pattern=r"^mqtts?://[^/:\s]+(:\d+)?/?$")
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_ca: pathlib.Path | None = None
+    mqtt_client_id: str = pydantic.Field(
+        default_factory=lambda: f"central-{socket.gethostname()}-{os.getpid()}"[:64]
+    )
+    mqtt_share_group: str = pydantic.Field("central", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    device_mqtt_url: str | None = pydantic.Field(None, pattern=r"^mqtts?://[^/:\s]+(:\d+)?/?$")
+    device_mqtt_username: str | None = None
+    device_mqtt_password: str | None = None
+    clock_tolerance_s: float = pydantic.Field(120, gt=0)
+    token_slots_accepted: int = pydantic.Field(2, ge=1, le=10)
+    enrollment_ttl_h: float = pydantic.Field(72, gt=0)
+    credential_ttl_days: float = pydantic.Field(180, gt=0)
+    otp_attempts_per_minute: int = pydantic.Field(5, ge=1)
+    proof_max_bytes: int = pydantic.Field(16384, ge=1024, le=1_048_576)
+    log_level: typing.Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def public_base(self) -> str:
+        return self.public_url.rstrip("/")
+
+    @property
+    def db_path(self) -> pathlib.Path:
+        return self.data_dir / "central.db"
+
+    def mqtt_host_port(self) -> tuple[str, int, bool]:
+        tls = self.mqtt_url.startswith("mqtts://")
+        rest = self.mqtt_url.split("://", 1)[1].rstrip("/")
+        host, _, port = rest.partition(":")
+        return host, int(port) if port else (8883 if tls else 1883), tls
+
+
+def load(path: pathlib.Path | None) -> CentralSettings:
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = pathlib.Path(os.environ[CONFIG_ENV])
+    return tomlsettings.load(CentralSettings, path, ENV_PREFIX)

@@ -1,0 +1,373 @@
+"""The embedded store: one SQLite file (WAL) through aiosqlite, schema versioned at open."""
+
+from __future__ import annotations
+
+import pathlib
+import sqlite3
+import typing
+
+import aiosqlite
+
+from central import store
+
+SCHEMA_VERSION = 1
+RECENT_REJECTIONS = 200
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sites (site TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rooms (
+    site TEXT NOT NULL REFERENCES sites(site), room TEXT NOT NULL, name TEXT NOT NULL,
+    lat REAL, lon REAL, radius_m REAL NOT NULL DEFAULT 50, PRIMARY KEY (site, room));
+CREATE TABLE IF NOT EXISTS devices (
+    site TEXT NOT NULL, device TEXT NOT NULL, room TEXT NOT NULL,
+    ed25519 BLOB, x25519 BLOB, enroll_code TEXT, enroll_expires_ms INTEGER, enrolled_at INTEGER,
+    last_seq INTEGER NOT NULL DEFAULT 0, last_hash TEXT, last_proof_at INTEGER, last_iat INTEGER,
+    last_slot INTEGER, slot_s INTEGER, otp_step_s INTEGER, clock_offset_ms INTEGER,
+    online INTEGER NOT NULL DEFAULT 0, status_at INTEGER,
+    PRIMARY KEY (site, device), FOREIGN KEY (site, room) REFERENCES rooms(site, room));
+CREATE TABLE IF NOT EXISTS proofs (
+    site TEXT NOT NULL, device TEXT NOT NULL, seq INTEGER NOT NULL, slot INTEGER NOT NULL,
+    iat INTEGER NOT NULL, received_at INTEGER NOT NULL, jws TEXT NOT NULL, hash TEXT NOT NULL,
+    gap_before INTEGER NOT NULL DEFAULT 0, verdict TEXT, PRIMARY KEY (site, device, seq));
+CREATE INDEX IF NOT EXISTS proofs_slot ON proofs (site, device, slot);
+CREATE TABLE IF NOT EXISTS rejection_counts (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rejection_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, topic TEXT NOT NULL,
+    reason TEXT NOT NULL, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS students (
+    site TEXT NOT NULL REFERENCES sites(site), student_id TEXT NOT NULL, pin_hash TEXT NOT NULL,
+    PRIMARY KEY (site, student_id));
+CREATE TABLE IF NOT EXISTS credentials (
+    id TEXT PRIMARY KEY, site TEXT NOT NULL, student_id TEXT NOT NULL, created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS admin_tokens (
+    hash TEXT PRIMARY KEY, role TEXT NOT NULL, name TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS checkins (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, site TEXT NOT NULL, room TEXT NOT NULL,
+    device TEXT NOT NULL, student_id TEXT NOT NULL, slot INTEGER NOT NULL, method TEXT NOT NULL,
+    created_at INTEGER NOT NULL, token_age_ms INTEGER NOT NULL,
+    UNIQUE (site, student_id, device, slot));
+CREATE INDEX IF NOT EXISTS checkins_room ON checkins (site, room, created_at);
+"""
+
+_DEVICE_COLUMNS = (
+    "site, room, device, ed25519, x25519, enroll_code, enroll_expires_ms, enrolled_at, last_seq,"
+    " last_hash, last_proof_at, last_iat, last_slot, slot_s, otp_step_s, clock_offset_ms, online,"
+    " status_at"
+)
+_CHECKIN_COLUMNS = "id, site, room, device, student_id, slot, method, created_at, token_age_ms"
+
+
+def _device(row: typing.Any) -> store.Device:
+    values = list(row)
+    values[3] = bytes(values[3]) if values[3] is not None else None
+    values[4] = bytes(values[4]) if values[4] is not None else None
+    values[16] = bool(values[16])
+    return store.Device(*values)
+
+
+class SqliteStore:
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        self._db = await aiosqlite.connect(self.path)
+        await self.db.execute("PRAGMA journal_mode=WAL")
+        await self.db.execute("PRAGMA synchronous=NORMAL")
+        await self.db.execute("PRAGMA foreign_keys=ON")
+        await self.db.execute("PRAGMA busy_timeout=5000")
+        await self.db.executescript(_SCHEMA)
+        async with self.db.execute("SELECT version FROM schema_version") as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            await self.db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+        elif row[0] > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path}: database schema {row[0]} is newer than"
+                f" this central ({SCHEMA_VERSION})"
+            )
+        await self.db.commit()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def _write(self, sql: str, params: tuple[typing.Any, ...]) -> int:
+        try:
+            cursor = await self.db.execute(sql, params)
+            await self.db.commit()
+        except sqlite3.IntegrityError as exc:
+            await self.db.rollback()
+            raise store.Conflict(str(exc)) from exc
+        return cursor.rowcount
+
+    async def _one(self, sql: str, params: tuple[typing.Any, ...]) -> typing.Any:
+        async with self.db.execute(sql, params) as cursor:
+            return await cursor.fetchone()
+
+    async def _all(self, sql: str, params: tuple[typing.Any, ...]) -> list[typing.Any]:
+        async with self.db.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    # -- sites, rooms, devices -------------------------------------------------------------
+    async def add_site(self, site: str, name: str) -> None:
+        await self._write("INSERT INTO sites (site, name) VALUES (?, ?)", (site, name))
+
+    async def add_room(
+        self,
+        site: str,
+        room: str,
+        name: str,
+        lat: float | None,
+        lon: float | None,
+        radius_m: float,
+    ) -> None:
+        if await self._one("SELECT 1 FROM sites WHERE site = ?", (site,)) is None:
+            raise store.NotFound(f"site {site} does not exist")
+        await self._write(
+            "INSERT INTO rooms (site, room, name, lat, lon, radius_m) VALUES (?, ?, ?, ?, ?, ?)",
+            (site, room, name, lat, lon, radius_m),
+        )
+
+    async def get_room(self, site: str, room: str) -> store.Room | None:
+        row = await self._one(
+            "SELECT site, room, name, lat, lon, radius_m FROM rooms WHERE site = ? AND room = ?",
+            (site, room),
+        )
+        return store.Room(*row) if row else None
+
+    async def add_device(
+        self, site: str, room: str, device: str, code: str, expires_ms: int
+    ) -> None:
+        if await self.get_room(site, room) is None:
+            raise store.NotFound(f"room {site}/{room} does not exist")
+        await self._write(
+            "INSERT INTO devices (site, room, device, enroll_code, enroll_expires_ms)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (site, room, device, code, expires_ms),
+        )
+
+    async def get_device(self, site: str, device: str) -> store.Device | None:
+        row = await self._one(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE site = ? AND device = ?", (site, device)
+        )
+        return _device(row) if row else None
+
+    async def list_devices(self, site: str | None = None) -> list[store.Device]:
+        rows = await self._all(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE ? IS NULL OR site = ?"
+            " ORDER BY site, device",
+            (site, site),
+        )
+        return [_device(row) for row in rows]
+
+    async def room_devices(self, site: str, room: str) -> list[store.Device]:
+        rows = await self._all(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE site = ? AND room = ? ORDER BY device",
+            (site, room),
+        )
+        return [_device(row) for row in rows]
+
+    async def bind_device(
+        self, site: str, device: str, ed25519: bytes, x25519: bytes, now_ms: int
+    ) -> None:
+        """Bind the keys and burn the code in one statement: a code works once."""
+        changed = await self._write(
+            "UPDATE devices SET ed25519 = ?, x25519 = ?, enrolled_at = ?, enroll_code = NULL,"
+            " enroll_expires_ms = NULL WHERE site = ? AND device = ? AND enroll_code IS NOT NULL",
+            (ed25519, x25519, now_ms, site, device),
+        )
+        if changed != 1:
+            raise store.Conflict(f"device {site}/{device} has no enrollment code to burn")
+
+    async def set_online(self, site: str, device: str, online: bool, now_ms: int) -> bool:
+        changed = await self._write(
+            "UPDATE devices SET online = ?, status_at = ? WHERE site = ? AND device = ?"
+            " AND online != ?",
+            (int(online), now_ms, site, device, int(online)),
+        )
+        return changed == 1
+
+    # -- proofs ----------------------------------------------------------------------------
+    async def store_proof(
+        self, row: store.ProofRow, slot_s: int, otp_step_s: int, clock_offset_ms: int
+    ) -> None:
+        """Insert the proof and advance the device's chain head in one transaction."""
+        try:
+            await self.db.execute(
+                "INSERT INTO proofs (site, device, seq, slot, iat, received_at, jws, hash,"
+                " gap_before) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.site,
+                    row.device,
+                    row.seq,
+                    row.slot,
+                    row.iat,
+                    row.received_at,
+                    row.jws,
+                    row.hash,
+                    int(row.gap_before),
+                ),
+            )
+            await self.db.execute(
+                "UPDATE devices SET last_seq = ?, last_hash = ?, last_proof_at = ?, last_iat = ?,"
+                " last_slot = ?, slot_s = ?, otp_step_s = ?, clock_offset_ms = ?"
+                " WHERE site = ? AND device = ? AND last_seq < ?",
+                (
+                    row.seq,
+                    row.hash,
+                    row.received_at,
+                    row.iat,
+                    row.slot,
+                    slot_s,
+                    otp_step_s,
+                    clock_offset_ms,
+                    row.site,
+                    row.device,
+                    row.seq,
+                ),
+            )
+            await self.db.commit()
+        except sqlite3.IntegrityError as exc:
+            await self.db.rollback()
+            raise store.Conflict(str(exc)) from exc
+
+    async def proof_hash(self, site: str, device: str, seq: int) -> str | None:
+        row = await self._one(
+            "SELECT hash FROM proofs WHERE site = ? AND device = ? AND seq = ?", (site, device, seq)
+        )
+        return row[0] if row else None
+
+    async def list_proofs(self, site: str | None, device: str, limit: int) -> list[store.ProofRow]:
+        rows = await self._all(
+            "SELECT site, device, seq, slot, iat, received_at, jws, hash, gap_before FROM proofs"
+            " WHERE (? IS NULL OR site = ?) AND device = ? ORDER BY seq DESC LIMIT ?",
+            (site, site, device, limit),
+        )
+        return [store.ProofRow(*row[:8], bool(row[8])) for row in rows]
+
+    # -- rejections ------------------------------------------------------------------------
+    async def count_rejection(self, reason: str, topic: str, size: int, now_ms: int) -> None:
+        await self.db.execute(
+            "INSERT INTO rejection_counts (reason, count) VALUES (?, 1)"
+            " ON CONFLICT(reason) DO UPDATE SET count = count + 1",
+            (reason,),
+        )
+        await self.db.execute(
+            "INSERT INTO rejection_log (at, topic, reason, size) VALUES (?, ?, ?, ?)",
+            (now_ms, topic[:256], reason, size),
+        )
+        await self.db.execute(
+            "DELETE FROM rejection_log WHERE id <= (SELECT MAX(id) FROM rejection_log) - ?",
+            (RECENT_REJECTIONS,),
+        )
+        await self.db.commit()
+
+    async def rejections(self) -> tuple[dict[str, int], list[dict[str, typing.Any]]]:
+        counts = dict(await self._all("SELECT reason, count FROM rejection_counts", ()))
+        recent = [
+            {"at": at, "topic": topic, "reason": reason, "size": size}
+            for at, topic, reason, size in await self._all(
+                "SELECT at, topic, reason, size FROM rejection_log ORDER BY id DESC LIMIT 50", ()
+            )
+        ]
+        return counts, recent
+
+    # -- students, credentials, admin tokens -----------------------------------------------
+    async def add_student(self, site: str, student_id: str, pin_hash: str) -> None:
+        if await self._one("SELECT 1 FROM sites WHERE site = ?", (site,)) is None:
+            raise store.NotFound(f"site {site} does not exist")
+        await self._write(
+            "INSERT INTO students (site, student_id, pin_hash) VALUES (?, ?, ?)",
+            (site, student_id, pin_hash),
+        )
+
+    async def get_student(self, site: str, student_id: str) -> store.Student | None:
+        row = await self._one(
+            "SELECT site, student_id, pin_hash FROM students WHERE site = ? AND student_id = ?",
+            (site, student_id),
+        )
+        return store.Student(*row) if row else None
+
+    async def add_credential(
+        self, credential_id: str, site: str, student_id: str, now_ms: int, expires_ms: int
+    ) -> None:
+        await self._write(
+            "INSERT INTO credentials (id, site, student_id, created_at, expires_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (credential_id, site, student_id, now_ms, expires_ms),
+        )
+
+    async def credential_active(self, credential_id: str, now_ms: int) -> bool:
+        row = await self._one(
+            "SELECT 1 FROM credentials WHERE id = ? AND revoked = 0 AND expires_at > ?",
+            (credential_id, now_ms),
+        )
+        return row is not None
+
+    async def revoke_credential(self, credential_id: str) -> None:
+        await self._write("UPDATE credentials SET revoked = 1 WHERE id = ?", (credential_id,))
+
+    async def add_admin_token(self, token_hash: str, role: str, name: str, now_ms: int) -> None:
+        await self._write(
+            "INSERT INTO admin_tokens (hash, role, name, created_at) VALUES (?, ?, ?, ?)",
+            (token_hash, role, name, now_ms),
+        )
+
+    async def admin_role(self, token_hash: str) -> str | None:
+        row = await self._one("SELECT role FROM admin_tokens WHERE hash = ?", (token_hash,))
+        return row[0] if row else None
+
+    # -- check-ins -------------------------------------------------------------------------
+    async def add_checkin(
+        self,
+        site: str,
+        room: str,
+        device: str,
+        student_id: str,
+        slot: int,
+        method: str,
+        now_ms: int,
+        token_age_ms: int,
+    ) -> store.Checkin:
+        try:
+            cursor = await self.db.execute(
+                "INSERT INTO checkins (site, room, device, student_id, slot, method, created_at,"
+                " token_age_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (site, room, device, student_id, slot, method, now_ms, token_age_ms),
+            )
+            await self.db.commit()
+        except sqlite3.IntegrityError as exc:
+            await self.db.rollback()
+            raise store.Conflict(str(exc)) from exc
+        return store.Checkin(
+            int(cursor.lastrowid or 0),
+            site,
+            room,
+            device,
+            student_id,
+            slot,
+            method,
+            now_ms,
+            token_age_ms,
+        )
+
+    async def list_checkins(
+        self, site: str | None, room: str | None, since_ms: int | None, limit: int
+    ) -> list[store.Checkin]:
+        rows = await self._all(
+            f"SELECT {_CHECKIN_COLUMNS} FROM checkins WHERE (? IS NULL OR site = ?)"
+            " AND (? IS NULL OR room = ?) AND (? IS NULL OR created_at >= ?)"
+            " ORDER BY created_at, id LIMIT ?",
+            (site, site, room, room, since_ms, since_ms, limit),
+        )
+        return [store.Checkin(*row) for row in rows]

@@ -1,0 +1,143 @@
+"""The storage interface central's logic is written against; SQLite implements it today
+(sqlite_store.py) and a PostgreSQL store can implement it later without touching callers."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+
+class Conflict(Exception):
+    """A uniqueness rule refused the write (e.g. a second check-in for the same slot)."""
+
+
+class NotFound(Exception):
+    """The record the write refers to does not exist."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Room:
+    site: str
+    room: str
+    name: str
+    lat: float | None
+    lon: float | None
+    radius_m: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+    site: str
+    room: str
+    device: str
+    ed25519: bytes | None
+    x25519: bytes | None
+    enroll_code: str | None
+    enroll_expires_ms: int | None
+    enrolled_at: int | None
+    last_seq: int
+    last_hash: str | None
+    last_proof_at: int | None
+    last_iat: int | None
+    last_slot: int | None
+    slot_s: int | None
+    otp_step_s: int | None
+    clock_offset_ms: int | None
+    online: bool
+    status_at: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ProofRow:
+    site: str
+    device: str
+    seq: int
+    slot: int
+    iat: int
+    received_at: int
+    jws: str
+    hash: str
+    gap_before: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Student:
+    site: str
+    student_id: str
+    pin_hash: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkin:
+    id: int
+    site: str
+    room: str
+    device: str
+    student_id: str
+    slot: int
+    method: str
+    created_at: int
+    token_age_ms: int
+
+
+class Store(typing.Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def add_site(self, site: str, name: str) -> None: ...
+    async def add_room(
+        self,
+        site: str,
+        room: str,
+        name: str,
+        lat: float | None,
+        lon: float | None,
+        radius_m: float,
+    ) -> None: ...
+    async def get_room(self, site: str, room: str) -> Room | None: ...
+
+    async def add_device(
+        self, site: str, room: str, device: str, code: str, expires_ms: int
+    ) -> None: ...
+    async def get_device(self, site: str, device: str) -> Device | None: ...
+    async def list_devices(self, site: str | None = None) -> list[Device]: ...
+    async def room_devices(self, site: str, room: str) -> list[Device]: ...
+    async def bind_device(
+        self, site: str, device: str, ed25519: bytes, x25519: bytes, now_ms: int
+    ) -> None: ...
+    async def set_online(self, site: str, device: str, online: bool, now_ms: int) -> bool: ...
+
+    async def store_proof(
+        self, row: ProofRow, slot_s: int, otp_step_s: int, clock_offset_ms: int
+    ) -> None: ...
+    async def proof_hash(self, site: str, device: str, seq: int) -> str | None: ...
+    async def list_proofs(self, site: str | None, device: str, limit: int) -> list[ProofRow]: ...
+
+    async def count_rejection(self, reason: str, topic: str, size: int, now_ms: int) -> None: ...
+    async def rejections(self) -> tuple[dict[str, int], list[dict[str, typing.Any]]]: ...
+
+    async def add_student(self, site: str, student_id: str, pin_hash: str) -> None: ...
+    async def get_student(self, site: str, student_id: str) -> Student | None: ...
+    async def add_credential(
+        self, credential_id: str, site: str, student_id: str, now_ms: int, expires_ms: int
+    ) -> None: ...
+    async def credential_active(self, credential_id: str, now_ms: int) -> bool: ...
+    async def revoke_credential(self, credential_id: str) -> None: ...
+
+    async def add_admin_token(self, token_hash: str, role: str, name: str, now_ms: int) -> None: ...
+    async def admin_role(self, token_hash: str) -> str | None: ...
+
+    async def add_checkin(
+        self,
+        site: str,
+        room: str,
+        device: str,
+        student_id: str,
+        slot: int,
+        method: str,
+        now_ms: int,
+        token_age_ms: int,
+    ) -> Checkin: ...
+    async def list_checkins(
+        self, site: str | None, room: str | None, since_ms: int | None, limit: int
+    ) -> list[Checkin]: ...

@@ -1,0 +1,120 @@
+"""Verification of one presence proof against what central knows of its device.
+
+Returns the proof to store or a rejection reason; never raises on bad input. Reasons:
+oversize, malformed, bad_header, schema, topic_mismatch, unknown_device, bad_signature,
+wrong_room, duplicate (idempotent redelivery, not an error), replay, chain_broken, clock,
+bad_token.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+from central import store
+from edge_agent.protocol import b64
+from edge_agent.protocol import chain
+from edge_agent.protocol import jws
+from edge_agent.protocol import proof
+from edge_agent.protocol import qrtoken
+from edge_agent.protocol import slots
+from edge_agent.protocol import topics
+
+OFFSET_SAMPLES = 16
+
+
+class Rejected(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class Accepted:
+    row: store.ProofRow
+    claims: proof.Claims
+    clock_offset_ms: int
+
+
+class ClockOffsets:
+    """Per device, (iat - received) of recent proofs; the largest is the least delayed."""
+
+    def __init__(self) -> None:
+        self._samples: dict[tuple[str, str], collections.deque[int]] = {}
+
+    def add(self, site: str, device: str, sample_ms: int) -> int:
+        samples = self._samples.setdefault((site, device), collections.deque(maxlen=OFFSET_SAMPLES))
+        samples.append(sample_ms)
+        return max(samples)
+
+
+async def verify(
+    db: store.Store,
+    offsets: ClockOffsets,
+    topic: str,
+    payload: bytes,
+    received_ms: int,
+    max_bytes: int,
+    clock_tolerance_ms: int,
+) -> Accepted:
+    try:
+        where = topics.parse(topic)
+    except ValueError as exc:
+        raise Rejected("topic_mismatch", str(exc)) from exc
+    try:
+        parsed, claims = proof.decode(payload, max_bytes)
+    except proof.ProofError as exc:
+        raise Rejected(exc.reason, str(exc)) from exc
+    if (claims.site, claims.device) != (where.site, where.device):
+        raise Rejected("topic_mismatch", "proof site/device differ from its topic")
+    device = await db.get_device(claims.site, claims.device)
+    if device is None or device.ed25519 is None:
+        raise Rejected("unknown_device", f"no enrolled device {claims.site}/{claims.device}")
+    if not jws.verify(parsed, device.ed25519):
+        raise Rejected("bad_signature", "signature does not verify with the enrolled key")
+    if claims.room != device.room:
+        raise Rejected("wrong_room", f"proof names room {claims.room}, device is in {device.room}")
+
+    compact = payload.decode("ascii")
+    link = chain.link(compact)
+    if claims.seq <= device.last_seq:
+        stored = await db.proof_hash(claims.site, claims.device, claims.seq)
+        if stored == link:
+            raise Rejected("duplicate", f"seq {claims.seq} already stored")
+        raise Rejected("replay", f"seq {claims.seq} is not after {device.last_seq}")
+    gap = device.last_seq > 0 and claims.seq > device.last_seq + 1
+    if claims.seq == device.last_seq + 1 and device.last_hash and claims.prev != device.last_hash:
+        raise Rejected("chain_broken", f"seq {claims.seq} does not chain to seq {device.last_seq}")
+    if device.last_seq == 0 and claims.seq == 1 and claims.prev != chain.GENESIS:
+        raise Rejected("chain_broken", "the first proof must chain to the genesis hash")
+
+    if claims.iat - received_ms > clock_tolerance_ms:
+        raise Rejected("clock", f"iat is {claims.iat - received_ms} ms in the future")
+    if device.last_iat is not None and claims.iat < device.last_iat:
+        raise Rejected("clock", "iat goes backwards")
+    if slots.slot_of(claims.iat, claims.slot_s) != claims.slot:
+        raise Rejected("schema", "slot does not match iat")
+    if not qrtoken.verify(
+        device.ed25519, claims.site, claims.device, claims.room, claims.slot, b64.decode(claims.qr)
+    ):
+        raise Rejected("bad_token", "the displayed QR token does not verify")
+
+    sample = claims.iat - received_ms
+    previous = device.clock_offset_ms
+    # A proof drained late from the outbox says nothing about the clock: keep the estimate.
+    fresh = previous is None or sample >= previous - claims.slot_s * 1000
+    offset = offsets.add(claims.site, claims.device, sample) if fresh else previous
+    row = store.ProofRow(
+        site=claims.site,
+        device=claims.device,
+        seq=claims.seq,
+        slot=claims.slot,
+        iat=claims.iat,
+        received_at=received_ms,
+        jws=compact,
+        hash=link,
+        gap_before=gap,
+    )
+    return Accepted(
+        row=row, claims=claims, clock_offset_ms=int(offset if offset is not None else sample)
+    )

@@ -1,0 +1,197 @@
+"""The whole path on one machine: bundle -> agent enrolls -> QR on a framebuffer -> check-in."""
+
+from __future__ import annotations
+
+import pathlib
+import signal
+import typing
+
+import pytest
+import zxingcpp
+from PIL import Image
+
+from edge_agent.protocol import b64
+from edge_agent.protocol import chain
+from edge_agent.protocol import jws
+from edge_agent.protocol import keys
+from edge_agent.protocol import proof
+from edge_agent.protocol import qrtoken
+from tests import broker as broker_mod
+from tests import system
+
+SLOT_S = 5
+FB_W, FB_H = 640, 480
+
+
+@pytest.fixture()
+def room(
+    tmp_path: pathlib.Path, own_broker: broker_mod.Broker
+) -> typing.Iterator[dict[str, typing.Any]]:
+    central = system.Central(tmp_path / "central", own_broker.url)
+    central.cli("site", "add", "--site", "campus")
+    central.cli("room", "add", "--site", "campus", "--room", "a-101", "--name", "Hall A-101")
+    bundle = tmp_path / "bundle.toml"
+    central.cli(
+        "device",
+        "add",
+        "--site",
+        "campus",
+        "--room",
+        "a-101",
+        "--device",
+        "pi-a101",
+        "--bundle",
+        str(bundle),
+    )
+    central.cli("student", "add", "--site", "campus", "--student-id", "s1", "--pin", "4321")
+    central.cli("student", "add", "--site", "campus", "--student-id", "s2", "--pin", "8765")
+    token = central.cli("token", "create", "--role", "admin").stdout.split()[-1]
+    framebuffer = tmp_path / "fb0"
+    framebuffer.write_bytes(bytes(FB_W * FB_H * 4))
+    agent = system.Agent(
+        tmp_path / "agent",
+        bundle,
+        f'slot_s = {SLOT_S}\ndisplay_sinks = ["framebuffer"]\n'
+        f'framebuffer_device = "{framebuffer}"\nframebuffer_width = {FB_W}\n'
+        f"framebuffer_height = {FB_H}\nframebuffer_bpp = 32\n",
+    )
+    central.start()
+    agent.start()
+    try:
+        yield {
+            "central": central,
+            "agent": agent,
+            "broker": own_broker,
+            "fb": framebuffer,
+            "admin": system.Http(central.url, token),
+            "http": system.Http(central.url),
+        }
+    finally:
+        if agent.process is not None:
+            agent.stop(signal.SIGKILL)
+        central.stop()
+
+
+def read_qr(framebuffer: pathlib.Path) -> str | None:
+    image = Image.frombytes("RGB", (FB_W, FB_H), framebuffer.read_bytes(), "raw", "BGRX")
+    found = zxingcpp.read_barcodes(image)
+    return found[0].text if found else None
+
+
+def device_row(admin: system.Http) -> dict[str, typing.Any] | None:
+    status, body, _ = admin.request("GET", "/api/v1/devices")
+    assert status == 200, body
+    rows = [row for row in body["devices"] if row["device"] == "pi-a101"]
+    return rows[0] if rows and rows[0].get("last_seq") else None
+
+
+def stored_proofs(admin: system.Http) -> list[dict[str, typing.Any]]:
+    status, body, _ = admin.request("GET", "/api/v1/proofs?site=campus&device=pi-a101&limit=1000")
+    assert status == 200, body
+    return sorted(body["proofs"], key=lambda row: row["seq"])
+
+
+def assert_valid_chain(rows: list[dict[str, typing.Any]], public: bytes) -> None:
+    previous: str | None = None
+    for row in rows:
+        parsed, claims = proof.decode(row["jws"])
+        assert jws.verify(parsed, public)
+        if previous is not None:
+            assert claims.prev == chain.link(previous)
+        previous = row["jws"]
+
+
+@pytest.mark.slow
+def test_check_in_from_the_rendered_frame(room: dict[str, typing.Any]) -> None:
+    admin, http = room["admin"], room["http"]
+    row = system.wait_for(lambda: device_row(admin), 60, "the device's first proof at central")
+    public = b64.decode(row["public_key"])
+
+    url = system.wait_for(lambda: read_qr(room["fb"]), 30, "a decodable QR on the framebuffer")
+    token = qrtoken.parse(url)
+    assert url.startswith(room["central"].url + "/c/campus/pi-a101/")
+    assert qrtoken.verify(public, "campus", "pi-a101", "a-101", token.slot, token.signature)
+
+    status, page, _ = http.request("GET", token.path)
+    assert status == 200 and "a-101" in str(page).lower()
+
+    status, body, headers = http.request(
+        "POST", "/api/v1/checkins", {"token": url, "student_id": "s1", "pin": "4321"}
+    )
+    assert status == 201, body
+    assert body["checkin"]["student_id"] == "s1" and body["checkin"]["room"] == "a-101"
+    credential = body["credential"]
+    assert "roomproof_student=" in headers.get("Set-Cookie", "")
+
+    status, body, _ = http.request(
+        "POST", "/api/v1/checkins", {"token": url, "credential": credential}
+    )
+    assert status == 409 and body["error"]["code"] == "duplicate"
+
+    forged_key = keys.SigningKey.generate()
+    forged = qrtoken.url(
+        room["central"].url,
+        "campus",
+        "pi-a101",
+        token.slot,
+        qrtoken.sign(forged_key, "campus", "pi-a101", "a-101", token.slot),
+    )
+    status, body, _ = http.request(
+        "POST", "/api/v1/checkins", {"token": forged, "student_id": "s2", "pin": "8765"}
+    )
+    assert status in (400, 403) and body["error"]["code"] == "forged_token", body
+
+    status, body, _ = http.request("GET", "/api/v1/checkins?site=campus&room=a-101")
+    assert status == 401
+    status, body, _ = admin.request("GET", "/api/v1/checkins?site=campus&room=a-101")
+    assert status == 200 and [c["student_id"] for c in body["checkins"]] == ["s1"]
+
+    # Two slots later the same token is stale, even for a student who has not used it.
+    system.wait_for(
+        lambda: (
+            (device_row(admin) or {}).get("last_seq", 0) >= 1
+            and stored_proofs(admin)[-1]["slot"] >= token.slot + 2
+        ),
+        6 * SLOT_S,
+        "two more slots",
+    )
+    status, body, _ = http.request(
+        "POST", "/api/v1/checkins", {"token": url, "student_id": "s2", "pin": "8765"}
+    )
+    assert status in (400, 403, 410) and body["error"]["code"] == "stale_token", body
+
+    rows = stored_proofs(admin)
+    assert len(rows) >= 3
+    assert [r["seq"] for r in rows] == list(range(rows[0]["seq"], rows[0]["seq"] + len(rows)))
+    assert_valid_chain(rows, public)
+    assert room["agent"].stop() == 0
+
+
+@pytest.mark.slow
+def test_outbox_survives_sigkill_while_broker_is_down(room: dict[str, typing.Any]) -> None:
+    admin, broker, agent = room["admin"], room["broker"], room["agent"]
+    system.wait_for(lambda: device_row(admin), 60, "the device's first proof at central")
+    broker.stop()
+    before = (device_row(admin) or {})["last_seq"]
+    first_slot = qrtoken.parse(system.wait_for(lambda: read_qr(room["fb"]), 30, "a QR")).slot
+    # Proofs pile up in the outbox while the broker is away; then power is cut.
+    queued = 3
+    system.wait_for(
+        lambda: (url := read_qr(room["fb"])) and qrtoken.parse(url).slot >= first_slot + queued,
+        (queued + 3) * SLOT_S,
+        "proofs queued while the broker is down",
+    )
+    agent.stop(signal.SIGKILL)
+    broker.start()
+    agent.start()
+    system.wait_for(
+        lambda: (device_row(admin) or {}).get("last_seq", 0) >= before + queued,
+        60,
+        "the outbox to drain after restart",
+    )
+    rows = stored_proofs(admin)
+    seqs = [r["seq"] for r in rows]
+    assert len(seqs) == len(set(seqs)), "a proof was stored twice"
+    assert seqs == list(range(1, len(seqs) + 1)), f"a proof was lost: {seqs}"
+    public = b64.decode((device_row(admin) or {})["public_key"])
+    assert_valid_chain(rows, public)
