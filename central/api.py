@@ -275,7 +275,7 @@ class Api:
                 "Content-Type": "text/event-stream",
                 "Cache-Control": "no-store",
                 "X-Accel-Buffering": "no",
-                "X-Request-Id": request["request_id"],
+                "X-Request-Id": request[errors.REQUEST_ID],
             }
         )
         await response.prepare(request)

@@ -9,7 +9,7 @@ import uuid
 from aiohttp import web
 
 log = logging.getLogger(__name__)
-REQUEST_ID = web.AppKey("request_id", str)
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 class ApiError(Exception):
@@ -31,7 +31,7 @@ def body(
             "code": code,
             "message": message,
             "details": details,
-            "request_id": request.get("request_id", ""),
+            "request_id": request.get(REQUEST_ID, ""),
         }
     }
 
@@ -55,7 +55,7 @@ async def middleware(
     request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex[:16]
     if not request_id.replace("-", "").isalnum():
         request_id = uuid.uuid4().hex[:16]
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     try:
         response = await handler(request)
     except ApiError as exc:

@@ -1,0 +1,243 @@
+"""Check-ins over real HTTP: tokens by the device's clock, students, OTP, errors, events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import typing
+
+import aiohttp
+import yarl
+
+from edge_agent.protocol import b64
+from edge_agent.protocol import keys
+from edge_agent.protocol import qrtoken
+from edge_agent.protocol import slots
+from edge_agent.protocol import totp
+from tests.central import conftest
+
+
+def current_slot() -> int:
+    return slots.slot_of(int(time.time() * 1000), conftest.SLOT_S)
+
+
+async def slot_with_time_left(seconds: float = 8) -> int:
+    """Wait until the current slot has `seconds` left, so a test's requests share one slot."""
+
+    async def ready() -> int | None:
+        now = int(time.time() * 1000)
+        slot = slots.slot_of(now, conftest.SLOT_S)
+        return slot if slots.slot_end_ms(slot, conftest.SLOT_S) - now >= seconds * 1000 else None
+
+    return typing.cast(int, await conftest.poll(ready, conftest.SLOT_S, "a fresh slot"))
+
+
+def url(
+    central: conftest.Central,
+    device: conftest.ScriptedDevice,
+    slot: int,
+    key: keys.SigningKey | None = None,
+) -> str:
+    return qrtoken.url(central.url, device.site, device.device, slot, device.token(slot, key))
+
+
+async def test_token_paths(enrolled: tuple) -> None:
+    central, device = enrolled
+    await central.add_student("s1", "1234")
+    await central.add_student("s2", "5678")
+    slot = await slot_with_time_left()
+
+    status, body = await central.request(
+        "POST",
+        "/api/v1/checkins",
+        {"token": url(central, device, slot), "student_id": "s1", "pin": "1234"},
+    )
+    assert status == 201, body
+    assert body["checkin"]["room"] == central.room and body["checkin"]["method"] == "qr"
+    credential = body["credential"]
+
+    status, body = await central.request(
+        "POST", "/api/v1/checkins", {"token": url(central, device, slot), "credential": credential}
+    )
+    assert status == 409 and body["error"]["code"] == "duplicate"
+    assert body["error"]["request_id"]
+
+    # The previous slot is still accepted (the screen just changed), two slots back is not.
+    status, body = await central.request(
+        "POST",
+        "/api/v1/checkins",
+        {"token": qrtoken.parse(url(central, device, slot - 1)).path, "credential": credential},
+    )
+    assert status == 201, body
+    status, body = await central.request(
+        "POST",
+        "/api/v1/checkins",
+        {"token": url(central, device, slot - 2), "student_id": "s2", "pin": "5678"},
+    )
+    assert status == 410 and body["error"]["code"] == "stale_token"
+    status, body = await central.request(
+        "POST",
+        "/api/v1/checkins",
+        {"token": url(central, device, slot + 5), "student_id": "s2", "pin": "5678"},
+    )
+    assert status == 403 and body["error"]["code"] == "future_token"
+    status, body = await central.request(
+        "POST",
+        "/api/v1/checkins",
+        {
+            "token": url(central, device, slot, keys.SigningKey.generate()),
+            "student_id": "s2",
+            "pin": "5678",
+        },
+    )
+    assert status == 403 and body["error"]["code"] == "forged_token"
+    for student, pin in (("s2", "0000"), ("nobody", "5678")):
+        status, body = await central.request(
+            "POST",
+            "/api/v1/checkins",
+            {"token": url(central, device, slot), "student_id": student, "pin": pin},
+        )
+        assert status == 401 and body["error"]["code"] == "bad_credentials"
+    status, body = await central.request(
+        "POST",
+        "/api/v1/checkins",
+        {"token": "https://evil.example/x", "student_id": "s2", "pin": "5678"},
+    )
+    assert status == 400 and body["error"]["code"] == "invalid_token"
+
+    # The credential also works as the HttpOnly cookie, and stops working once revoked.
+    await central.http.post(
+        central.url + "/api/v1/checkins",
+        json={"token": url(central, device, slot), "student_id": "s2", "pin": "5678"},
+    )
+    cookie = central.http.cookie_jar.filter_cookies(yarl.URL(central.url)).get("roomproof_student")
+    assert cookie is not None
+    (credential_id,) = await central.db._one(
+        "SELECT id FROM credentials WHERE student_id = 's2'", ()
+    )
+    await central.db.revoke_credential(credential_id)
+    status, body = await central.request(
+        "POST", "/api/v1/checkins", {"token": url(central, device, slot - 1)}
+    )
+    assert status == 401 and body["error"]["code"] == "bad_credentials"
+
+    status, body = await central.request(
+        "GET", "/api/v1/checkins?site=" + central.site, token=central.admin_token
+    )
+    assert status == 200
+    assert sorted((c["student_id"], c["slot"]) for c in body["checkins"]) == [
+        ("s1", slot - 1),
+        ("s1", slot),
+        ("s2", slot),
+    ]
+
+
+async def test_one_time_code_and_rate_limit(enrolled: tuple) -> None:
+    central, device = enrolled
+    await central.add_student("s3", "2468")
+    _, central_keys = await central.request("GET", "/api/v1/keys")
+    key = totp.derive_key(
+        device.agreement, b64.decode(central_keys["x25519"]), device.site, device.device
+    )
+    code = totp.totp(key, time.time(), 30)
+    body = {
+        "site": central.site,
+        "room": central.room,
+        "otp": code,
+        "student_id": "s3",
+        "pin": "2468",
+    }
+    status, result = await central.request("POST", "/api/v1/checkins", body)
+    assert status == 201 and result["checkin"]["method"] == "otp", result
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    statuses = []
+    for _ in range(4):
+        status, result = await central.request(
+            "POST",
+            "/api/v1/checkins",
+            {
+                **body,
+                "otp": wrong,
+                "credential": result.get("credential") if isinstance(result, dict) else None,
+            },
+        )
+        statuses.append((status, result["error"]["code"]))
+    assert statuses[0] == (403, "wrong_code")
+    assert (429, "rate_limited") in statuses
+
+
+async def test_admin_api_authz_and_errors(central: conftest.Central) -> None:
+    for token in (None, "rp_not-a-real-token"):
+        status, body = await central.request("GET", "/api/v1/devices", token=token)
+        assert status == 401 and body["error"]["code"] == "unauthorized"
+    status, body = await central.request("GET", "/api/v1/proofs", token=central.admin_token)
+    assert status == 400 and body["error"]["details"]["field"] == "device"
+    status, body = await central.request(
+        "GET", "/api/v1/proofs?device=x&limit=5000", token=central.admin_token
+    )
+    assert status == 400 and body["error"]["details"]["field"] == "limit"
+    status, body = await central.request(
+        "GET", "/api/v1/checkins?since=yesterday", token=central.admin_token
+    )
+    assert status == 400
+    status, body = await central.request("GET", "/api/v1/nothing-here")
+    assert status == 404 and body["error"]["code"] == "not_found"
+    async with central.http.post(
+        central.url + "/api/v1/checkins",
+        data=b"{not json",
+        headers={"Content-Type": "application/json"},
+    ) as response:
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == "invalid_json"
+    async with central.http.post(
+        central.url + "/api/v1/checkins", data=b'{"token": "' + b"a" * 20000 + b'"}'
+    ) as response:
+        assert response.status == 413
+        assert (await response.json())["error"]["code"] == "payload_too_large"
+    status, body = await central.request("POST", "/api/v1/checkins", {"token": 5})
+    assert status == 400 and body["error"]["details"]["field"] == "token"
+    status, body = await central.request("POST", "/api/v1/checkins", {"token": "x", "evil": 1})
+    assert status == 400 and body["error"]["details"]["fields"] == ["evil"]
+
+
+async def test_event_stream_shows_check_in(enrolled: tuple) -> None:
+    central, device = enrolled
+    await central.add_student("s4", "1357")
+    headers = {"Authorization": f"Bearer {central.admin_token}"}
+    async with (
+        aiohttp.ClientSession() as stream_session,
+        stream_session.get(central.url + "/api/v1/events", headers=headers) as stream,
+    ):
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+        assert (await stream.content.readline()).startswith(b": connected")
+        status, _ = await central.request(
+            "POST",
+            "/api/v1/checkins",
+            {"token": url(central, device, current_slot()), "student_id": "s4", "pin": "1357"},
+        )
+        assert status == 201
+        event: dict[str, str] = {}
+        async with asyncio.timeout(5):
+            while "data" not in event:
+                line = (await stream.content.readline()).decode().rstrip("\n")
+                if line.startswith(("event:", "data:")):
+                    name, _, value = line.partition(": ")
+                    event[name.rstrip(":")] = value
+        assert event["event"] == "checkin"
+        assert json.loads(event["data"])["student_id"] == "s4"
+
+
+async def test_check_in_page_escapes_the_url(enrolled: tuple) -> None:
+    central, device = enrolled
+    good = qrtoken.parse(url(central, device, current_slot())).path
+    async with central.http.get(central.url + good) as response:
+        page = await response.text()
+        assert response.status == 200 and "Hall A-101" in page
+        assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+    evil = "/c/%3Cscript%3Ealert(1)%3C%2Fscript%3E/x/1.abc"
+    async with central.http.get(central.url + evil) as response:
+        page = await response.text()
+        assert response.status == 200
+        assert "<script>alert(1)" not in page and "</script>alert" not in page
+        assert "const VALID = false" in page

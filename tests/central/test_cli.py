@@ -1,0 +1,159 @@
+"""`python -m central` commands as an installer runs them: provisioning, bundles, bad config."""
+
+from __future__ import annotations
+
+import pathlib
+import stat
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from edge_agent.protocol import b64
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "central", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+@pytest.fixture()
+def config(tmp_path: pathlib.Path) -> pathlib.Path:
+    path = tmp_path / "central.toml"
+    path.write_text(
+        f'data_dir = "{tmp_path / "data"}"\npublic_url = "https://attend.example.edu"\n'
+        'mqtt_url = "mqtts://broker.example.edu:8883"\n'
+    )
+    return path
+
+
+def test_provisioning_writes_a_bundle(config: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    assert run("site", "add", "--site", "campus", "--config", str(config)).returncode == 0
+    done = run(
+        "room",
+        "add",
+        "--site",
+        "campus",
+        "--room",
+        "a-101",
+        "--name",
+        "Hall A",
+        "--lat",
+        "48.1",
+        "--lon",
+        "11.5",
+        "--config",
+        str(config),
+    )
+    assert done.returncode == 0, done.stderr
+    bundle = tmp_path / "pi.toml"
+    done = run(
+        "device",
+        "add",
+        "--site",
+        "campus",
+        "--room",
+        "a-101",
+        "--device",
+        "pi-1",
+        "--bundle",
+        str(bundle),
+        "--config",
+        str(config),
+    )
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(bundle.stat().st_mode) == 0o600
+    data = tomllib.loads(bundle.read_text())
+    assert (data["site"], data["room"], data["device"], data["room_name"]) == (
+        "campus",
+        "a-101",
+        "pi-1",
+        "Hall A",
+    )
+    assert data["public_url"] == "https://attend.example.edu"
+    assert data["mqtt_url"] == "mqtts://broker.example.edu:8883"
+    assert len(b64.decode(data["enrollment_code"])) == 32
+    assert len(b64.decode(data["central_ed25519"])) == 32
+    assert (tmp_path / "data" / "central-ed25519.key").stat().st_mode & 0o077 == 0
+
+    again = run(
+        "device",
+        "add",
+        "--site",
+        "campus",
+        "--room",
+        "a-101",
+        "--device",
+        "pi-1",
+        "--bundle",
+        str(tmp_path / "again.toml"),
+        "--config",
+        str(config),
+    )
+    assert again.returncode == 1 and again.stderr.startswith("error: already exists")
+    missing = run(
+        "device",
+        "add",
+        "--site",
+        "campus",
+        "--room",
+        "b-9",
+        "--device",
+        "pi-2",
+        "--bundle",
+        str(tmp_path / "x.toml"),
+        "--config",
+        str(config),
+    )
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+    done = run(
+        "student",
+        "add",
+        "--site",
+        "campus",
+        "--student-id",
+        "s1",
+        "--pin",
+        "1234",
+        "--config",
+        str(config),
+    )
+    assert done.returncode == 0, done.stderr
+    token = run("token", "create", "--role", "auditor", "--config", str(config))
+    assert token.returncode == 0 and token.stdout.strip().startswith("rp_")
+    assert token.stdout.strip() not in (tmp_path / "data" / "central.db").read_bytes().decode(
+        "latin-1"
+    )
+
+
+@pytest.mark.parametrize(
+    "content,key",
+    [
+        ("http_port = 99999\n", "http_port"),
+        ('public_url = "ftp://x"\n', "public_url"),
+        ('mqtt_url = "http://broker"\n', "mqtt_url"),
+        ("surprise = 1\n", "surprise"),
+        ("this is not toml\n", "invalid TOML"),
+    ],
+)
+def test_bad_config_is_one_line(tmp_path: pathlib.Path, content: str, key: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(content)
+    done = run("serve", "--config", str(path))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"error: {path}")
+    assert key in done.stderr and "Traceback" not in done.stderr
+
+
+def test_missing_config_and_bad_names(tmp_path: pathlib.Path) -> None:
+    done = run("serve", "--config", str(tmp_path / "nope.toml"))
+    assert done.returncode == 2 and "file not found" in done.stderr
+    done = run("site", "add", "--site", "Bad Site", "--config", str(tmp_path / "nope.toml"))
+    assert done.returncode == 2 and "not a valid name" in done.stderr
