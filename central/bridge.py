@@ -1,7 +1,9 @@
 """MQTT -> central: proofs through a shared subscription, device status, enrollment.
 
 A persistent MQTT v5 session (clean_start False, session expiry) keeps QoS 1 messages queued
-at the broker while central restarts; storing is idempotent, so redelivery stores nothing twice.
+at the broker while central restarts, and each message is acknowledged (PUBACK) only after it
+has been handled: a central killed mid-ingest gets the message again, and storing is idempotent,
+so redelivery stores nothing twice.
 """
 
 from __future__ import annotations
@@ -79,7 +81,10 @@ class Bridge:
         group = self.settings.mqtt_share_group
         while True:
             try:
-                async with self._client_options() as client:
+                client = self._client_options()
+                # Acknowledge after storing, not on receipt (paho's default).
+                client._client.manual_ack_set(True)
+                async with client:
                     self._client = client
                     self.connected = True
                     attempt = 0
@@ -88,6 +93,8 @@ class Bridge:
                         await client.subscribe(topics.shared(group, kind), qos=1)
                     async for message in client.messages:
                         await self.handle(str(message.topic), _payload(message.payload))
+                        if message.qos > 0:
+                            client._client.ack(message.mid, message.qos)
             except aiomqtt.MqttError as exc:
                 if self.connected or attempt == 0:
                     log.warning("broker unreachable (%s); retrying", exc)

@@ -29,8 +29,10 @@ class CentralSettings(tomlsettings.EnvOverTomlSettings):
     mqtt_username: str | None = None
     mqtt_password: str | None = None
     mqtt_ca: pathlib.Path | None = None
+    # Stable across restarts so the broker keeps this process's session (and what it queued);
+    # give each process its own id when several run on one host.
     mqtt_client_id: str = pydantic.Field(
-        default_factory=lambda: f"central-{socket.gethostname()}-{os.getpid()}"[:64]
+        default_factory=lambda: f"central-{socket.gethostname()}"[:64], min_length=1, max_length=64
     )
     mqtt_share_group: str = pydantic.Field("central", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     device_mqtt_url: str | None = pydantic.Field(None, pattern=r"^mqtts?://[^/:\s]+(:\d+)?/?$")

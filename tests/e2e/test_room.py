@@ -195,3 +195,27 @@ def test_outbox_survives_sigkill_while_broker_is_down(room: dict[str, typing.Any
     assert seqs == list(range(1, len(seqs) + 1)), f"a proof was lost: {seqs}"
     public = b64.decode((device_row(admin) or {})["public_key"])
     assert_valid_chain(rows, public)
+
+
+@pytest.mark.slow
+def test_central_killed_mid_ingest_loses_nothing(room: dict[str, typing.Any]) -> None:
+    admin, central = room["admin"], room["central"]
+    first = system.wait_for(lambda: device_row(admin), 60, "the device's first proof")["last_seq"]
+    central.stop(signal.SIGKILL)
+    # The agent keeps publishing; the broker queues for central's persistent session.
+    first_slot = qrtoken.parse(system.wait_for(lambda: read_qr(room["fb"]), 30, "a QR")).slot
+    system.wait_for(
+        lambda: (url := read_qr(room["fb"])) and qrtoken.parse(url).slot >= first_slot + 2,
+        5 * SLOT_S,
+        "proofs published while central is down",
+    )
+    central.start()
+    system.wait_for(
+        lambda: (device_row(admin) or {}).get("last_seq", 0) >= first + 2,
+        60,
+        "central to catch up after restart",
+    )
+    seqs = [r["seq"] for r in stored_proofs(admin)]
+    assert seqs == list(range(1, len(seqs) + 1)), f"lost or duplicated: {seqs}"
+    status, body, _ = admin.request("GET", "/api/v1/rejections")
+    assert status == 200 and "chain_broken" not in body["counts"]
