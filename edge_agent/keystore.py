@@ -16,7 +16,8 @@ class DeviceKeys:
     agreement: keys.AgreementKey
 
 
-def _read_or_create(path: pathlib.Path) -> bytes:
+def read_or_create(path: pathlib.Path) -> bytes:
+    """A 32-byte secret from `path`, created (0600, fsynced) on first use."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -37,20 +38,21 @@ def _read_or_create(path: pathlib.Path) -> bytes:
     return data
 
 
-def ensure_state_dir(state_dir: pathlib.Path) -> None:
+def ensure_private_dir(path: pathlib.Path, what: str = "state dir") -> None:
+    """Create the directory (0700) or say clearly why it cannot be used."""
     try:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise tomlsettings.ConfigError(f"{state_dir}: cannot create state dir: {exc}") from exc
-    if not os.access(state_dir, os.W_OK):
-        raise tomlsettings.ConfigError(f"{state_dir}: state dir is not writable")
+        raise tomlsettings.ConfigError(f"{what} {path}: cannot create: {exc.strerror}") from exc
+    if not os.access(path, os.W_OK):
+        raise tomlsettings.ConfigError(f"{what} {path}: not writable")
 
 
 def load(state_dir: pathlib.Path) -> DeviceKeys:
-    ensure_state_dir(state_dir)
+    ensure_private_dir(state_dir)
     key_dir = state_dir / "keys"
     key_dir.mkdir(mode=0o700, exist_ok=True)
     return DeviceKeys(
-        signing=keys.SigningKey(_read_or_create(key_dir / "ed25519.key")),
-        agreement=keys.AgreementKey(_read_or_create(key_dir / "x25519.key")),
+        signing=keys.SigningKey(read_or_create(key_dir / "ed25519.key")),
+        agreement=keys.AgreementKey(read_or_create(key_dir / "x25519.key")),
     )
