@@ -11,6 +11,7 @@ import tempfile
 import typing
 
 from PIL import Image
+from PIL import ImageChops
 
 from edge_agent.display import frame
 
@@ -55,6 +56,14 @@ class PngSink:
         return None
 
 
+def rgb565(image: Image.Image) -> bytes:
+    """RGB565 little-endian, the usual 16-bit framebuffer format (Pillow has no packer for it)."""
+    red, green, blue = image.split()
+    high = ImageChops.add(red.point(lambda v: v & 0xF8), green.point(lambda v: v >> 5))
+    low = ImageChops.add(green.point(lambda v: (v << 3) & 0xE0), blue.point(lambda v: v >> 3))
+    return Image.merge("LA", (low, high)).tobytes()
+
+
 class FramebufferSink:
     """Writes raw pixels to /dev/fbN (geometry from sysfs) or a regular file of that size."""
 
@@ -86,7 +95,7 @@ class FramebufferSink:
             image = image.resize((self.width, self.height), Image.Resampling.NEAREST)
         rgb = image.convert("RGB")
         if self.bpp == 16:
-            data = rgb.tobytes("raw", "BGR;16")
+            data = rgb565(rgb)
         elif self.bpp == 24:
             data = rgb.tobytes("raw", "BGR")
         else:
