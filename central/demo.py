@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
 import json
 import os
 import pathlib
@@ -127,6 +128,9 @@ class Demo:
         (broker_dir / "mosquitto.conf").write_text(
             f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {broker_dir}/\n"
+            # Run as whoever runs the demo (as root, Mosquitto would switch to its own user,
+            # which cannot write this private directory).
+            f"user {getpass.getuser()}\n"
         )
         print(f"demo: starting Mosquitto on 127.0.0.1:{mqtt_port}", flush=True)
         broker = self._spawn("mosquitto", [mosquitto, "-c", str(broker_dir / "mosquitto.conf")])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import pathlib
 import shutil
@@ -33,7 +34,9 @@ def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None
 class Broker:
     """One Mosquitto process with its own config and persistence directory."""
 
-    def __init__(self, workdir: pathlib.Path, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: pathlib.Path, port: int | None = None, listener_options: str = ""
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -42,7 +45,8 @@ class Broker:
         self.log = workdir / "mosquitto.log"
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            + (listener_options or "allow_anonymous true\n")
+            + f"user {getpass.getuser()}\n"
             "persistence true\n"
             f"persistence_location {workdir}/\n"
             "autosave_interval 1\n"
