@@ -189,10 +189,10 @@ class Api:
         parsed = checkins.Request.parse(data, request.cookies.get(COOKIE))
         result = await self.service.check_in(parsed, request.remote or "unknown")
         body: dict[str, typing.Any] = {"checkin": checkin_json(result.checkin)}
-        response = web.json_response(body, status=201)
         if result.credential is not None:
             body["credential"] = result.credential
-            response = web.json_response(body, status=201)
+        response = web.json_response(body, status=201)
+        if result.credential is not None:
             response.set_cookie(
                 COOKIE,
                 result.credential,
@@ -202,8 +202,7 @@ class Api:
                 secure=self.secure_cookie,
                 path="/",
             )
-        c = result.checkin
-        self.hub.publish("checkin", checkin_json(c))
+        self.hub.publish("checkin", body["checkin"])
         return response
 
     # -- admins ----------------------------------------------------------------------------

@@ -112,7 +112,7 @@ class CheckinService:
             device, slot, age, method = await self._by_token(request.token, now_ms)
         else:
             device, slot, age, method = None, 0, 0, "otp"
-        student_id, site, issued = await self._student(
+        student_id, site, by_pin = await self._student(
             request, device.site if device else None, now_ms
         )
         if device is None:
@@ -127,6 +127,7 @@ class CheckinService:
             raise errors.ApiError(
                 409, "duplicate", "you are already checked in for this code"
             ) from exc
+        issued = await self._remember_browser(site, student_id, now_ms) if by_pin else None
         return Result(checkin, issued)
 
     async def _by_token(self, text: str, now_ms: int) -> tuple[store.Device, int, int, str]:
@@ -192,27 +193,26 @@ class CheckinService:
 
     async def _student(
         self, request: Request, site: str | None, now_ms: int
-    ) -> tuple[str, str, str | None]:
-        """(student_id, site, newly issued credential or None)."""
+    ) -> tuple[str, str, bool]:
+        """(student_id, site, whether the student signed in with a PIN)."""
         if request.credential is not None and not (request.student_id and request.pin):
             credential = self.credentials.read(request.credential)
             if credential is None or not await self.db.credential_active(credential.id, now_ms):
                 raise errors.ApiError(
                     401, "bad_credentials", "this browser's sign-in expired; enter your id and PIN"
                 )
-            return credential.student_id, credential.site, None
+            return credential.student_id, credential.site, False
         site = site or request.site
         assert site and request.student_id and request.pin
         if not names.is_valid(request.student_id):
             raise errors.ApiError(401, "bad_credentials", "unknown student id or wrong PIN")
         if not await students.verify_pin(self.db, site, request.student_id, request.pin):
             raise errors.ApiError(401, "bad_credentials", "unknown student id or wrong PIN")
-        credential, token = self.credentials.issue(site, request.student_id)
-        await self.db.add_credential(
-            credential.id,
-            site,
-            request.student_id,
-            now_ms,
-            now_ms + int(self.credentials.ttl_s * 1000),
-        )
-        return request.student_id, site, token
+        return request.student_id, site, True
+
+    async def _remember_browser(self, site: str, student_id: str, now_ms: int) -> str:
+        """A credential for the fast path, issued only after a successful PIN check-in."""
+        credential, token = self.credentials.issue(site, student_id)
+        expires = now_ms + int(self.credentials.ttl_s * 1000)
+        await self.db.add_credential(credential.id, site, student_id, now_ms, expires)
+        return token

@@ -6,6 +6,7 @@ once, so a restart re-sends the same request and the code never lives longer tha
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import pathlib
@@ -40,6 +41,17 @@ class Enrollment:
                     f"{bundle_path}: enrollment_code: required setting is missing"
                     " (this device is not enrolled yet; create a new bundle with"
                     " `python -m central device add`)"
+                )
+            expires = b.enrollment_expires
+            if (
+                expires is not None
+                and expires.tzinfo
+                and expires < datetime.datetime.now(datetime.UTC)
+            ):
+                raise tomlsettings.ConfigError(
+                    f"{bundle_path}: enrollment_expires: the enrollment code expired at"
+                    f" {expires.isoformat()}; create a new bundle with"
+                    " `python -m central device add`"
                 )
             request = enroll.make_request(
                 b.enrollment_code,

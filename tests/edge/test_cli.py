@@ -100,6 +100,7 @@ def test_bad_settings_are_one_line(tmp_path: pathlib.Path, settings: str, key: s
         ({"central_ed25519": "abc"}, {}, "central_ed25519"),
         ({"site": "Bad Site"}, {}, "site"),
         ({"mqtt_url": "http://x"}, {}, "mqtt_url"),
+        ({"enrollment_expires": "2020-01-01T00:00:00Z"}, {}, "enrollment_expires"),
     ],
 )
 def test_bad_bundle_or_environment(
