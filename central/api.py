@@ -7,6 +7,7 @@ import datetime
 import html
 import importlib.resources
 import json
+import logging
 import string
 import typing
 
@@ -23,6 +24,7 @@ from edge_agent.protocol import b64
 from edge_agent.protocol import names
 from edge_agent.protocol import qrtoken
 
+log = logging.getLogger(__name__)
 COOKIE = "roomproof_student"
 KEEPALIVE_S = 15.0
 
@@ -298,7 +300,7 @@ class Api:
                 kind, data = item
                 await response.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
         except ConnectionResetError:
-            pass
+            log.info("event-stream client went away [%s]", request[errors.REQUEST_ID])
         finally:
             self.hub.unsubscribe(queue)
         return response

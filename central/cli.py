@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import datetime
 import json
-import logging
 import os
 import pathlib
 import secrets
@@ -20,6 +19,7 @@ from central import settings as settings_mod
 from central import sqlite_store
 from central import store
 from central import students
+from edge_agent import logsetup
 from edge_agent import tomlsettings
 from edge_agent.protocol import b64
 from edge_agent.protocol import names
@@ -228,11 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = settings_mod.load(args.config)
-        logging.basicConfig(
-            level=settings.log_level,
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        logsetup.configure(settings.log_level)
         if args.command == "serve":
             from central import app
 

@@ -13,6 +13,7 @@ import time
 from edge_agent import agent as agent_mod
 from edge_agent import bundle as bundle_mod
 from edge_agent import keystore
+from edge_agent import logsetup
 from edge_agent import settings as settings_mod
 from edge_agent import tomlsettings
 from edge_agent.display import frame
@@ -69,11 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = settings_mod.load(args.settings)
-        logging.basicConfig(
-            level=settings.log_level,
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        logsetup.configure(settings.log_level)
         runner = _run if args.command == "run" else _render
         asyncio.run(runner(args, settings))
     except tomlsettings.ConfigError as exc:

@@ -7,6 +7,7 @@ fsyncs, PNG encoding, framebuffer writes) runs in threads with clear hand-offs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -305,10 +306,8 @@ class Agent:
                 self._set_link("unreachable", "timed out")
             if self.stopping.is_set():
                 return
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), backoff.next_delay())
-            except TimeoutError:
-                pass
 
     async def _receive(self, client: mqttlink.Client) -> None:
         async for message in client.messages:

@@ -93,6 +93,32 @@ class Central:
             raise AssertionError(f"central {args} failed: {done.stdout}{done.stderr}")
         return done
 
+    def provision(self, bundle: pathlib.Path, room_name: str | None = None) -> str:
+        """Site `campus`, room `a-101`, device `pi-a101` with its bundle; returns an admin token."""
+        self.cli("site", "add", "--site", "campus")
+        self.cli(
+            "room",
+            "add",
+            "--site",
+            "campus",
+            "--room",
+            "a-101",
+            *(["--name", room_name] if room_name else []),
+        )
+        self.cli(
+            "device",
+            "add",
+            "--site",
+            "campus",
+            "--room",
+            "a-101",
+            "--device",
+            "pi-a101",
+            "--bundle",
+            str(bundle),
+        )
+        return self.cli("token", "create", "--role", "admin").stdout.split()[-1]
+
     def start(self) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(

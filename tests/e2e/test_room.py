@@ -28,24 +28,10 @@ def room(
     tmp_path: pathlib.Path, own_broker: broker_mod.Broker
 ) -> typing.Iterator[dict[str, typing.Any]]:
     central = system.Central(tmp_path / "central", own_broker.url)
-    central.cli("site", "add", "--site", "campus")
-    central.cli("room", "add", "--site", "campus", "--room", "a-101", "--name", "Hall A-101")
     bundle = tmp_path / "bundle.toml"
-    central.cli(
-        "device",
-        "add",
-        "--site",
-        "campus",
-        "--room",
-        "a-101",
-        "--device",
-        "pi-a101",
-        "--bundle",
-        str(bundle),
-    )
+    token = central.provision(bundle, room_name="Hall A-101")
     central.cli("student", "add", "--site", "campus", "--student-id", "s1", "--pin", "4321")
     central.cli("student", "add", "--site", "campus", "--student-id", "s2", "--pin", "8765")
-    token = central.cli("token", "create", "--role", "admin").stdout.split()[-1]
     framebuffer = tmp_path / "fb0"
     framebuffer.write_bytes(bytes(FB_W * FB_H * 4))
     agent = system.Agent(

@@ -39,23 +39,9 @@ def test_room_over_tls_with_passwords(tmp_path: pathlib.Path) -> None:
                 f'mqtt_ca = "{certs.ca}"\ndevice_mqtt_username = "pi-a101"\n'
                 'device_mqtt_password = "device-secret"\n'
             )
-        central.cli("site", "add", "--site", "campus")
-        central.cli("room", "add", "--site", "campus", "--room", "a-101")
         bundle = tmp_path / "bundle.toml"
-        central.cli(
-            "device",
-            "add",
-            "--site",
-            "campus",
-            "--room",
-            "a-101",
-            "--device",
-            "pi-a101",
-            "--bundle",
-            str(bundle),
-        )
+        token = central.provision(bundle)
         assert "BEGIN CERTIFICATE" in bundle.read_text()
-        token = central.cli("token", "create", "--role", "admin").stdout.split()[-1]
         agent = system.Agent(tmp_path / "agent", bundle, "slot_s = 5\n")
         central.start()
         agent.start()
