@@ -123,7 +123,7 @@ def render(content: Content, width: int, height: int) -> Image.Image:
     y += int(unit * 2.6)
 
     seconds = max(0, int(content.seconds_left + 0.999))
-    count_text = f"new code in {seconds} s"
+    count_text = f"next QR in {seconds} s"
     draw.text((text_x, y), count_text, font=font(max(8, unit // 2)), fill=INK)
     y += int(unit * 0.8)
     bar_h = max(4, unit // 4)
