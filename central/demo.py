@@ -173,6 +173,8 @@ class Demo:
         settings = self.workdir / "edge" / "settings.toml"
         settings.write_text(
             f'display_sinks = ["png", "web"]\nweb_host = "0.0.0.0"\nweb_port = {self.screen_port}\n'
+            # A laptop or VM may not be NTP-synchronised; a real room device waits for time.
+            "require_trusted_time = false\n"
         )
         print("demo: starting the room's edge agent (it enrolls itself over MQTT)", flush=True)
         agent = self._spawn(

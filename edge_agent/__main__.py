@@ -15,6 +15,7 @@ from edge_agent import bundle as bundle_mod
 from edge_agent import keystore
 from edge_agent import logsetup
 from edge_agent import settings as settings_mod
+from edge_agent import survey
 from edge_agent import tomlsettings
 from edge_agent.display import frame
 from edge_agent.display import sinks
@@ -39,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--settings", type=pathlib.Path, help="agent settings (TOML)")
         if name == "render":
             sub.add_argument("--out", type=pathlib.Path, required=True, help="PNG file to write")
+    survey_cmd = commands.add_parser("sensors", help="show what each sensor sees (site survey)")
+    survey_cmd.add_argument("--settings", type=pathlib.Path, help="agent settings (TOML)")
+    survey_cmd.add_argument("--duration", type=float, help="stop after this many seconds")
+    survey_cmd.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
 
 
@@ -71,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_mod.load(args.settings)
         logsetup.configure(settings.log_level)
+        if args.command == "sensors":
+            return asyncio.run(survey.run(settings, args.duration, args.json))
         runner = _run if args.command == "run" else _render
         asyncio.run(runner(args, settings))
     except tomlsettings.ConfigError as exc:
@@ -80,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # `... | head`: the reader has all it wanted
+        sys.stderr.close()
         return 0
     return 0
 

@@ -1,4 +1,5 @@
-"""The agent's data path, top to bottom: clock -> token + proof -> outbox -> publisher.
+"""The agent's data path, top to bottom: sensors -> window -> clock -> token + proof -> outbox
+-> publisher.
 
 The display follows the same clock beside it. One asyncio process; blocking work (SQLite
 fsyncs, PNG encoding, framebuffer writes) runs in threads with clear hand-offs.
@@ -23,6 +24,7 @@ from edge_agent import keystore
 from edge_agent import mqttlink
 from edge_agent import outbox as outbox_mod
 from edge_agent import settings as settings_mod
+from edge_agent import timesource
 from edge_agent.display import frame
 from edge_agent.display import sinks
 from edge_agent.display import web
@@ -32,9 +34,10 @@ from edge_agent.protocol import qrtoken
 from edge_agent.protocol import slots
 from edge_agent.protocol import topics
 from edge_agent.protocol import totp
+from edge_agent.sensors import manager
+from edge_agent.sensors import window
 
 log = logging.getLogger("edge_agent")
-NTP_SYNCHRONISED = pathlib.Path("/run/systemd/timesync/synchronized")
 
 
 class Room:
@@ -60,10 +63,20 @@ class Room:
             self._signed = (slot, qrtoken.sign(self.keys.signing, b.site, b.device, b.room, slot))
         return self._signed[1]
 
-    def content(self, now_ms: int, status: str) -> frame.Content:
+    def content(self, now_ms: int, status: str, show_tokens: bool = True) -> frame.Content:
         slot_s = self.settings.slot_s
         slot = slots.slot_of(now_ms, slot_s)
         b = self.bundle
+        if not show_tokens:
+            return frame.Content(
+                room_name=b.room_name or b.room,
+                url=None,
+                code=None,
+                seconds_left=(slots.slot_end_ms(slot, slot_s) - now_ms) / 1000,
+                slot_s=slot_s,
+                status=status,
+                slot=slot,
+            )
         return frame.Content(
             room_name=b.room_name or b.room,
             url=qrtoken.url(b.public_url, b.site, b.device, slot, self.token(slot)),
@@ -99,12 +112,6 @@ def make_sinks(settings: settings_mod.AgentSettings, state_dir: pathlib.Path) ->
     return made
 
 
-def clock_claim() -> dict[str, object]:
-    if NTP_SYNCHRONISED.exists():
-        return {"source": "ntp", "uncertainty_ms": 100}
-    return {"source": "none", "uncertainty_ms": 60_000}
-
-
 class Agent:
     def __init__(
         self,
@@ -122,6 +129,9 @@ class Agent:
         )
         self.clock = agentclock.AgentClock(floor_ms=self.outbox.chain_state().iat)
         self.room = Room(self.bundle, self.keys, settings)
+        self.window = window.Window(settings.observation_window_s, settings.env_strongest)
+        self.sensors = manager.Sensors(settings, self.window.add)
+        self.time_status = timesource.current(None)
         self.sinks = make_sinks(settings, state_dir)
         self.boot = os.urandom(8).hex()
         self.started = time.monotonic()
@@ -145,6 +155,7 @@ class Agent:
             asyncio.create_task(self._display_loop(), name="display"),
             asyncio.create_task(self._mqtt_loop(), name="mqtt"),
             asyncio.create_task(self._telemetry_loop(), name="telemetry"),
+            asyncio.create_task(self.sensors.run(), name="sensors"),
         ]
         stop = asyncio.create_task(self.stopping.wait())
         try:
@@ -154,7 +165,7 @@ class Agent:
                     raise task.exception()  # type: ignore[misc]
         finally:
             self.stopping.set()
-            mqtt_task = tasks[2]
+            mqtt_task = tasks[2]  # drained last: it publishes `offline` on the way out
             for task in tasks:
                 if task is not mqtt_task:
                     task.cancel()
@@ -169,20 +180,29 @@ class Agent:
             log.info("stopped")
 
     # -- proofs ----------------------------------------------------------------------------
+    @property
+    def showing_tokens(self) -> bool:
+        return self.time_status.trusted or not self.settings.require_trusted_time
+
     async def _proof_loop(self) -> None:
         slot_s = self.settings.slot_s
         last_slot = self.outbox.chain_state().slot
         while True:
             now = self.clock.now_ms()
             slot = slots.slot_of(now, slot_s)
-            if slot > last_slot:
-                seq = await asyncio.to_thread(self._append_proof, slot, now)
+            self.time_status = timesource.current(self.window.last_gps)
+            if slot > last_slot and self.showing_tokens:
+                env = self.window.env(self.sensors.missing())
+                clock = self.time_status.claim()
+                seq = await asyncio.to_thread(self._append_proof, slot, now, env, clock)
                 last_slot = slot
                 self.outbox_changed.set()
                 log.debug("proof seq %d for slot %d queued", seq, slot)
             await asyncio.sleep((slots.slot_end_ms(slot, slot_s) - self.clock.now_ms()) / 1000)
 
-    def _append_proof(self, slot: int, now_ms: int) -> int:
+    def _append_proof(
+        self, slot: int, now_ms: int, env: dict[str, object], clock: dict[str, object]
+    ) -> int:
         b = self.bundle
 
         def build(seq: int, prev: str) -> str:
@@ -194,13 +214,13 @@ class Agent:
                     "seq": seq,
                     "boot": self.boot,
                     "iat": now_ms,
-                    "clock": clock_claim(),
+                    "clock": clock,
                     "slot": slot,
                     "slot_s": self.settings.slot_s,
                     "otp_step_s": self.settings.otp_step_s,
                     "qr": b64.encode(self.room.token(slot)),
                     "prev": prev,
-                    "env": {},
+                    "env": env,
                 }
             )
             return proof.sign(claims, self.keys.signing)
@@ -215,6 +235,8 @@ class Agent:
     def status_line(self) -> str:
         if self.enrollment.rejected:
             return f"enrollment rejected: {self.enrollment.rejected}"
+        if not self.showing_tokens:
+            return "waiting for time: the clock is not synchronised (NTP or GPS)"
         state = (
             self.link_state
             if self.enrolled.is_set() or self.link_state != "online"
@@ -229,7 +251,7 @@ class Agent:
                 width, height = sink.width, sink.height
         while True:
             now = self.clock.now_ms()
-            content = self.room.content(now, self.status_line())
+            content = self.room.content(now, self.status_line(), self.showing_tokens)
             image = await asyncio.to_thread(frame.render, content, width, height)
             for sink in self.sinks:
                 try:

@@ -9,6 +9,7 @@ import pydantic
 import pydantic_settings
 
 from edge_agent import tomlsettings
+from edge_agent.sensors import sources
 
 ENV_PREFIX = "ROOMPROOF_EDGE_"
 Sink = typing.Literal["png", "framebuffer", "web"]
@@ -37,6 +38,31 @@ class AgentSettings(tomlsettings.EnvOverTomlSettings):
     reconnect_max_s: float = pydantic.Field(30, ge=1)
     enroll_retry_s: float = pydantic.Field(10, ge=1)
     log_level: typing.Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Sensors (docs: README "Sensors"); each source is one string, `off` disables it.
+    wifi_source: str = "off"
+    ble_source: str = "off"
+    gps_source: str = "off"
+    wifi_hop_channels: list[typing.Annotated[int, pydantic.Field(ge=1, le=233)]] = pydantic.Field(
+        default_factory=list
+    )
+    wifi_hop_s: float = pydantic.Field(0.5, gt=0)
+    wifi_scan_interval_s: float = pydantic.Field(30, ge=5)
+    ble_silence_s: float = pydantic.Field(60, ge=5)
+    ble_passive: bool = False
+    window_s: float | None = pydantic.Field(None, gt=0, le=3600)
+    env_strongest: int = pydantic.Field(16, ge=1, le=64)
+    require_trusted_time: bool = True
+
+    @pydantic.field_validator("wifi_source", "ble_source", "gps_source")
+    @classmethod
+    def _source(cls, value: str, info: pydantic.ValidationInfo) -> str:
+        sources.parse(str(info.field_name).removesuffix("_source"), value)
+        return value
+
+    @property
+    def observation_window_s(self) -> float:
+        return self.window_s or float(self.slot_s)
 
     @pydantic.field_validator("display_sinks")
     @classmethod

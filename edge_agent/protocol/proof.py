@@ -39,7 +39,7 @@ class Gps(pydantic.BaseModel):
     model_config = _STRICT
     lat: float = pydantic.Field(ge=-90, le=90)
     lon: float = pydantic.Field(ge=-180, le=180)
-    accuracy_m: float = pydantic.Field(ge=0, le=1_000_000)
+    accuracy_m: float | None = pydantic.Field(default=None, ge=0, le=1_000_000)
     fix: typing.Literal["none", "2d", "3d"]
     satellites: int = pydantic.Field(ge=0, le=255)
     time: int | None = None

@@ -116,6 +116,8 @@ def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if "org.bluez.Error.InProgress" in text:
         return "BlueZ busy (org.bluez.Error.InProgress)"
+    if isinstance(exc, FileNotFoundError | ConnectionRefusedError):
+        return "no D-Bus system bus or BlueZ (is bluetoothd running?)"
     return text[:200]
 
 

@@ -37,7 +37,7 @@ def room(
     agent = system.Agent(
         tmp_path / "agent",
         bundle,
-        f'slot_s = {SLOT_S}\ndisplay_sinks = ["framebuffer"]\n'
+        f'slot_s = {SLOT_S}\nrequire_trusted_time = false\ndisplay_sinks = ["framebuffer"]\n'
         f'framebuffer_device = "{framebuffer}"\nframebuffer_width = {FB_W}\n'
         f"framebuffer_height = {FB_H}\nframebuffer_bpp = 32\n",
     )
