@@ -47,9 +47,9 @@ class Sensors:
         return reasons
 
     async def run(self) -> None:
-        if not self.specs:
-            await asyncio.Event().wait()
+        """Runs until cancelled, also after every replay has ended (the agent goes on)."""
         await asyncio.gather(*(self._keep(sensor, spec) for sensor, spec in self.specs.items()))
+        await asyncio.Event().wait()
 
     async def _keep(self, sensor: str, spec: sources.Spec) -> None:
         delay = 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import signal
 import typing
@@ -209,3 +210,74 @@ def test_central_killed_mid_ingest_loses_nothing(room: dict[str, typing.Any]) ->
     assert seqs == list(range(1, len(seqs) + 1)), f"lost or duplicated: {seqs}"
     status, body, _ = admin.request("GET", "/api/v1/rejections")
     assert status == 200 and "chain_broken" not in body["counts"]
+
+
+@pytest.mark.slow
+def test_proofs_carry_the_replayed_environment(
+    tmp_path: pathlib.Path, own_broker: broker_mod.Broker, shared_data: pathlib.Path
+) -> None:
+    vectors = json.loads((shared_data / "ble" / "advertisements.json").read_text())["vectors"]
+    ble = tmp_path / "ble.jsonl"
+    ble.write_text(
+        "".join(
+            json.dumps({"t": 0.2 * n, "rssi": -60 - n, **v["bleak"]}) + "\n"
+            for n, v in enumerate(vectors)
+        )
+    )
+    central = system.Central(tmp_path / "central", own_broker.url)
+    bundle = tmp_path / "bundle.toml"
+    token = central.provision(bundle)
+    agent = system.Agent(
+        tmp_path / "agent",
+        bundle,
+        f"slot_s = {SLOT_S}\nrequire_trusted_time = false\n"
+        f'wifi_source = "pcap:{shared_data}/wifi/ssid-logger-beacons.pcap?speed=200"\n'
+        f'ble_source = "replay:{ble}"\n'
+        f'gps_source = "replay:{shared_data}/gps/gpsd-regress/mt3339.log?speed=5"\n',
+    )
+    central.start()
+    agent.start()
+    admin = system.Http(central.url, token)
+    try:
+
+        def complete_env() -> dict[str, typing.Any] | None:
+            rows = stored_proofs(admin) if device_row(admin) else []
+            for row in rows:
+                env = proof.decode(row["jws"])[1].env
+                if env.wifi and env.ble and env.gps is not None:
+                    return row
+            return None
+
+        row = system.wait_for(complete_env, 60, "a proof with WiFi, BLE and GPS in its env")
+        parsed, claims = proof.decode(row["jws"])
+        public = b64.decode((device_row(admin) or {})["public_key"])
+        assert jws.verify(parsed, public)
+        assert claims.env.gps is not None and abs(claims.env.gps.lat - 44.0688) < 0.001
+        assert {ap.bssid for ap in claims.env.wifi} <= {
+            line.split(",")[0]
+            for line in (shared_data / "wifi" / "ssid-logger-beacons.expected.csv")
+            .read_text()
+            .splitlines()[1:]
+        }
+        assert claims.env.window_s == SLOT_S
+        assert {b.kind for b in claims.env.ble} <= {
+            "ibeacon",
+            "altbeacon",
+            "eddystone-uid",
+            "eddystone-url",
+        }
+        # Once the recordings end, later proofs say so instead of silently carrying nothing.
+        system.wait_for(
+            lambda: (
+                "missing"
+                in (r := json.loads(b64.decode(stored_proofs(admin)[-1]["jws"].split(".")[1])))[
+                    "env"
+                ]
+                and r["env"]["missing"].get("wifi") == "replay ended"
+            ),
+            60,
+            "a proof that says the WiFi replay ended",
+        )
+    finally:
+        agent.stop()
+        central.stop()
