@@ -276,6 +276,8 @@ class Agent:
                     "uptime_s": round(time.monotonic() - self.started),
                     "outbox_depth": depth,
                     "dropped": await asyncio.to_thread(self.outbox.counters),
+                    "clock": self.time_status.claim(),
+                    "sensors": self.sensors.state(),
                 }
             ).encode()
             await asyncio.to_thread(self.outbox.put, outbox_mod.TELEMETRY, topic, payload)

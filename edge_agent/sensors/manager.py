@@ -38,6 +38,19 @@ class Sensors:
                 found[sensor] = reported
         return found
 
+    def state(self) -> dict[str, dict[str, str]]:
+        """Per enabled sensor: which source and mode (e.g. WiFi `monitor` or `iw`) and status."""
+        problems = self.problems
+        return {
+            sensor: {
+                "source": f"{spec.kind}:{spec.target}" if spec.target else spec.kind,
+                "mode": spec.kind,
+                "status": problems.get(sensor)
+                or ("replay ended" if sensor in self.ended else "ok"),
+            }
+            for sensor, spec in self.specs.items()
+        }
+
     def missing(self) -> dict[str, str]:
         """Why each enabled sensor may have nothing to say (for the proof's env.missing)."""
         reasons = {sensor: "nothing seen" for sensor in self.specs}
