@@ -235,21 +235,15 @@ def parse_iw_scan(text: str) -> list[dict[str, typing.Any]]:
     return found
 
 
+_IW_ESCAPE = re.compile(r"(\\x[0-9a-fA-F]{2})")
+
+
 def _unescape_iw(value: str) -> bytes:
     """iw prints non-printable SSID bytes as \\xNN."""
-    out = bytearray()
-    index = 0
-    while index < len(value):
-        if value.startswith("\\x", index) and index + 4 <= len(value):
-            try:
-                out.append(int(value[index + 2 : index + 4], 16))
-                index += 4
-                continue
-            except ValueError:
-                pass
-        out.extend(value[index].encode())
-        index += 1
-    return bytes(out)
+    return b"".join(
+        bytes([int(part[2:], 16)]) if _IW_ESCAPE.fullmatch(part) else part.encode()
+        for part in _IW_ESCAPE.split(value)
+    )
 
 
 class IwScanSource:

@@ -8,6 +8,15 @@ import subprocess
 import sys
 
 
+def survey(settings: pathlib.Path, *options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent", "sensors", "--settings", str(settings), *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_json_lines_from_replayed_sensors(
     shared_data: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
@@ -25,22 +34,7 @@ def test_json_lines_from_replayed_sensors(
         f'ble_source = "replay:{ble}"\n'
         f'gps_source = "replay:{shared_data}/gps/gpsd-regress/mt3339.log?speed=50"\n'
     )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge_agent",
-            "sensors",
-            "--settings",
-            str(settings),
-            "--json",
-            "--duration",
-            "20",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = survey(settings, "--json", "--duration", "20")
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     by_sensor = {name: [x for x in lines if x["sensor"] == name] for name in ("wifi", "ble", "gps")}
@@ -62,47 +56,13 @@ def test_errors_are_reported_not_fatal(tmp_path: pathlib.Path) -> None:
     settings.write_text(
         f'wifi_source = "pcap:{tmp_path}/missing.pcap"\nble_source = "bleak:hci7"\n'
     )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge_agent",
-            "sensors",
-            "--settings",
-            str(settings),
-            "--json",
-            "--duration",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = survey(settings, "--json", "--duration", "3")
     assert done.returncode == 0, done.stderr
     errors = {x["sensor"]: x["error"] for x in map(json.loads, done.stdout.splitlines())}
     assert "missing.pcap" in errors["wifi"] and errors["ble"]
-    table = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge_agent",
-            "sensors",
-            "--settings",
-            str(settings),
-            "--duration",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    table = survey(settings, "--duration", "2")
     assert "WIFI (pcap:" in table.stdout and "missing.pcap" in table.stdout
     nothing = tmp_path / "none.toml"
     nothing.write_text("")
-    done = subprocess.run(
-        [sys.executable, "-m", "edge_agent", "sensors", "--settings", str(nothing)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = survey(nothing)
     assert done.returncode == 2 and "no sensor is enabled" in done.stderr
