@@ -16,9 +16,11 @@ from aiohttp import web
 from central import auth
 from central import bridge as bridge_mod
 from central import checkins
+from central import environment
 from central import errors
 from central import events
 from central import keyring
+from central import profiles
 from central import store
 from edge_agent.protocol import b64
 from edge_agent.protocol import names
@@ -132,6 +134,9 @@ class Api:
         app.router.add_get("/api/v1/rejections", self.rejections)
         app.router.add_get("/api/v1/events", self.events)
         app.router.add_get("/api/v1/keys", self.central_keys)
+        app.router.add_get("/api/v1/rooms", self.rooms)
+        app.router.add_post("/api/v1/rooms/{site}/{room}/profile", self.profile_action)
+        app.router.add_get("/api/v1/alerts", self.alerts)
         app.router.add_route("*", "/api/{tail:.*}", self.not_found)
 
     async def not_found(self, request: web.Request) -> web.Response:
@@ -225,7 +230,7 @@ class Api:
                 "clock_offset_ms": d.clock_offset_ms,
                 "slot_s": d.slot_s,
                 "otp_step_s": d.otp_step_s,
-                "verdict": None,
+                "verdict": d.last_verdict,
             }
             for d in await self.db.list_devices(site)
         ]
@@ -250,6 +255,8 @@ class Api:
                         "received_at": _iso(r.received_at),
                         "hash": r.hash,
                         "gap_before": r.gap_before,
+                        "verdict": r.verdict,
+                        "reasons": list(r.reasons),
                         "jws": r.jws,
                     }
                     for r in rows
@@ -273,6 +280,64 @@ class Api:
         for row in recent:
             row["at"] = _iso(row["at"])
         return web.json_response({"counts": counts, "recent": recent})
+
+    async def rooms(self, request: web.Request) -> web.Response:
+        await auth.require(request, self.db)
+        rows = []
+        for room in await self.db.list_rooms(_name_param(request, "site")):
+            profile = await self.db.get_profile(room.site, room.room)
+            rows.append(
+                {
+                    "site": room.site,
+                    "room": room.room,
+                    "name": room.name,
+                    "lat": room.lat,
+                    "lon": room.lon,
+                    "radius_m": room.radius_m,
+                    "profile": profile_json(profile) if profile else None,
+                }
+            )
+        return web.json_response({"rooms": rows})
+
+    async def profile_action(self, request: web.Request) -> web.Response:
+        """`confirm` a learned profile (it then judges proofs) or `relearn` from scratch."""
+        await auth.require(request, self.db, roles=("admin",))
+        site, room = request.match_info["site"], request.match_info["room"]
+        if not names.is_valid(site) or not names.is_valid(room):
+            raise errors.ApiError(404, "not_found", "no such room")
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            raise errors.ApiError(400, "invalid_json", "body must be JSON") from exc
+        if not isinstance(body, dict) or body.get("action") not in ("confirm", "relearn"):
+            raise errors.ApiError(
+                400, "invalid_request", "action must be confirm or relearn", {"field": "action"}
+            )
+        learn = body.get("learn_proofs", 10)
+        if not isinstance(learn, int) or not 1 <= learn <= 10_000:
+            raise errors.ApiError(
+                400, "invalid_request", "learn_proofs must be 1..10000", {"field": "learn_proofs"}
+            )
+        try:
+            profile = await profiles.apply(self.db, site, room, body["action"], learn)
+        except profiles.ProfileError as exc:
+            raise errors.ApiError(exc.status, exc.code, str(exc)) from exc
+        return web.json_response({"profile": profile_json(profile)})
+
+    async def alerts(self, request: web.Request) -> web.Response:
+        await auth.require(request, self.db)
+        open_only = request.query.get("open", "false").lower() in ("1", "true", "yes")
+        limit = _int_param(request, "limit", 100, 1, 1000)
+        rows = await self.db.list_alerts(
+            _name_param(request, "site"),
+            open_only,
+            limit,
+            _int_param(request, "after", 0, 0, 2**62),
+        )
+        next_after = rows[-1].id if len(rows) == limit else None
+        return web.json_response(
+            {"alerts": [bridge_mod.alert_json(a) for a in rows], "next_after": next_after}
+        )
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-Sent Events: `proof`, `checkin` and `device` as they happen."""
@@ -304,6 +369,16 @@ class Api:
         finally:
             self.hub.unsubscribe(queue)
         return response
+
+
+def profile_json(profile: environment.Profile) -> dict[str, typing.Any]:
+    return {
+        "state": profile.state,
+        "wifi": sorted(profile.wifi),
+        "ble": sorted(profile.ble),
+        "learned": profile.learned,
+        "learn_proofs": profile.learn_target,
+    }
 
 
 def _script_json(value: str) -> str:

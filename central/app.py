@@ -34,10 +34,17 @@ def build(settings: settings_mod.CentralSettings, with_bridge: bool = True) -> w
 
     async def lifecycle(app: web.Application) -> collections.abc.AsyncIterator[None]:
         await db.open()
-        task = asyncio.create_task(bridge.run(), name="mqtt-bridge") if bridge else None
+        tasks = (
+            [
+                asyncio.create_task(bridge.run(), name="mqtt-bridge"),
+                asyncio.create_task(bridge.watch_silence(), name="silence-watch"),
+            ]
+            if bridge
+            else []
+        )
         yield
         hub.close()
-        if task is not None:
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -9,6 +9,7 @@ so redelivery stores nothing twice.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import ssl
@@ -20,6 +21,7 @@ import paho.mqtt.packettypes
 import paho.mqtt.properties
 
 from central import enrollment
+from central import environment
 from central import events
 from central import keyring
 from central import settings as settings_mod
@@ -135,11 +137,9 @@ class Bridge:
                 self.settings.proof_max_bytes,
                 int(self.settings.clock_tolerance_s * 1000),
             )
+            row = await self._judge(accepted, received)
             await self.db.store_proof(
-                accepted.row,
-                accepted.claims.slot_s,
-                accepted.claims.otp_step_s,
-                accepted.clock_offset_ms,
+                row, accepted.claims.slot_s, accepted.claims.otp_step_s, accepted.clock_offset_ms
             )
         except verifier.Rejected as exc:
             await self._reject(exc.reason, topic, payload, str(exc))
@@ -147,7 +147,6 @@ class Bridge:
         except store.Conflict:
             await self._reject("duplicate", topic, payload, "stored concurrently")
             return
-        row = accepted.row
         self._count("accepted")
         self.hub.publish(
             "proof",
@@ -160,8 +159,86 @@ class Bridge:
                 "iat": row.iat,
                 "received_at": row.received_at,
                 "gap_before": row.gap_before,
+                "verdict": row.verdict,
+                "reasons": list(row.reasons),
             },
         )
+        await self._alerts(row, received)
+
+    async def _judge(self, accepted: verifier.Accepted, now: int) -> store.ProofRow:
+        """The room verdict of this proof; while the room's profile learns, it learns."""
+        claims = accepted.claims
+        room = await self.db.get_room(claims.site, claims.room)
+        profile = await self.db.get_profile(claims.site, claims.room)
+        if profile is None:
+            profile = environment.Profile(
+                claims.site,
+                claims.room,
+                "learning",
+                frozenset(),
+                frozenset(),
+                self.settings.profile_learn_proofs,
+                0,
+                {},
+            )
+        env = claims.env.model_dump(exclude_none=True)
+        verdict = environment.judge(
+            env,
+            room.lat if room else None,
+            room.lon if room else None,
+            room.radius_m if room else 50.0,
+            profile,
+        )
+        learned = environment.learn(profile, env)
+        if learned != profile or profile.learned == 0:
+            await self.db.save_profile(learned, now)
+            if learned.state == "ready" and profile.state == "learning":
+                log.info(
+                    "room %s/%s: profile learned, waiting for an admin to confirm it",
+                    claims.site,
+                    claims.room,
+                )
+        return dataclasses.replace(
+            accepted.row, verdict=verdict.verdict, reasons=tuple(verdict.reasons)
+        )
+
+    async def _alerts(self, row: store.ProofRow, now: int) -> None:
+        """A mismatch raises "displaced"; a verified proof clears it; any proof clears
+        "offline"."""
+        changes: list[tuple[str, store.Alert]] = []
+        if row.verdict == "mismatch":
+            raised = await self.db.raise_alert(
+                row.site, row.device, "displaced", "; ".join(row.reasons) or "mismatch", now
+            )
+            if raised is not None:
+                changes.append(("raised", raised))
+        elif row.verdict == "verified":
+            changes += [
+                ("cleared", a)
+                for a in await self.db.clear_alerts(row.site, row.device, "displaced", now)
+            ]
+        changes += [
+            ("cleared", a) for a in await self.db.clear_alerts(row.site, row.device, "offline", now)
+        ]
+        for change, alert in changes:
+            self.hub.publish("alert", alert_json(alert, change))
+
+    async def watch_silence(self, every_s: float = 10.0) -> None:
+        """Raises an "offline" alert for each device that stopped sending proofs."""
+        grace_ms = int(self.settings.offline_grace_s * 1000)
+        while True:
+            now = now_ms()
+            for device in await self.db.silent_devices(now, grace_ms):
+                silent_s = (now - (device.last_proof_at or now)) / 1000
+                raised = await self.db.raise_alert(
+                    device.site, device.device, "offline", f"no proof for {silent_s:.0f} s", now
+                )
+                if raised is not None:
+                    log.warning(
+                        "device %s/%s offline: %s", device.site, device.device, raised.reason
+                    )
+                    self.hub.publish("alert", alert_json(raised, "raised"))
+            await asyncio.sleep(every_s)
 
     async def _status(self, where: topics.Topic, payload: bytes) -> None:
         if payload not in (b"online", b"offline"):
@@ -214,3 +291,19 @@ def _payload(value: typing.Any) -> bytes:
     if isinstance(value, str):
         return value.encode()
     return b""
+
+
+def alert_json(alert: store.Alert, change: str | None = None) -> dict[str, typing.Any]:
+    body: dict[str, typing.Any] = {
+        "id": alert.id,
+        "site": alert.site,
+        "device": alert.device,
+        "kind": alert.kind,
+        "reason": alert.reason,
+        "raised_at": alert.raised_at,
+        "cleared_at": alert.cleared_at,
+        "open": alert.cleared_at is None,
+    }
+    if change is not None:
+        body["change"] = change
+    return body

@@ -15,6 +15,7 @@ import typing
 
 from central import auth
 from central import keyring
+from central import profiles
 from central import settings as settings_mod
 from central import sqlite_store
 from central import store
@@ -62,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--lat", type=float)
     add.add_argument("--lon", type=float)
     add.add_argument("--radius-m", type=float, default=50.0)
+    prof = room.add_parser("profile", parents=[common], help="show, confirm or relearn a profile")
+    prof.add_argument("--site", type=_name("site"), required=True)
+    prof.add_argument("--room", type=_name("room"), required=True)
+    what = prof.add_mutually_exclusive_group()
+    what.add_argument("--confirm", action="store_true", help="confirm the learned profile")
+    what.add_argument("--relearn", action="store_true", help="learn again from the next proofs")
+    prof.add_argument("--learn-proofs", type=int, default=10)
 
     device = commands.add_parser("device", help="devices").add_subparsers(
         dest="action", required=True
@@ -144,6 +152,33 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
             print(f"room {args.site}/{args.room} added")
 
         asyncio.run(_with_store(settings, add_room))
+    elif key == ("room", "profile"):
+
+        async def profile(db: store.Store) -> None:
+            if args.confirm or args.relearn:
+                if not 1 <= args.learn_proofs <= 10_000:
+                    raise CommandError("--learn-proofs must be 1..10000")
+                action = "confirm" if args.confirm else "relearn"
+                try:
+                    await profiles.apply(db, args.site, args.room, action, args.learn_proofs)
+                except profiles.ProfileError as exc:
+                    raise CommandError(str(exc)) from exc
+            current = await db.get_profile(args.site, args.room)
+            if current is None:
+                print(
+                    f"room {args.site}/{args.room}: no profile yet (learns from its first proofs)"
+                )
+                return
+            print(
+                f"room {args.site}/{args.room}: {current.state}"
+                f" ({current.learned}/{current.learn_target} proofs)"
+            )
+            for bssid in sorted(current.wifi):
+                print(f"  wifi {bssid}")
+            for beacon in sorted(current.ble):
+                print(f"  ble  {beacon}")
+
+        asyncio.run(_with_store(settings, profile))
     elif key == ("device", "add"):
         _device_add(args, settings)
     elif key == ("student", "add"):

@@ -44,6 +44,8 @@ class CentralSettings(tomlsettings.EnvOverTomlSettings):
     credential_ttl_days: float = pydantic.Field(180, gt=0)
     otp_attempts_per_minute: int = pydantic.Field(5, ge=1)
     proof_max_bytes: int = pydantic.Field(16384, ge=1024, le=1_048_576)
+    profile_learn_proofs: int = pydantic.Field(10, ge=1, le=10_000)
+    offline_grace_s: float = pydantic.Field(60, gt=0)
     log_level: typing.Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @property

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import sqlite3
 import typing
 
 import aiosqlite
 
+from central import environment
 from central import store
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RECENT_REJECTIONS = 200
 
 _SCHEMA = """
@@ -51,11 +53,28 @@ CREATE TABLE IF NOT EXISTS checkins (
 CREATE INDEX IF NOT EXISTS checkins_room ON checkins (site, room, created_at);
 """
 
+# Each entry upgrades a database from the version before it; run in order at open.
+_MIGRATIONS = {
+    2: """
+ALTER TABLE devices ADD COLUMN last_verdict TEXT;
+ALTER TABLE proofs ADD COLUMN reasons TEXT;
+CREATE TABLE room_profiles (
+    site TEXT NOT NULL, room TEXT NOT NULL, state TEXT NOT NULL, wifi TEXT NOT NULL,
+    ble TEXT NOT NULL, learn_target INTEGER NOT NULL, learned INTEGER NOT NULL,
+    counts TEXT NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (site, room));
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, site TEXT NOT NULL, device TEXT NOT NULL,
+    kind TEXT NOT NULL, reason TEXT NOT NULL, raised_at INTEGER NOT NULL, cleared_at INTEGER);
+CREATE UNIQUE INDEX alerts_open ON alerts (site, device, kind) WHERE cleared_at IS NULL;
+""",
+}
+
 _DEVICE_COLUMNS = (
     "site, room, device, ed25519, x25519, enroll_code, enroll_expires_ms, enrolled_at, last_seq,"
     " last_hash, last_proof_at, last_iat, last_slot, slot_s, otp_step_s, clock_offset_ms, online,"
-    " status_at"
+    " status_at, last_verdict"
 )
+_ALERT_COLUMNS = "id, site, device, kind, reason, raised_at, cleared_at"
 _CHECKIN_COLUMNS = "id, site, room, device, student_id, slot, method, created_at, token_age_ms"
 
 
@@ -87,9 +106,13 @@ class SqliteStore:
         await self.db.executescript(_SCHEMA)
         async with self.db.execute("SELECT version FROM schema_version") as cursor:
             row = await cursor.fetchone()
+        version = 1 if row is None else int(row[0])
         if row is None:
-            await self.db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-        elif row[0] > SCHEMA_VERSION:
+            await self.db.execute("INSERT INTO schema_version VALUES (1)")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            await self.db.executescript(_MIGRATIONS[target])
+            await self.db.execute("UPDATE schema_version SET version = ?", (target,))
+        if row is not None and row[0] > SCHEMA_VERSION:
             raise RuntimeError(
                 f"{self.path}: database schema {row[0]} is newer than"
                 f" this central ({SCHEMA_VERSION})"
@@ -205,7 +228,7 @@ class SqliteStore:
         try:
             await self.db.execute(
                 "INSERT INTO proofs (site, device, seq, slot, iat, received_at, jws, hash,"
-                " gap_before) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " gap_before, verdict, reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     row.site,
                     row.device,
@@ -216,12 +239,14 @@ class SqliteStore:
                     row.jws,
                     row.hash,
                     int(row.gap_before),
+                    row.verdict,
+                    json.dumps(list(row.reasons)),
                 ),
             )
             await self.db.execute(
                 "UPDATE devices SET last_seq = ?, last_hash = ?, last_proof_at = ?, last_iat = ?,"
-                " last_slot = ?, slot_s = ?, otp_step_s = ?, clock_offset_ms = ?"
-                " WHERE site = ? AND device = ? AND last_seq < ?",
+                " last_slot = ?, slot_s = ?, otp_step_s = ?, clock_offset_ms = ?,"
+                " last_verdict = ? WHERE site = ? AND device = ? AND last_seq < ?",
                 (
                     row.seq,
                     row.hash,
@@ -231,6 +256,7 @@ class SqliteStore:
                     slot_s,
                     otp_step_s,
                     clock_offset_ms,
+                    row.verdict,
                     row.site,
                     row.device,
                     row.seq,
@@ -249,11 +275,116 @@ class SqliteStore:
 
     async def list_proofs(self, site: str | None, device: str, limit: int) -> list[store.ProofRow]:
         rows = await self._all(
-            "SELECT site, device, seq, slot, iat, received_at, jws, hash, gap_before FROM proofs"
+            "SELECT site, device, seq, slot, iat, received_at, jws, hash, gap_before, verdict,"
+            " reasons FROM proofs"
             " WHERE (? IS NULL OR site = ?) AND device = ? ORDER BY seq DESC LIMIT ?",
             (site, site, device, limit),
         )
-        return [store.ProofRow(*row[:8], bool(row[8])) for row in rows]
+        return [
+            store.ProofRow(*row[:8], bool(row[8]), row[9], tuple(json.loads(row[10] or "[]")))
+            for row in rows
+        ]
+
+    # -- room profiles and alerts ----------------------------------------------------------
+    async def get_profile(self, site: str, room: str) -> environment.Profile | None:
+        row = await self._one(
+            "SELECT site, room, state, wifi, ble, learn_target, learned, counts FROM room_profiles"
+            " WHERE site = ? AND room = ?",
+            (site, room),
+        )
+        if row is None:
+            return None
+        return environment.Profile(
+            row[0],
+            row[1],
+            row[2],
+            frozenset(json.loads(row[3])),
+            frozenset(json.loads(row[4])),
+            row[5],
+            row[6],
+            json.loads(row[7]),
+        )
+
+    async def save_profile(self, profile: environment.Profile, now_ms: int) -> None:
+        await self._write(
+            "INSERT INTO room_profiles (site, room, state, wifi, ble, learn_target, learned,"
+            " counts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(site, room) DO UPDATE SET state = excluded.state, wifi = excluded.wifi,"
+            " ble = excluded.ble, learn_target = excluded.learn_target,"
+            " learned = excluded.learned, counts = excluded.counts,"
+            " updated_at = excluded.updated_at",
+            (
+                profile.site,
+                profile.room,
+                profile.state,
+                json.dumps(sorted(profile.wifi)),
+                json.dumps(sorted(profile.ble)),
+                profile.learn_target,
+                profile.learned,
+                json.dumps(profile.counts),
+                now_ms,
+            ),
+        )
+
+    async def list_rooms(self, site: str | None) -> list[store.Room]:
+        rows = await self._all(
+            "SELECT site, room, name, lat, lon, radius_m FROM rooms WHERE ? IS NULL OR site = ?"
+            " ORDER BY site, room",
+            (site, site),
+        )
+        return [store.Room(*row) for row in rows]
+
+    async def raise_alert(
+        self, site: str, device: str, kind: str, reason: str, now_ms: int
+    ) -> store.Alert | None:
+        """A new open alert, or None when one of that kind is already open."""
+        try:
+            cursor = await self.db.execute(
+                "INSERT INTO alerts (site, device, kind, reason, raised_at) VALUES (?, ?, ?, ?, ?)",
+                (site, device, kind, reason[:500], now_ms),
+            )
+            await self.db.commit()
+        except sqlite3.IntegrityError:
+            await self.db.rollback()
+            return None
+        return store.Alert(
+            int(cursor.lastrowid or 0), site, device, kind, reason[:500], now_ms, None
+        )
+
+    async def clear_alerts(
+        self, site: str, device: str, kind: str, now_ms: int
+    ) -> list[store.Alert]:
+        rows = await self._all(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE site = ? AND device = ? AND kind = ?"
+            " AND cleared_at IS NULL",
+            (site, device, kind),
+        )
+        if rows:
+            await self._write(
+                "UPDATE alerts SET cleared_at = ? WHERE site = ? AND device = ? AND kind = ?"
+                " AND cleared_at IS NULL",
+                (now_ms, site, device, kind),
+            )
+        return [store.Alert(*row[:6], now_ms) for row in rows]
+
+    async def list_alerts(
+        self, site: str | None, open_only: bool, limit: int, after_id: int
+    ) -> list[store.Alert]:
+        rows = await self._all(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE (? IS NULL OR site = ?)"
+            " AND (? = 0 OR cleared_at IS NULL) AND id > ? ORDER BY id LIMIT ?",
+            (site, site, int(open_only), after_id, limit),
+        )
+        return [store.Alert(*row) for row in rows]
+
+    async def silent_devices(self, now_ms: int, grace_ms: int) -> list[store.Device]:
+        """Enrolled devices whose last proof is older than 3 slots plus `grace_ms`."""
+        rows = await self._all(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE last_proof_at IS NOT NULL"
+            " AND last_proof_at + 3 * slot_s * 1000 + ? < ?",
+            (grace_ms, now_ms),
+        )
+        return [_device(row) for row in rows]
 
     # -- rejections ------------------------------------------------------------------------
     async def count_rejection(self, reason: str, topic: str, size: int, now_ms: int) -> None:

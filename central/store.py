@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import typing
 
+from central import environment
+
 
 class Conflict(Exception):
     """A uniqueness rule refused the write (e.g. a second check-in for the same slot)."""
@@ -45,6 +47,7 @@ class Device:
     clock_offset_ms: int | None
     online: bool
     status_at: int | None
+    last_verdict: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +61,19 @@ class ProofRow:
     jws: str
     hash: str
     gap_before: bool
+    verdict: str | None = None
+    reasons: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Alert:
+    id: int
+    site: str
+    device: str
+    kind: str  # displaced | offline
+    reason: str
+    raised_at: int
+    cleared_at: int | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +128,19 @@ class Store(typing.Protocol):
     ) -> None: ...
     async def proof_hash(self, site: str, device: str, seq: int) -> str | None: ...
     async def list_proofs(self, site: str | None, device: str, limit: int) -> list[ProofRow]: ...
+
+    async def get_profile(self, site: str, room: str) -> environment.Profile | None: ...
+    async def save_profile(self, profile: environment.Profile, now_ms: int) -> None: ...
+    async def list_rooms(self, site: str | None) -> list[Room]: ...
+
+    async def raise_alert(
+        self, site: str, device: str, kind: str, reason: str, now_ms: int
+    ) -> Alert | None: ...
+    async def clear_alerts(self, site: str, device: str, kind: str, now_ms: int) -> list[Alert]: ...
+    async def list_alerts(
+        self, site: str | None, open_only: bool, limit: int, after_id: int
+    ) -> list[Alert]: ...
+    async def silent_devices(self, now_ms: int, grace_ms: int) -> list[Device]: ...
 
     async def count_rejection(self, reason: str, topic: str, size: int, now_ms: int) -> None: ...
     async def rejections(self) -> tuple[dict[str, int], list[dict[str, typing.Any]]]: ...

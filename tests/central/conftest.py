@@ -186,6 +186,7 @@ async def central(
         mqtt_client_id=f"central-{unique}",
         mqtt_share_group=f"g{unique}",
         otp_attempts_per_minute=3,
+        profile_learn_proofs=3,
     )
     app = app_mod.build(settings)
     server = test_utils.TestServer(app, host="127.0.0.1", port=port)

@@ -113,6 +113,34 @@ def test_provisioning_writes_a_bundle(config: pathlib.Path, tmp_path: pathlib.Pa
     )
     assert missing.returncode == 1 and "does not exist" in missing.stderr
 
+    shown = run("room", "profile", "--site", "campus", "--room", "a-101", "--config", str(config))
+    assert shown.returncode == 0 and "no profile yet" in shown.stdout
+    early = run(
+        "room",
+        "profile",
+        "--site",
+        "campus",
+        "--room",
+        "a-101",
+        "--confirm",
+        "--config",
+        str(config),
+    )
+    assert early.returncode == 1 and "still learning (0/10 proofs)" in early.stderr
+    relearn = run(
+        "room",
+        "profile",
+        "--site",
+        "campus",
+        "--room",
+        "a-101",
+        "--relearn",
+        "--learn-proofs",
+        "5",
+        "--config",
+        str(config),
+    )
+    assert relearn.returncode == 0 and "learning (0/5 proofs)" in relearn.stdout
     done = run(
         "student",
         "add",
