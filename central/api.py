@@ -16,6 +16,7 @@ from aiohttp import web
 from central import auth
 from central import bridge as bridge_mod
 from central import checkins
+from central import clock as clock_mod
 from central import environment
 from central import errors
 from central import events
@@ -27,6 +28,7 @@ from edge_agent.protocol import names
 from edge_agent.protocol import qrtoken
 
 log = logging.getLogger(__name__)
+ALERT_KINDS = frozenset({"displaced", "offline", "clock", "gap", "fork"})
 COOKIE = "roomproof_student"
 KEEPALIVE_S = 15.0
 
@@ -50,6 +52,13 @@ def _int_param(request: web.Request, key: str, default: int, low: int, high: int
             400, "invalid_request", f"{key} must be between {low} and {high}", {"field": key}
         )
     return value
+
+
+def _path_int(request: web.Request, key: str) -> int:
+    raw = request.match_info[key]
+    if not raw.isdigit() or len(raw) > 18:
+        raise errors.ApiError(404, "not_found", f"no such {key}: {raw[:40]}")
+    return int(raw)
 
 
 def _name_param(request: web.Request, key: str, required: bool = False) -> str | None:
@@ -111,7 +120,9 @@ class Api:
         hub: events.Hub,
         bridge: bridge_mod.Bridge | None,
         secure_cookie: bool,
+        clock: clock_mod.Clock,
     ) -> None:
+        self.clock = clock
         self.db = db
         self.keys = keys
         self.service = service
@@ -137,6 +148,8 @@ class Api:
         app.router.add_get("/api/v1/rooms", self.rooms)
         app.router.add_post("/api/v1/rooms/{site}/{room}/profile", self.profile_action)
         app.router.add_get("/api/v1/alerts", self.alerts)
+        app.router.add_post("/api/v1/alerts/{id}/clear", self.clear_alert)
+        app.router.add_get("/api/v1/chain-events", self.chain_events)
         app.router.add_route("*", "/api/{tail:.*}", self.not_found)
 
     async def not_found(self, request: web.Request) -> web.Response:
@@ -328,15 +341,67 @@ class Api:
         await auth.require(request, self.db)
         open_only = request.query.get("open", "false").lower() in ("1", "true", "yes")
         limit = _int_param(request, "limit", 100, 1, 1000)
+        kind = request.query.get("kind")
+        if kind is not None and kind not in ALERT_KINDS:
+            raise errors.ApiError(
+                400,
+                "invalid_request",
+                f"kind must be one of {sorted(ALERT_KINDS)}",
+                {"field": "kind"},
+            )
         rows = await self.db.list_alerts(
             _name_param(request, "site"),
             open_only,
             limit,
             _int_param(request, "after", 0, 0, 2**62),
+            kind,
         )
         next_after = rows[-1].id if len(rows) == limit else None
         return web.json_response(
             {"alerts": [bridge_mod.alert_json(a) for a in rows], "next_after": next_after}
+        )
+
+    async def clear_alert(self, request: web.Request) -> web.Response:
+        """An admin closes an alert that does not clear itself (a fork, a gap never filled)."""
+        await auth.require(request, self.db, roles=("admin",))
+        alert_id = _path_int(request, "id")
+        cleared = await self.db.clear_alert(alert_id, self.clock.now_ms())
+        if cleared is None:
+            existing = await self.db.list_alerts(None, False, 1, alert_id - 1)
+            if not existing or existing[0].id != alert_id:
+                raise errors.ApiError(404, "not_found", f"no alert {alert_id}")
+            raise errors.ApiError(409, "already_cleared", f"alert {alert_id} is already cleared")
+        body = bridge_mod.alert_json(cleared, "cleared")
+        self.hub.publish("alert", body)
+        return web.json_response({"alert": body})
+
+    async def chain_events(self, request: web.Request) -> web.Response:
+        await auth.require(request, self.db)
+        limit = _int_param(request, "limit", 100, 1, 1000)
+        rows = await self.db.list_chain_events(
+            _name_param(request, "site"),
+            _name_param(request, "device"),
+            limit,
+            _int_param(request, "after", 0, 0, 2**62),
+        )
+        return web.json_response(
+            {
+                "events": [
+                    {
+                        "id": e.id,
+                        "site": e.site,
+                        "device": e.device,
+                        "kind": e.kind,
+                        "first": e.first,
+                        "last": e.last,
+                        "detail": e.detail,
+                        "detected_at": _iso(e.detected_at),
+                        "resolved_at": _iso(e.resolved_at),
+                    }
+                    for e in rows
+                ],
+                "next_after": rows[-1].id if len(rows) == limit else None,
+            }
         )
 
     async def events(self, request: web.Request) -> web.StreamResponse:

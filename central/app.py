@@ -12,6 +12,7 @@ from aiohttp import web
 from central import api
 from central import bridge as bridge_mod
 from central import checkins
+from central import clock as clock_mod
 from central import errors
 from central import events
 from central import keyring
@@ -22,14 +23,21 @@ log = logging.getLogger("central")
 MAX_BODY_BYTES = 16 * 1024
 
 
-def build(settings: settings_mod.CentralSettings, with_bridge: bool = True) -> web.Application:
+def build(
+    settings: settings_mod.CentralSettings,
+    with_bridge: bool = True,
+    clock: clock_mod.Clock | None = None,
+) -> web.Application:
+    clock = clock or clock_mod.SystemClock()
     keys = keyring.load(settings.data_dir)
     db = sqlite_store.SqliteStore(settings.db_path)
     hub = events.Hub()
-    bridge = bridge_mod.Bridge(settings, db, keys, hub) if with_bridge else None
-    service = checkins.CheckinService(settings, db, keys)
+    bridge = bridge_mod.Bridge(settings, db, keys, hub, clock) if with_bridge else None
+    service = checkins.CheckinService(settings, db, keys, clock)
     app = web.Application(middlewares=[errors.middleware], client_max_size=MAX_BODY_BYTES)
-    routes = api.Api(db, keys, service, hub, bridge, settings.public_url.startswith("https://"))
+    routes = api.Api(
+        db, keys, service, hub, bridge, settings.public_url.startswith("https://"), clock
+    )
     routes.routes(app)
 
     async def lifecycle(app: web.Application) -> collections.abc.AsyncIterator[None]:

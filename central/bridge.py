@@ -13,13 +13,13 @@ import dataclasses
 import logging
 import random
 import ssl
-import time
 import typing
 
 import aiomqtt
 import paho.mqtt.packettypes
 import paho.mqtt.properties
 
+from central import clock as clock_mod
 from central import enrollment
 from central import environment
 from central import events
@@ -27,14 +27,11 @@ from central import keyring
 from central import settings as settings_mod
 from central import store
 from central import verifier
+from edge_agent.protocol import proof
 from edge_agent.protocol import topics
 
 log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 24 * 3600
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Bridge:
@@ -44,7 +41,9 @@ class Bridge:
         db: store.Store,
         keys: keyring.Keyring,
         hub: events.Hub,
+        clock: clock_mod.Clock | None = None,
     ) -> None:
+        self.clock = clock or clock_mod.SystemClock()
         self.settings = settings
         self.db = db
         self.keys = keys
@@ -126,7 +125,7 @@ class Bridge:
             await self._reject("internal", topic, payload, "internal error")
 
     async def _proof(self, topic: str, payload: bytes) -> None:
-        received = now_ms()
+        received = self.clock.now_ms()
         try:
             accepted = await verifier.verify(
                 self.db,
@@ -143,11 +142,13 @@ class Bridge:
             )
         except verifier.Rejected as exc:
             await self._reject(exc.reason, topic, payload, str(exc))
+            if exc.reason == "fork":
+                await self._fork(topic, payload, str(exc), received)
             return
         except store.Conflict:
             await self._reject("duplicate", topic, payload, "stored concurrently")
             return
-        self._count("accepted")
+        self._count("late" if accepted.late else "accepted")
         self.hub.publish(
             "proof",
             {
@@ -159,11 +160,57 @@ class Bridge:
                 "iat": row.iat,
                 "received_at": row.received_at,
                 "gap_before": row.gap_before,
+                "late": accepted.late,
                 "verdict": row.verdict,
                 "reasons": list(row.reasons),
             },
         )
-        await self._alerts(row, received)
+        await self._chain(accepted, received)
+        if not accepted.late:
+            await self._alerts(row, received)
+            await self._clock_alert(row, accepted.clock_offset_ms, received)
+
+    async def _chain(self, accepted: verifier.Accepted, now: int) -> None:
+        """Records a gap (and alerts); a late proof that completes every gap clears the alert."""
+        row = accepted.row
+        if accepted.gap is not None:
+            first, last = accepted.gap
+            await self.db.add_chain_event(row.site, row.device, "gap", first, last, "", now)
+            log.warning("device %s/%s: seq %d..%d missing", row.site, row.device, first, last)
+            await self._raise(row.site, row.device, "gap", f"seq {first}..{last} missing", now)
+        if accepted.late and await self.db.settle_gaps(row.site, row.device, now) == 0:
+            await self._clear(row.site, row.device, "gap", now)
+
+    async def _fork(self, topic: str, payload: bytes, message: str, now: int) -> None:
+        """Two validly signed proofs with one seq: the device's key or state was copied."""
+        where = topics.parse(topic)
+        try:
+            _, claims = proof.decode(payload, self.settings.proof_max_bytes)
+        except proof.ProofError:
+            return
+        await self.db.add_chain_event(
+            where.site, where.device, "fork", claims.seq, claims.seq, payload.decode("ascii"), now
+        )
+        log.warning("device %s/%s: %s", where.site, where.device, message)
+        await self._raise(where.site, where.device, "fork", message, now)
+
+    async def _clock_alert(self, row: store.ProofRow, offset_ms: int, now: int) -> None:
+        limit_ms = self.settings.clock_alert_s * 1000
+        if abs(offset_ms) > limit_ms:
+            direction = "ahead of" if offset_ms > 0 else "behind"
+            reason = f"device clock {abs(offset_ms) / 1000:.1f} s {direction} central"
+            await self._raise(row.site, row.device, "clock", reason, now)
+        else:
+            await self._clear(row.site, row.device, "clock", now)
+
+    async def _raise(self, site: str, device: str, kind: str, reason: str, now: int) -> None:
+        raised = await self.db.raise_alert(site, device, kind, reason, now)
+        if raised is not None:
+            self.hub.publish("alert", alert_json(raised, "raised"))
+
+    async def _clear(self, site: str, device: str, kind: str, now: int) -> None:
+        for alert in await self.db.clear_alerts(site, device, kind, now):
+            self.hub.publish("alert", alert_json(alert, "cleared"))
 
     async def _judge(self, accepted: verifier.Accepted, now: int) -> store.ProofRow:
         """The room verdict of this proof; while the room's profile learns, it learns."""
@@ -227,7 +274,7 @@ class Bridge:
         """Raises an "offline" alert for each device that stopped sending proofs."""
         grace_ms = int(self.settings.offline_grace_s * 1000)
         while True:
-            now = now_ms()
+            now = self.clock.now_ms()
             for device in await self.db.silent_devices(now, grace_ms):
                 silent_s = (now - (device.last_proof_at or now)) / 1000
                 raised = await self.db.raise_alert(
@@ -253,7 +300,7 @@ class Bridge:
         if device is None:
             return
         online = payload == b"online"
-        if await self.db.set_online(where.site, where.device, online, now_ms()):
+        if await self.db.set_online(where.site, where.device, online, self.clock.now_ms()):
             self.hub.publish(
                 "device",
                 {
@@ -266,7 +313,7 @@ class Bridge:
 
     async def _enroll(self, where: topics.Topic, payload: bytes) -> None:
         outcome = await enrollment.handle(
-            self.db, self.keys, where.site, where.device, payload, now_ms()
+            self.db, self.keys, where.site, where.device, payload, self.clock.now_ms()
         )
         topic = topics.topic(where.site, where.device, "enroll")
         if outcome.reason is not None:
@@ -282,7 +329,7 @@ class Bridge:
     async def _reject(self, reason: str, topic: str, payload: bytes, message: str) -> None:
         self._count(reason)
         log.info("rejected message on %s: %s (%s)", topic[:200], reason, message[:200])
-        await self.db.count_rejection(reason, topic, len(payload), now_ms())
+        await self.db.count_rejection(reason, topic, len(payload), self.clock.now_ms())
 
 
 def _payload(value: typing.Any) -> bytes:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import time
 import typing
 
+from central import clock as clock_mod
 from central import errors
 from central import keyring
 from central import settings as settings_mod
@@ -96,8 +96,13 @@ def device_now_ms(device: store.Device, now_ms: int) -> int:
 
 class CheckinService:
     def __init__(
-        self, settings: settings_mod.CentralSettings, db: store.Store, keys: keyring.Keyring
+        self,
+        settings: settings_mod.CentralSettings,
+        db: store.Store,
+        keys: keyring.Keyring,
+        clock: clock_mod.Clock | None = None,
     ) -> None:
+        self.clock = clock or clock_mod.SystemClock()
         self.settings = settings
         self.db = db
         self.keys = keys
@@ -107,7 +112,7 @@ class CheckinService:
         self.otp_limiter = RateLimiter(settings.otp_attempts_per_minute)
 
     async def check_in(self, request: Request, client_ip: str, now_ms: int | None = None) -> Result:
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        now_ms = self.clock.now_ms() if now_ms is None else now_ms
         if request.token is not None:
             device, slot, age, method = await self._by_token(request.token, now_ms)
         else:

@@ -12,7 +12,7 @@ import aiosqlite
 from central import environment
 from central import store
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RECENT_REJECTIONS = 200
 
 _SCHEMA = """
@@ -67,6 +67,13 @@ CREATE TABLE alerts (
     kind TEXT NOT NULL, reason TEXT NOT NULL, raised_at INTEGER NOT NULL, cleared_at INTEGER);
 CREATE UNIQUE INDEX alerts_open ON alerts (site, device, kind) WHERE cleared_at IS NULL;
 """,
+    3: """
+CREATE TABLE chain_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, site TEXT NOT NULL, device TEXT NOT NULL,
+    kind TEXT NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL, detail TEXT NOT NULL,
+    detected_at INTEGER NOT NULL, resolved_at INTEGER);
+CREATE INDEX chain_events_device ON chain_events (site, device, kind, resolved_at);
+""",
 }
 
 _DEVICE_COLUMNS = (
@@ -74,6 +81,10 @@ _DEVICE_COLUMNS = (
     " last_hash, last_proof_at, last_iat, last_slot, slot_s, otp_step_s, clock_offset_ms, online,"
     " status_at, last_verdict"
 )
+_PROOF_COLUMNS = (
+    "site, device, seq, slot, iat, received_at, jws, hash, gap_before, verdict, reasons"
+)
+_CHAIN_COLUMNS = "id, site, device, kind, first, last, detail, detected_at, resolved_at"
 _ALERT_COLUMNS = "id, site, device, kind, reason, raised_at, cleared_at"
 _CHECKIN_COLUMNS = "id, site, room, device, student_id, slot, method, created_at, token_age_ms"
 
@@ -84,6 +95,10 @@ def _device(row: typing.Any) -> store.Device:
     values[4] = bytes(values[4]) if values[4] is not None else None
     values[16] = bool(values[16])
     return store.Device(*values)
+
+
+def _proof(row: typing.Any) -> store.ProofRow:
+    return store.ProofRow(*row[:8], bool(row[8]), row[9], tuple(json.loads(row[10] or "[]")))
 
 
 class SqliteStore:
@@ -273,17 +288,70 @@ class SqliteStore:
         )
         return row[0] if row else None
 
-    async def list_proofs(self, site: str | None, device: str, limit: int) -> list[store.ProofRow]:
-        rows = await self._all(
-            "SELECT site, device, seq, slot, iat, received_at, jws, hash, gap_before, verdict,"
-            " reasons FROM proofs"
-            " WHERE (? IS NULL OR site = ?) AND device = ? ORDER BY seq DESC LIMIT ?",
-            (site, site, device, limit),
+    async def get_proof(self, site: str, device: str, seq: int) -> store.ProofRow | None:
+        row = await self._one(
+            f"SELECT {_PROOF_COLUMNS} FROM proofs WHERE site = ? AND device = ? AND seq = ?",
+            (site, device, seq),
         )
-        return [
-            store.ProofRow(*row[:8], bool(row[8]), row[9], tuple(json.loads(row[10] or "[]")))
-            for row in rows
-        ]
+        return _proof(row) if row else None
+
+    async def proof_for_slot(self, site: str, device: str, slot: int) -> store.ProofRow | None:
+        row = await self._one(
+            f"SELECT {_PROOF_COLUMNS} FROM proofs WHERE site = ? AND device = ? AND slot = ?"
+            " ORDER BY seq LIMIT 1",
+            (site, device, slot),
+        )
+        return _proof(row) if row else None
+
+    async def list_proofs(
+        self, site: str | None, device: str, limit: int, before_seq: int | None = None
+    ) -> list[store.ProofRow]:
+        rows = await self._all(
+            f"SELECT {_PROOF_COLUMNS} FROM proofs WHERE (? IS NULL OR site = ?) AND device = ?"
+            " AND (? IS NULL OR seq < ?) ORDER BY seq DESC LIMIT ?",
+            (site, site, device, before_seq, before_seq, limit),
+        )
+        return [_proof(row) for row in rows]
+
+    # -- chain events ----------------------------------------------------------------------
+    async def add_chain_event(
+        self, site: str, device: str, kind: str, first: int, last: int, detail: str, now_ms: int
+    ) -> store.ChainEvent:
+        cursor = await self.db.execute(
+            "INSERT INTO chain_events (site, device, kind, first, last, detail, detected_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (site, device, kind, first, last, detail, now_ms),
+        )
+        await self.db.commit()
+        return store.ChainEvent(
+            int(cursor.lastrowid or 0), site, device, kind, first, last, detail, now_ms, None
+        )
+
+    async def settle_gaps(self, site: str, device: str, now_ms: int) -> int:
+        """Marks gaps whose every seq is now stored as resolved; returns how many stay open."""
+        await self._write(
+            "UPDATE chain_events SET resolved_at = ? WHERE site = ? AND device = ?"
+            " AND kind = 'gap' AND resolved_at IS NULL AND last - first + 1 = (SELECT COUNT(*)"
+            " FROM proofs p WHERE p.site = chain_events.site AND p.device = chain_events.device"
+            " AND p.seq BETWEEN chain_events.first AND chain_events.last)",
+            (now_ms, site, device),
+        )
+        row = await self._one(
+            "SELECT COUNT(*) FROM chain_events WHERE site = ? AND device = ? AND kind = 'gap'"
+            " AND resolved_at IS NULL",
+            (site, device),
+        )
+        return int(row[0])
+
+    async def list_chain_events(
+        self, site: str | None, device: str | None, limit: int, after_id: int
+    ) -> list[store.ChainEvent]:
+        rows = await self._all(
+            f"SELECT {_CHAIN_COLUMNS} FROM chain_events WHERE (? IS NULL OR site = ?)"
+            " AND (? IS NULL OR device = ?) AND id > ? ORDER BY id LIMIT ?",
+            (site, site, device, device, after_id, limit),
+        )
+        return [store.ChainEvent(*row) for row in rows]
 
     # -- room profiles and alerts ----------------------------------------------------------
     async def get_profile(self, site: str, room: str) -> environment.Profile | None:
@@ -368,14 +436,23 @@ class SqliteStore:
         return [store.Alert(*row[:6], now_ms) for row in rows]
 
     async def list_alerts(
-        self, site: str | None, open_only: bool, limit: int, after_id: int
+        self, site: str | None, open_only: bool, limit: int, after_id: int, kind: str | None = None
     ) -> list[store.Alert]:
         rows = await self._all(
             f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE (? IS NULL OR site = ?)"
-            " AND (? = 0 OR cleared_at IS NULL) AND id > ? ORDER BY id LIMIT ?",
-            (site, site, int(open_only), after_id, limit),
+            " AND (? = 0 OR cleared_at IS NULL) AND (? IS NULL OR kind = ?) AND id > ?"
+            " ORDER BY id LIMIT ?",
+            (site, site, int(open_only), kind, kind, after_id, limit),
         )
         return [store.Alert(*row) for row in rows]
+
+    async def clear_alert(self, alert_id: int, now_ms: int) -> store.Alert | None:
+        changed = await self._write(
+            "UPDATE alerts SET cleared_at = ? WHERE id = ? AND cleared_at IS NULL",
+            (now_ms, alert_id),
+        )
+        row = await self._one(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?", (alert_id,))
+        return store.Alert(*row) if row and changed else None
 
     async def silent_devices(self, now_ms: int, grace_ms: int) -> list[store.Device]:
         """Enrolled devices whose last proof is older than 3 slots plus `grace_ms`."""

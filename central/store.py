@@ -70,10 +70,25 @@ class Alert:
     id: int
     site: str
     device: str
-    kind: str  # displaced | offline
+    kind: str  # displaced | offline | clock | gap | fork
     reason: str
     raised_at: int
     cleared_at: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainEvent:
+    """A gap (seqs first..last never received) or a fork (a second proof for seq `first`)."""
+
+    id: int
+    site: str
+    device: str
+    kind: str  # gap | fork
+    first: int
+    last: int
+    detail: str  # fork: the other proof's JWS; gap: empty
+    detected_at: int
+    resolved_at: int | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +142,19 @@ class Store(typing.Protocol):
         self, row: ProofRow, slot_s: int, otp_step_s: int, clock_offset_ms: int
     ) -> None: ...
     async def proof_hash(self, site: str, device: str, seq: int) -> str | None: ...
-    async def list_proofs(self, site: str | None, device: str, limit: int) -> list[ProofRow]: ...
+    async def get_proof(self, site: str, device: str, seq: int) -> ProofRow | None: ...
+    async def proof_for_slot(self, site: str, device: str, slot: int) -> ProofRow | None: ...
+
+    async def add_chain_event(
+        self, site: str, device: str, kind: str, first: int, last: int, detail: str, now_ms: int
+    ) -> ChainEvent: ...
+    async def settle_gaps(self, site: str, device: str, now_ms: int) -> int: ...
+    async def list_chain_events(
+        self, site: str | None, device: str | None, limit: int, after_id: int
+    ) -> list[ChainEvent]: ...
+    async def list_proofs(
+        self, site: str | None, device: str, limit: int, before_seq: int | None = None
+    ) -> list[ProofRow]: ...
 
     async def get_profile(self, site: str, room: str) -> environment.Profile | None: ...
     async def save_profile(self, profile: environment.Profile, now_ms: int) -> None: ...
@@ -138,9 +165,10 @@ class Store(typing.Protocol):
     ) -> Alert | None: ...
     async def clear_alerts(self, site: str, device: str, kind: str, now_ms: int) -> list[Alert]: ...
     async def list_alerts(
-        self, site: str | None, open_only: bool, limit: int, after_id: int
+        self, site: str | None, open_only: bool, limit: int, after_id: int, kind: str | None = None
     ) -> list[Alert]: ...
     async def silent_devices(self, now_ms: int, grace_ms: int) -> list[Device]: ...
+    async def clear_alert(self, alert_id: int, now_ms: int) -> Alert | None: ...
 
     async def count_rejection(self, reason: str, topic: str, size: int, now_ms: int) -> None: ...
     async def rejections(self) -> tuple[dict[str, int], list[dict[str, typing.Any]]]: ...

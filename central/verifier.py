@@ -2,8 +2,13 @@
 
 Returns the proof to store or a rejection reason; never raises on bad input. Reasons:
 oversize, malformed, bad_header, schema, topic_mismatch, unknown_device, bad_signature,
-wrong_room, duplicate (idempotent redelivery, not an error), replay, chain_broken, clock,
+wrong_room, duplicate (idempotent redelivery, not an error), fork (a second, different proof
+signed for a seq already stored: a cloned key or a restored state dir), chain_broken, clock,
 bad_token.
+
+A proof with a seq below the device's head whose seq is missing from the store is a late
+proof (an outbox draining after an outage, or a redelivery overtaken by a newer proof): it is
+accepted when it links to its stored neighbours, and fills its slot.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ class Accepted:
     row: store.ProofRow
     claims: proof.Claims
     clock_offset_ms: int
+    late: bool = False  # fills a gap below the device's head
+    gap: tuple[int, int] | None = None  # seqs missing before this proof, first and last
 
 
 class ClockOffsets:
@@ -77,21 +84,28 @@ async def verify(
 
     compact = payload.decode("ascii")
     link = chain.link(compact)
-    if claims.seq <= device.last_seq:
+    late = claims.seq <= device.last_seq
+    if late:
         stored = await db.proof_hash(claims.site, claims.device, claims.seq)
         if stored == link:
             raise Rejected("duplicate", f"seq {claims.seq} already stored")
-        raise Rejected("replay", f"seq {claims.seq} is not after {device.last_seq}")
-    gap = device.last_seq > 0 and claims.seq > device.last_seq + 1
-    if claims.seq == device.last_seq + 1 and device.last_hash and claims.prev != device.last_hash:
-        raise Rejected("chain_broken", f"seq {claims.seq} does not chain to seq {device.last_seq}")
-    if device.last_seq == 0 and claims.seq == 1 and claims.prev != chain.GENESIS:
+        if stored is not None:
+            raise Rejected("fork", f"a different proof with seq {claims.seq} is already stored")
+        await _check_late(db, claims, link)
+    else:
+        head = device.last_hash
+        if claims.seq == device.last_seq + 1 and head and claims.prev != head:
+            raise Rejected(
+                "chain_broken", f"seq {claims.seq} does not chain to seq {device.last_seq}"
+            )
+        if device.last_iat is not None and claims.iat < device.last_iat:
+            raise Rejected("clock", "iat goes backwards")
+    if claims.seq == 1 and claims.prev != chain.GENESIS:
         raise Rejected("chain_broken", "the first proof must chain to the genesis hash")
+    gap = (device.last_seq + 1, claims.seq - 1) if claims.seq > device.last_seq + 1 else None
 
     if claims.iat - received_ms > clock_tolerance_ms:
         raise Rejected("clock", f"iat is {claims.iat - received_ms} ms in the future")
-    if device.last_iat is not None and claims.iat < device.last_iat:
-        raise Rejected("clock", "iat goes backwards")
     if slots.slot_of(claims.iat, claims.slot_s) != claims.slot:
         raise Rejected("schema", "slot does not match iat")
     if not qrtoken.verify(
@@ -102,7 +116,7 @@ async def verify(
     sample = claims.iat - received_ms
     previous = device.clock_offset_ms
     # A proof drained late from the outbox says nothing about the clock: keep the estimate.
-    fresh = previous is None or sample >= previous - claims.slot_s * 1000
+    fresh = not late and (previous is None or sample >= previous - claims.slot_s * 1000)
     offset = offsets.add(claims.site, claims.device, sample) if fresh else previous
     row = store.ProofRow(
         site=claims.site,
@@ -113,8 +127,33 @@ async def verify(
         received_at=received_ms,
         jws=compact,
         hash=link,
-        gap_before=gap,
+        gap_before=gap is not None and device.last_seq > 0,
     )
     return Accepted(
-        row=row, claims=claims, clock_offset_ms=int(offset if offset is not None else sample)
+        row=row,
+        claims=claims,
+        clock_offset_ms=int(offset if offset is not None else sample),
+        late=late,
+        gap=gap if device.last_seq > 0 else None,
     )
+
+
+async def _check_late(db: store.Store, claims: proof.Claims, link: str) -> None:
+    """A late proof must link to the stored proof before it and the one after it, and its
+    iat must lie between theirs."""
+    before = await db.get_proof(claims.site, claims.device, claims.seq - 1)
+    if before is not None:
+        if claims.prev != before.hash:
+            raise Rejected("chain_broken", f"late seq {claims.seq} does not chain to seq - 1")
+        if claims.iat < before.iat:
+            raise Rejected("clock", f"late seq {claims.seq} is older than its predecessor")
+    after = await db.get_proof(claims.site, claims.device, claims.seq + 1)
+    if after is not None:
+        try:
+            _, next_claims = proof.decode(after.jws, len(after.jws))
+        except proof.ProofError as exc:
+            raise Rejected("chain_broken", f"stored seq {claims.seq + 1} unreadable") from exc
+        if next_claims.prev != link:
+            raise Rejected("chain_broken", f"seq {claims.seq + 1} does not chain to late seq")
+        if claims.iat > after.iat:
+            raise Rejected("clock", f"late seq {claims.seq} is newer than its successor")

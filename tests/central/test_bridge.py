@@ -47,7 +47,7 @@ async def test_bad_input_is_counted_and_never_stored(enrolled: tuple) -> None:
         "oversize": [b"x" * 20000],
         "unknown_device": [],
         "bad_signature": [impostor.next_proof()],
-        "replay": [replay.next_proof(iat_ms=int(time.time() * 1000) - 5000)],  # seq 1 again
+        "fork": [replay.next_proof(iat_ms=int(time.time() * 1000) - 5000)],  # seq 1 again
         "topic_mismatch": [],
         "schema": [],
     }
