@@ -20,6 +20,7 @@ from central import settings as settings_mod
 from central import sqlite_store
 from central import store
 from central import students
+from central import verify_cmd
 from edge_agent import logsetup
 from edge_agent import tomlsettings
 from edge_agent.protocol import b64
@@ -49,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", parents=[common], help="run the service")
     commands.add_parser("demo", help="a whole room on this machine", add_help=False)
+    commands.add_parser(
+        "verify", help="verify a check-in's evidence bundle offline", add_help=False
+    )
 
     site = commands.add_parser("site", help="sites").add_subparsers(dest="action", required=True)
     add = site.add_parser("add", parents=[common])
@@ -256,6 +260,8 @@ def _device_add(args: argparse.Namespace, settings: settings_mod.CentralSettings
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["verify"]:
+        return verify_cmd.main(argv[1:])
     if argv[:1] == ["demo"]:
         from central import demo
 

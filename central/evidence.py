@@ -1,0 +1,181 @@
+"""Evidence bundles: an attendance record anyone can check offline with two public keys.
+
+A check-in record alone is only central's word. The bundle adds what the device signed: the QR
+token of the slot and the proof that displayed it, and central countersigns the record over
+both. A verifier needs only the device's and central's Ed25519 public keys; the bundle is held
+to one canonical byte form, so changing any byte of it fails verification.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+
+from edge_agent.protocol import b64
+from edge_agent.protocol import chain
+from edge_agent.protocol import jws
+from edge_agent.protocol import keys
+from edge_agent.protocol import proof
+from edge_agent.protocol import qrtoken
+
+RECORD_TYP = "roomproof-record+jws"
+RECORD_KID = "central"
+BUNDLE_TYPE = "roomproof-evidence/v1"
+MAX_BUNDLE_BYTES = 64 * 1024
+
+_BUNDLE_KEYS = frozenset({"type", "record", "token", "proof"})
+_RECORD_INTS = ("record", "slot", "checked_in_at", "issued_at")
+_RECORD_STRS = ("site", "room", "device", "student_id", "status")
+_SIGNED_STRS = ("token", "proof_hash")
+
+
+class EvidenceError(ValueError):
+    """A bundle that does not verify; `reason` is a short machine label, the message says why."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class Verified:
+    """What a valid bundle establishes: the countersigned record and the device's proof."""
+
+    record: dict[str, typing.Any]
+    proof: proof.Claims
+    checks: list[str]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _record_problem(record: object, signed: bool) -> str | None:
+    """Why `record` lacks a field a bundle needs, or None when it has them all."""
+    if not isinstance(record, dict):
+        return "record is not a JSON object"
+    for field in _RECORD_INTS:
+        if not _is_int(record.get(field)):
+            return f"record field {field!r} must be an integer"
+    strings = _RECORD_STRS + _SIGNED_STRS if signed else _RECORD_STRS
+    for field in strings:
+        if not isinstance(record.get(field), str):
+            return f"record field {field!r} must be a string"
+    return None
+
+
+def sign_record(
+    record: dict[str, typing.Any],
+    token_signature: bytes,
+    proof_jws: str,
+    central_key: keys.SigningKey,
+) -> str:
+    """Countersign `record` together with the QR token and the hash of the slot's proof."""
+    problem = _record_problem(record, signed=False)
+    if problem is not None:
+        raise ValueError(problem)
+    if not isinstance(token_signature, bytes) or len(token_signature) != keys.SIGNATURE_BYTES:
+        raise ValueError(f"a QR token signature is {keys.SIGNATURE_BYTES} bytes")
+    claims = {**record, "token": b64.encode(token_signature), "proof_hash": chain.link(proof_jws)}
+    payload = json.dumps(claims, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return jws.sign(payload.encode("utf-8"), central_key, kid=RECORD_KID, typ=RECORD_TYP)
+
+
+def _canonical(record_jws: str, token: str, proof_jws: str) -> bytes:
+    bundle = {"type": BUNDLE_TYPE, "record": record_jws, "token": token, "proof": proof_jws}
+    return json.dumps(bundle, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def make_bundle(record_jws: str, token_signature: bytes, proof_jws: str) -> bytes:
+    """The canonical bundle bytes (sorted keys, no spaces, no trailing newline)."""
+    return _canonical(record_jws, b64.encode(token_signature), proof_jws)
+
+
+def _load(data: object) -> tuple[str, str, str]:
+    """The record JWS, token text and proof JWS of canonical bundle bytes."""
+    if not isinstance(data, bytes):
+        raise EvidenceError("malformed", "a bundle is bytes")
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise EvidenceError("oversize", f"bundle of {len(data)} bytes exceeds {MAX_BUNDLE_BYTES}")
+    try:
+        bundle = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise EvidenceError("malformed", f"bundle is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(bundle, dict) or set(bundle) != _BUNDLE_KEYS:
+        raise EvidenceError("malformed", f"bundle must be an object of {sorted(_BUNDLE_KEYS)}")
+    if not all(isinstance(value, str) for value in bundle.values()):
+        raise EvidenceError("malformed", "bundle members must be strings")
+    canonical = json.dumps(bundle, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    if data != canonical:
+        raise EvidenceError("not_canonical", "bundle bytes differ from its canonical form")
+    if bundle["type"] != BUNDLE_TYPE:
+        raise EvidenceError("wrong_type", f"bundle type must be {BUNDLE_TYPE}")
+    return bundle["record"], bundle["token"], bundle["proof"]
+
+
+def _check_key(name: str, public: object) -> None:
+    if not isinstance(public, bytes) or len(public) != keys.PUBLIC_BYTES:
+        raise EvidenceError("bad_key", f"{name} public key must be {keys.PUBLIC_BYTES} bytes")
+
+
+def _record(record_jws: str, central_public: bytes) -> dict[str, typing.Any]:
+    try:
+        parsed = jws.parse(record_jws, MAX_BUNDLE_BYTES)
+    except (jws.JWSError, RecursionError) as exc:
+        raise EvidenceError("bad_record", f"record JWS: {exc}") from exc
+    if parsed.header.get("typ") != RECORD_TYP or parsed.kid != RECORD_KID:
+        raise EvidenceError("bad_record", f"record header must be typ {RECORD_TYP}, kid central")
+    if not jws.verify(parsed, central_public):
+        raise EvidenceError("record_signature", "central countersignature does not verify")
+    try:
+        record = json.loads(parsed.payload.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise EvidenceError("bad_record", f"record payload is not UTF-8 JSON: {exc}") from exc
+    problem = _record_problem(record, signed=True)
+    if problem is not None:
+        raise EvidenceError("bad_record", problem)
+    return typing.cast(dict[str, typing.Any], record)
+
+
+def _proof(proof_jws: str, device_public: bytes) -> proof.Claims:
+    try:
+        parsed, claims = proof.decode(proof_jws, proof.MAX_BYTES)
+    except (proof.ProofError, RecursionError) as exc:
+        raise EvidenceError("bad_proof", f"proof JWS: {exc}") from exc
+    if not jws.verify(parsed, device_public):
+        raise EvidenceError("proof_signature", "proof signature does not verify with device key")
+    return claims
+
+
+def verify_bundle(data: bytes, device_public: bytes, central_public: bytes) -> Verified:
+    """Check every signature and every link of a bundle; raise EvidenceError on any problem."""
+    record_jws, token_text, proof_jws = _load(data)
+    _check_key("device", device_public)
+    _check_key("central", central_public)
+    record = _record(record_jws, central_public)
+    checks = [f"central countersignature valid (record {record['record']})"]
+    try:
+        token = b64.decode(token_text)
+    except ValueError as exc:
+        raise EvidenceError("bad_token", f"bundle token is not base64url: {exc}") from exc
+    claims = _proof(proof_jws, device_public)
+    for field in ("site", "room", "device", "slot"):
+        if record[field] != getattr(claims, field):
+            raise EvidenceError(
+                "mismatch", f"record {field} {record[field]!r} differs from the proof's"
+            )
+    if record["token"] != token_text:
+        raise EvidenceError("token_mismatch", "bundle token is not the countersigned token")
+    if claims.qr != token_text:
+        raise EvidenceError("token_mismatch", "the proof of the slot displayed another token")
+    slot = claims.slot
+    if not qrtoken.verify(device_public, claims.site, claims.device, claims.room, slot, token):
+        raise EvidenceError("token_signature", f"QR token is not the device's for slot {slot}")
+    checks.append(f"QR token signed by the device for slot {slot}")
+    if record["proof_hash"] != chain.link(proof_jws):
+        raise EvidenceError("proof_hash", "proof is not the one central countersigned")
+    checks.append(f"proof seq {claims.seq} of slot {slot} signed by the device")
+    checks.append("proof displayed this token")
+    checks.append("record names this proof (sha256 " + record["proof_hash"][:16] + "...)")
+    return Verified(record=record, proof=claims, checks=checks)
