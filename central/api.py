@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import html
 import importlib.resources
 import json
@@ -21,6 +20,7 @@ from central import environment
 from central import errors
 from central import events
 from central import keyring
+from central import params
 from central import profiles
 from central import store
 from edge_agent.protocol import b64
@@ -30,71 +30,13 @@ from edge_agent.protocol import qrtoken
 log = logging.getLogger(__name__)
 ALERT_KINDS = frozenset({"displaced", "offline", "clock", "gap", "fork"})
 COOKIE = "roomproof_student"
+BROWSER_COOKIE = "roomproof_browser"  # not bound to a student: reveals one phone used for many
+BROWSER_COOKIE_AGE_S = 400 * 86400
 KEEPALIVE_S = 15.0
 
 
 def _page(name: str) -> string.Template:
     return string.Template(importlib.resources.files("central.pages").joinpath(name).read_text())
-
-
-def _int_param(request: web.Request, key: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(key)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise errors.ApiError(
-            400, "invalid_request", f"{key} must be an integer", {"field": key}
-        ) from exc
-    if not low <= value <= high:
-        raise errors.ApiError(
-            400, "invalid_request", f"{key} must be between {low} and {high}", {"field": key}
-        )
-    return value
-
-
-def _path_int(request: web.Request, key: str) -> int:
-    raw = request.match_info[key]
-    if not raw.isdigit() or len(raw) > 18:
-        raise errors.ApiError(404, "not_found", f"no such {key}: {raw[:40]}")
-    return int(raw)
-
-
-def _name_param(request: web.Request, key: str, required: bool = False) -> str | None:
-    value = request.query.get(key)
-    if value is None:
-        if required:
-            raise errors.ApiError(400, "invalid_request", f"{key} is required", {"field": key})
-        return None
-    if not names.is_valid(value):
-        raise errors.ApiError(400, "invalid_request", f"{key} is not a valid name", {"field": key})
-    return value
-
-
-def _time_param(request: web.Request, key: str) -> int | None:
-    raw = request.query.get(key)
-    if raw is None:
-        return None
-    if raw.isdigit():
-        return int(raw)
-    try:
-        moment = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise errors.ApiError(
-            400, "invalid_request", f"{key} must be RFC 3339 or unix ms", {"field": key}
-        ) from exc
-    if moment.tzinfo is None:
-        raise errors.ApiError(400, "invalid_request", f"{key} needs a timezone", {"field": key})
-    return int(moment.timestamp() * 1000)
-
-
-def _iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat(
-        timespec="milliseconds"
-    )
 
 
 def checkin_json(checkin: store.Checkin) -> dict[str, typing.Any]:
@@ -106,8 +48,19 @@ def checkin_json(checkin: store.Checkin) -> dict[str, typing.Any]:
         "student_id": checkin.student_id,
         "slot": checkin.slot,
         "method": checkin.method,
-        "created_at": _iso(checkin.created_at),
+        "created_at": params.iso(checkin.created_at),
         "token_age_ms": checkin.token_age_ms,
+        "status": checkin.status,
+        "flags": list(checkin.flags),
+        "session_id": checkin.session_id,
+        "session_date": checkin.session_date,
+        "checked_out_at": params.iso(checkin.checked_out_at),
+        "duration_s": (
+            (checkin.checked_out_at - checkin.created_at) // 1000
+            if checkin.checked_out_at is not None
+            else None
+        ),
+        "evidence": checkin.evidence,
     }
 
 
@@ -206,9 +159,19 @@ class Api:
             data = await request.json()
         except (ValueError, UnicodeDecodeError) as exc:
             raise errors.ApiError(400, "invalid_json", "body must be JSON") from exc
-        parsed = checkins.Request.parse(data, request.cookies.get(COOKIE))
+        parsed = checkins.Request.parse(
+            data, request.cookies.get(COOKIE), request.cookies.get(BROWSER_COOKIE)
+        )
         result = await self.service.check_in(parsed, request.remote or "unknown")
         body: dict[str, typing.Any] = {"checkin": checkin_json(result.checkin)}
+        if result.occurrence is not None:
+            body["session"] = {
+                "id": result.occurrence.session.id,
+                "course": result.occurrence.session.course,
+                "date": result.occurrence.key,
+                "starts_at": params.iso(result.occurrence.start_ms),
+                "ends_at": params.iso(result.occurrence.end_ms),
+            }
         if result.credential is not None:
             body["credential"] = result.credential
         response = web.json_response(body, status=201)
@@ -222,13 +185,22 @@ class Api:
                 secure=self.secure_cookie,
                 path="/",
             )
+        response.set_cookie(
+            BROWSER_COOKIE,
+            result.browser,
+            max_age=BROWSER_COOKIE_AGE_S,
+            httponly=True,
+            samesite="Strict",
+            secure=self.secure_cookie,
+            path="/",
+        )
         self.hub.publish("checkin", body["checkin"])
         return response
 
     # -- admins ----------------------------------------------------------------------------
     async def devices(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
-        site = _name_param(request, "site")
+        site = params.name_param(request, "site")
         rows = [
             {
                 "site": d.site,
@@ -237,7 +209,7 @@ class Api:
                 "online": d.online,
                 "enrolled": d.ed25519 is not None,
                 "last_seq": d.last_seq,
-                "last_proof_at": _iso(d.last_proof_at),
+                "last_proof_at": params.iso(d.last_proof_at),
                 "public_key": b64.encode(d.ed25519) if d.ed25519 else None,
                 "x25519_public_key": b64.encode(d.x25519) if d.x25519 else None,
                 "clock_offset_ms": d.clock_offset_ms,
@@ -251,10 +223,12 @@ class Api:
 
     async def proofs(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
-        device = _name_param(request, "device", required=True)
+        device = params.name_param(request, "device", required=True)
         assert device is not None
         rows = await self.db.list_proofs(
-            _name_param(request, "site"), device, _int_param(request, "limit", 100, 1, 1000)
+            params.name_param(request, "site"),
+            device,
+            params.int_param(request, "limit", 100, 1, 1000),
         )
         return web.json_response(
             {
@@ -265,7 +239,7 @@ class Api:
                         "seq": r.seq,
                         "slot": r.slot,
                         "iat": r.iat,
-                        "received_at": _iso(r.received_at),
+                        "received_at": params.iso(r.received_at),
                         "hash": r.hash,
                         "gap_before": r.gap_before,
                         "verdict": r.verdict,
@@ -279,25 +253,33 @@ class Api:
 
     async def list_checkins(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
+        limit = params.int_param(request, "limit", 1000, 1, 10000)
         rows = await self.db.list_checkins(
-            _name_param(request, "site"),
-            _name_param(request, "room"),
-            _time_param(request, "since"),
-            _int_param(request, "limit", 1000, 1, 10000),
+            params.name_param(request, "site"),
+            params.name_param(request, "room"),
+            params.time_param(request, "since"),
+            limit,
+            params.int_param(request, "after", 0, 0, 2**62),
+            params.name_param(request, "student"),
         )
-        return web.json_response({"checkins": [checkin_json(c) for c in rows]})
+        return web.json_response(
+            {
+                "checkins": [checkin_json(c) for c in rows],
+                "next_after": rows[-1].id if len(rows) == limit else None,
+            }
+        )
 
     async def rejections(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
         counts, recent = await self.db.rejections()
         for row in recent:
-            row["at"] = _iso(row["at"])
+            row["at"] = params.iso(row["at"])
         return web.json_response({"counts": counts, "recent": recent})
 
     async def rooms(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
         rows = []
-        for room in await self.db.list_rooms(_name_param(request, "site")):
+        for room in await self.db.list_rooms(params.name_param(request, "site")):
             profile = await self.db.get_profile(room.site, room.room)
             rows.append(
                 {
@@ -340,7 +322,7 @@ class Api:
     async def alerts(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
         open_only = request.query.get("open", "false").lower() in ("1", "true", "yes")
-        limit = _int_param(request, "limit", 100, 1, 1000)
+        limit = params.int_param(request, "limit", 100, 1, 1000)
         kind = request.query.get("kind")
         if kind is not None and kind not in ALERT_KINDS:
             raise errors.ApiError(
@@ -350,10 +332,10 @@ class Api:
                 {"field": "kind"},
             )
         rows = await self.db.list_alerts(
-            _name_param(request, "site"),
+            params.name_param(request, "site"),
             open_only,
             limit,
-            _int_param(request, "after", 0, 0, 2**62),
+            params.int_param(request, "after", 0, 0, 2**62),
             kind,
         )
         next_after = rows[-1].id if len(rows) == limit else None
@@ -364,7 +346,7 @@ class Api:
     async def clear_alert(self, request: web.Request) -> web.Response:
         """An admin closes an alert that does not clear itself (a fork, a gap never filled)."""
         await auth.require(request, self.db, roles=("admin",))
-        alert_id = _path_int(request, "id")
+        alert_id = params.path_int(request, "id")
         cleared = await self.db.clear_alert(alert_id, self.clock.now_ms())
         if cleared is None:
             existing = await self.db.list_alerts(None, False, 1, alert_id - 1)
@@ -377,12 +359,12 @@ class Api:
 
     async def chain_events(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
-        limit = _int_param(request, "limit", 100, 1, 1000)
+        limit = params.int_param(request, "limit", 100, 1, 1000)
         rows = await self.db.list_chain_events(
-            _name_param(request, "site"),
-            _name_param(request, "device"),
+            params.name_param(request, "site"),
+            params.name_param(request, "device"),
             limit,
-            _int_param(request, "after", 0, 0, 2**62),
+            params.int_param(request, "after", 0, 0, 2**62),
         )
         return web.json_response(
             {
@@ -395,8 +377,8 @@ class Api:
                         "first": e.first,
                         "last": e.last,
                         "detail": e.detail,
-                        "detected_at": _iso(e.detected_at),
-                        "resolved_at": _iso(e.resolved_at),
+                        "detected_at": params.iso(e.detected_at),
+                        "resolved_at": params.iso(e.resolved_at),
                     }
                     for e in rows
                 ],

@@ -10,6 +10,8 @@ import logging
 from aiohttp import web
 
 from central import api
+from central import api_attendance
+from central import api_evidence
 from central import bridge as bridge_mod
 from central import checkins
 from central import clock as clock_mod
@@ -38,7 +40,9 @@ def build(
     routes = api.Api(
         db, keys, service, hub, bridge, settings.public_url.startswith("https://"), clock
     )
-    routes.routes(app)
+    api_attendance.AttendanceApi(db, service, hub, clock).routes(app)
+    api_evidence.EvidenceApi(db, keys, settings, clock).routes(app)
+    routes.routes(app)  # last: it ends with the catch-all for unknown /api/ paths
 
     async def lifecycle(app: web.Application) -> collections.abc.AsyncIterator[None]:
         await db.open()

@@ -8,20 +8,28 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import re
+import secrets
 import typing
 
+from central import attendance
 from central import clock as clock_mod
 from central import errors
 from central import keyring
+from central import policy
 from central import settings as settings_mod
 from central import store
 from central import students
+from central import timetable
 from edge_agent.protocol import names
 from edge_agent.protocol import qrtoken
 from edge_agent.protocol import slots
 from edge_agent.protocol import totp
 
 BOUNDARY_GRACE_MS = 2000
+BROWSER_ID = re.compile(r"[A-Za-z0-9_-]{22,64}")
+SAME_BROWSER_WINDOW_MS = 3600_000
+VERDICT_SEVERITY = {"verified": 0, "weak": 1, "mismatch": 2}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,21 +41,36 @@ class Request:
     student_id: str | None
     pin: str | None
     credential: str | None
+    geo: policy.Geo | None = None
+    browser: str | None = None
 
     @classmethod
-    def parse(cls, data: typing.Any, cookie: str | None) -> Request:
+    def parse(
+        cls, data: typing.Any, cookie: str | None, browser_cookie: str | None = None
+    ) -> Request:
         if not isinstance(data, dict):
             raise errors.ApiError(400, "invalid_request", "body must be a JSON object")
         allowed = {"token", "site", "room", "otp", "student_id", "pin", "credential"}
-        unknown = sorted(set(data) - allowed)
+        unknown = sorted(set(data) - allowed - {"geo"})
         if unknown:
             raise errors.ApiError(400, "invalid_request", "unknown fields", {"fields": unknown})
         for key, value in data.items():
+            if key == "geo":
+                continue
             if value is not None and (not isinstance(value, str) or len(value) > 2048):
                 raise errors.ApiError(
                     400, "invalid_request", f"{key} must be a string", {"field": key}
                 )
-        request = cls(**{key: data.get(key) for key in allowed})
+        geo = None
+        if data.get("geo") is not None:
+            try:
+                geo = policy.Geo.parse(data["geo"])
+            except policy.PolicyError as exc:
+                raise errors.ApiError(400, "invalid_request", str(exc), {"field": "geo"}) from exc
+        browser = (
+            browser_cookie if browser_cookie and BROWSER_ID.fullmatch(browser_cookie) else None
+        )
+        request = cls(**{key: data.get(key) for key in allowed}, geo=geo, browser=browser)
         if request.credential is None and cookie:
             request = dataclasses.replace(request, credential=cookie)
         if request.token is None and not (request.site and request.room and request.otp):
@@ -88,6 +111,14 @@ class RateLimiter:
 class Result:
     checkin: store.Checkin
     credential: str | None
+    browser: str  # the browser's id, to (re)set as a cookie
+    occurrence: timetable.Occurrence | None
+
+
+def worst_verdict(*verdicts: str | None) -> str | None:
+    """A displaced device flags every check-in of its window, whichever proof says so."""
+    known = [v for v in verdicts if v is not None]
+    return max(known, key=VERDICT_SEVERITY.get) if known else None
 
 
 def device_now_ms(device: store.Device, now_ms: int) -> int:
@@ -124,16 +155,131 @@ class CheckinService:
             device, slot, age = await self._by_otp(request, student_id, client_ip, now_ms)
         if device.site != site:
             raise errors.ApiError(403, "wrong_site", "this student belongs to another site")
+        browser = request.browser or secrets.token_urlsafe(24)
+        occurrence = await attendance.running(
+            self.db, device.site, device.room, now_ms, self.settings.checkin_opens_min * 60_000
+        )
+        facts = await self._facts(
+            request, device, student_id, slot, age, method, client_ip, browser, occurrence, now_ms
+        )
+        evidence, flags = policy.judge(
+            facts,
+            policy.Rules(self.settings.checkin_require_verified, self.settings.flag_off_campus),
+        )
+        if flags:
+            status = "flagged"
+        elif occurrence is not None and now_ms > occurrence.late_after_ms:
+            status = "late"
+        else:
+            status = "present"
+        if occurrence is not None:
+            evidence["timing"] = "late" if now_ms > occurrence.late_after_ms else "on_time"
+        new = store.NewCheckin(
+            site=device.site,
+            room=device.room,
+            device=device.device,
+            student_id=student_id,
+            slot=slot,
+            method=method,
+            created_at=now_ms,
+            token_age_ms=age,
+            status=status,
+            flags=tuple(flags),
+            evidence=evidence,
+            browser=browser,
+            session_id=occurrence.session.id if occurrence else None,
+            session_date=occurrence.key if occurrence else None,
+        )
         try:
-            checkin = await self.db.add_checkin(
-                device.site, device.room, device.device, student_id, slot, method, now_ms, age
-            )
+            checkin = await self.db.add_checkin(new)
         except store.Conflict as exc:
-            raise errors.ApiError(
-                409, "duplicate", "you are already checked in for this code"
-            ) from exc
+            message = (
+                "you are already checked in for this session"
+                if occurrence is not None
+                else "you are already checked in for this code"
+            )
+            raise errors.ApiError(409, "duplicate", message) from exc
         issued = await self._remember_browser(site, student_id, now_ms) if by_pin else None
-        return Result(checkin, issued)
+        return Result(checkin, issued, browser, occurrence)
+
+    async def _facts(
+        self,
+        request: Request,
+        device: store.Device,
+        student_id: str,
+        slot: int,
+        age: int,
+        method: str,
+        client_ip: str,
+        browser: str,
+        occurrence: timetable.Occurrence | None,
+        now_ms: int,
+    ) -> policy.Facts:
+        proof = await self.db.proof_for_slot(device.site, device.device, slot)
+        room = await self.db.get_room(device.site, device.room)
+        band = None
+        if request.geo is not None:
+            band = policy.geo_band(
+                request.geo,
+                room.lat if room else None,
+                room.lon if room else None,
+                room.radius_m if room else 50.0,
+            )
+        on_roster = None
+        if occurrence is not None:
+            roster = await self.db.roster(device.site, occurrence.session.course)
+            on_roster = student_id in roster
+        others = await self.db.browser_students(
+            browser,
+            student_id,
+            occurrence.session.id if occurrence else None,
+            occurrence.key if occurrence else None,
+            device.room,
+            now_ms - SAME_BROWSER_WINDOW_MS,
+        )
+        return policy.Facts(
+            token_slot=slot,
+            token_age_ms=age,
+            method=method,
+            device_verdict=worst_verdict(proof.verdict if proof else None, device.last_verdict),
+            verdict_reasons=proof.reasons if proof else (),
+            verdict_of_slot=proof is not None,
+            network=policy.network_of(client_ip, self.settings.campus_networks),
+            browser_students=others,
+            geo_band=band,
+            on_roster=on_roster,
+        )
+
+    async def check_out(self, request: Request, client_ip: str) -> store.Checkin:
+        """Venues: the same QR (or code) scanned on the way out closes the attendance."""
+        now_ms = self.clock.now_ms()
+        if request.token is not None:
+            device, *_ = await self._by_token(request.token, now_ms)
+            student_id, site, _ = await self._student(request, device.site, now_ms)
+        else:
+            student_id, site, _ = await self._student(request, None, now_ms)
+            device, *_ = await self._by_otp(request, student_id, client_ip, now_ms)
+        if device.site != site:
+            raise errors.ApiError(403, "wrong_site", "this student belongs to another site")
+        occurrence = await attendance.checkout_target(
+            self.db, device.site, device.room, now_ms, self.settings.checkout_after_end_min * 60_000
+        )
+        if occurrence is None:
+            raise errors.ApiError(
+                409, "no_checkout_session", "no session with check-out is running in this room"
+            )
+        mine = [
+            c
+            for c in await self.db.occurrence_checkins(occurrence.session.id, occurrence.key)
+            if c.student_id == student_id
+        ]
+        if not mine:
+            raise errors.ApiError(409, "not_checked_in", "you have not checked in to this session")
+        if not await self.db.set_checkout(mine[0].id, now_ms):
+            raise errors.ApiError(409, "duplicate", "you have already checked out")
+        checkin = await self.db.get_checkin(mine[0].id)
+        assert checkin is not None
+        return checkin
 
     async def _by_token(self, text: str, now_ms: int) -> tuple[store.Device, int, int, str]:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import pathlib
 import socket
@@ -47,7 +48,24 @@ class CentralSettings(tomlsettings.EnvOverTomlSettings):
     proof_max_bytes: int = pydantic.Field(16384, ge=1024, le=1_048_576)
     profile_learn_proofs: int = pydantic.Field(10, ge=1, le=10_000)
     offline_grace_s: float = pydantic.Field(60, gt=0)
+    checkin_opens_min: int = pydantic.Field(15, ge=0, le=240)
+    checkout_after_end_min: int = pydantic.Field(60, ge=0, le=1440)
+    checkin_require_verified: bool = False
+    flag_off_campus: bool = False
+    campus_networks: dict[str, list[str]] = pydantic.Field(default_factory=dict)
+    verify_link_ttl_days: float = pydantic.Field(30, gt=0, le=3650)
     log_level: typing.Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @pydantic.field_validator("campus_networks")
+    @classmethod
+    def _subnets(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for building, subnets in value.items():
+            for subnet in subnets:
+                try:
+                    ipaddress.ip_network(subnet, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"{building}: {subnet!r} is not a subnet (CIDR)") from exc
+        return value
 
     @property
     def public_base(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import json
 import pathlib
 import sqlite3
@@ -11,8 +13,9 @@ import aiosqlite
 
 from central import environment
 from central import store
+from central import timetable
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 RECENT_REJECTIONS = 200
 
 _SCHEMA = """
@@ -74,6 +77,42 @@ CREATE TABLE chain_events (
     detected_at INTEGER NOT NULL, resolved_at INTEGER);
 CREATE INDEX chain_events_device ON chain_events (site, device, kind, resolved_at);
 """,
+    4: """
+ALTER TABLE checkins ADD COLUMN status TEXT NOT NULL DEFAULT 'present';
+ALTER TABLE checkins ADD COLUMN flags TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE checkins ADD COLUMN evidence TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE checkins ADD COLUMN session_id INTEGER;
+ALTER TABLE checkins ADD COLUMN session_date TEXT;
+ALTER TABLE checkins ADD COLUMN checked_out_at INTEGER;
+ALTER TABLE checkins ADD COLUMN record_jws TEXT;
+ALTER TABLE checkins ADD COLUMN browser TEXT;
+CREATE INDEX checkins_browser ON checkins (browser, created_at);
+CREATE INDEX checkins_student ON checkins (site, student_id, id);
+CREATE UNIQUE INDEX checkins_once_per_session ON checkins (session_id, session_date, student_id)
+    WHERE session_id IS NOT NULL;
+CREATE TABLE courses (
+    site TEXT NOT NULL REFERENCES sites(site), course TEXT NOT NULL, name TEXT NOT NULL,
+    timezone TEXT NOT NULL, PRIMARY KEY (site, course));
+CREATE TABLE enrolments (
+    site TEXT NOT NULL, course TEXT NOT NULL, student_id TEXT NOT NULL,
+    PRIMARY KEY (site, course, student_id), FOREIGN KEY (site, course) REFERENCES courses);
+CREATE INDEX enrolments_student ON enrolments (site, student_id);
+CREATE TABLE sessions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, site TEXT NOT NULL, course TEXT NOT NULL,
+    room TEXT NOT NULL, timezone TEXT NOT NULL, first_date TEXT NOT NULL, starts TEXT NOT NULL,
+    ends TEXT NOT NULL, weekly INTEGER NOT NULL, until TEXT, grace_min INTEGER NOT NULL,
+    checkout INTEGER NOT NULL, FOREIGN KEY (site, course) REFERENCES courses,
+    FOREIGN KEY (site, room) REFERENCES rooms);
+CREATE INDEX sessions_room ON sessions (site, room);
+CREATE TABLE attendance_overrides (
+    session_id INTEGER NOT NULL REFERENCES sessions(id), session_date TEXT NOT NULL,
+    student_id TEXT NOT NULL, status TEXT NOT NULL, note TEXT NOT NULL, set_by TEXT NOT NULL,
+    set_at INTEGER NOT NULL, PRIMARY KEY (session_id, session_date, student_id));
+CREATE TABLE verify_links (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, token_hash TEXT NOT NULL UNIQUE,
+    checkin_id INTEGER NOT NULL REFERENCES checkins(id), created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL, revoked_at INTEGER);
+""",
 }
 
 _DEVICE_COLUMNS = (
@@ -86,7 +125,14 @@ _PROOF_COLUMNS = (
 )
 _CHAIN_COLUMNS = "id, site, device, kind, first, last, detail, detected_at, resolved_at"
 _ALERT_COLUMNS = "id, site, device, kind, reason, raised_at, cleared_at"
-_CHECKIN_COLUMNS = "id, site, room, device, student_id, slot, method, created_at, token_age_ms"
+_CHECKIN_COLUMNS = (
+    "id, site, room, device, student_id, slot, method, created_at, token_age_ms, status, flags,"
+    " evidence, session_id, session_date, checked_out_at, record_jws"
+)
+_SESSION_COLUMNS = (
+    "id, site, course, room, timezone, first_date, starts, ends, weekly, until, grace_min, checkout"
+)
+_LINK_COLUMNS = "id, checkin_id, created_at, expires_at, revoked_at"
 
 
 def _device(row: typing.Any) -> store.Device:
@@ -95,6 +141,33 @@ def _device(row: typing.Any) -> store.Device:
     values[4] = bytes(values[4]) if values[4] is not None else None
     values[16] = bool(values[16])
     return store.Device(*values)
+
+
+def _checkin(row: typing.Any) -> store.Checkin:
+    return store.Checkin(
+        *row[:9],
+        row[9],
+        tuple(json.loads(row[10])),
+        json.loads(row[11]),
+        *row[12:],
+    )
+
+
+def _session(row: typing.Any) -> timetable.Session:
+    return timetable.Session(
+        id=row[0],
+        site=row[1],
+        course=row[2],
+        room=row[3],
+        timezone=row[4],
+        first_date=datetime.date.fromisoformat(row[5]),
+        start=datetime.time.fromisoformat(row[6]),
+        end=datetime.time.fromisoformat(row[7]),
+        weekly=bool(row[8]),
+        until=datetime.date.fromisoformat(row[9]) if row[9] else None,
+        grace_min=row[10],
+        checkout=bool(row[11]),
+    )
 
 
 def _proof(row: typing.Any) -> store.ProofRow:
@@ -536,46 +609,259 @@ class SqliteStore:
         return row[0] if row else None
 
     # -- check-ins -------------------------------------------------------------------------
-    async def add_checkin(
-        self,
-        site: str,
-        room: str,
-        device: str,
-        student_id: str,
-        slot: int,
-        method: str,
-        now_ms: int,
-        token_age_ms: int,
-    ) -> store.Checkin:
+    async def add_checkin(self, new: store.NewCheckin) -> store.Checkin:
         try:
             cursor = await self.db.execute(
                 "INSERT INTO checkins (site, room, device, student_id, slot, method, created_at,"
-                " token_age_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (site, room, device, student_id, slot, method, now_ms, token_age_ms),
+                " token_age_ms, status, flags, evidence, browser, session_id, session_date)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    new.site,
+                    new.room,
+                    new.device,
+                    new.student_id,
+                    new.slot,
+                    new.method,
+                    new.created_at,
+                    new.token_age_ms,
+                    new.status,
+                    json.dumps(list(new.flags)),
+                    json.dumps(new.evidence),
+                    new.browser,
+                    new.session_id,
+                    new.session_date,
+                ),
             )
             await self.db.commit()
         except sqlite3.IntegrityError as exc:
             await self.db.rollback()
             raise store.Conflict(str(exc)) from exc
-        return store.Checkin(
-            int(cursor.lastrowid or 0),
-            site,
-            room,
-            device,
-            student_id,
-            slot,
-            method,
-            now_ms,
-            token_age_ms,
+        fields = dataclasses.asdict(new)
+        fields.pop("browser")
+        return store.Checkin(id=int(cursor.lastrowid or 0), **fields)
+
+    async def get_checkin(self, checkin_id: int) -> store.Checkin | None:
+        row = await self._one(
+            f"SELECT {_CHECKIN_COLUMNS} FROM checkins WHERE id = ?", (checkin_id,)
         )
+        return _checkin(row) if row else None
 
     async def list_checkins(
-        self, site: str | None, room: str | None, since_ms: int | None, limit: int
+        self,
+        site: str | None,
+        room: str | None,
+        since_ms: int | None,
+        limit: int,
+        after_id: int = 0,
+        student_id: str | None = None,
     ) -> list[store.Checkin]:
         rows = await self._all(
             f"SELECT {_CHECKIN_COLUMNS} FROM checkins WHERE (? IS NULL OR site = ?)"
             " AND (? IS NULL OR room = ?) AND (? IS NULL OR created_at >= ?)"
-            " ORDER BY created_at, id LIMIT ?",
-            (site, site, room, room, since_ms, since_ms, limit),
+            " AND (? IS NULL OR student_id = ?) AND id > ? ORDER BY id LIMIT ?",
+            (site, site, room, room, since_ms, since_ms, student_id, student_id, after_id, limit),
         )
-        return [store.Checkin(*row) for row in rows]
+        return [_checkin(row) for row in rows]
+
+    async def occurrence_checkins(self, session_id: int, session_date: str) -> list[store.Checkin]:
+        rows = await self._all(
+            f"SELECT {_CHECKIN_COLUMNS} FROM checkins WHERE session_id = ? AND session_date = ?"
+            " ORDER BY id",
+            (session_id, session_date),
+        )
+        return [_checkin(row) for row in rows]
+
+    async def browser_students(
+        self,
+        browser: str,
+        student_id: str,
+        session_id: int | None,
+        session_date: str | None,
+        room: str,
+        since_ms: int,
+    ) -> int:
+        """Other students this browser checked in for the same occurrence (or, without a
+        session, in the same room since `since_ms`)."""
+        row = await self._one(
+            "SELECT COUNT(DISTINCT student_id) FROM checkins WHERE browser = ?"
+            " AND student_id != ? AND ((? IS NOT NULL AND session_id = ? AND session_date = ?)"
+            " OR (? IS NULL AND room = ? AND created_at >= ?))",
+            (
+                browser,
+                student_id,
+                session_id,
+                session_id,
+                session_date,
+                session_id,
+                room,
+                since_ms,
+            ),
+        )
+        return int(row[0])
+
+    async def set_checkout(self, checkin_id: int, now_ms: int) -> bool:
+        changed = await self._write(
+            "UPDATE checkins SET checked_out_at = ? WHERE id = ? AND checked_out_at IS NULL",
+            (now_ms, checkin_id),
+        )
+        return changed == 1
+
+    async def set_record_jws(self, checkin_id: int, record_jws: str) -> str:
+        """Keeps the first countersignature: a record is signed once."""
+        await self._write(
+            "UPDATE checkins SET record_jws = ? WHERE id = ? AND record_jws IS NULL",
+            (record_jws, checkin_id),
+        )
+        row = await self._one("SELECT record_jws FROM checkins WHERE id = ?", (checkin_id,))
+        return str(row[0])
+
+    # -- courses, rosters, sessions --------------------------------------------------------
+    async def add_course(self, course: store.Course) -> None:
+        if await self._one("SELECT 1 FROM sites WHERE site = ?", (course.site,)) is None:
+            raise store.NotFound(f"site {course.site} does not exist")
+        await self._write(
+            "INSERT INTO courses (site, course, name, timezone) VALUES (?, ?, ?, ?)",
+            (course.site, course.course, course.name, course.timezone),
+        )
+
+    async def get_course(self, site: str, course: str) -> store.Course | None:
+        row = await self._one(
+            "SELECT site, course, name, timezone FROM courses WHERE site = ? AND course = ?",
+            (site, course),
+        )
+        return store.Course(*row) if row else None
+
+    async def list_courses(self, site: str | None) -> list[store.Course]:
+        rows = await self._all(
+            "SELECT site, course, name, timezone FROM courses WHERE ? IS NULL OR site = ?"
+            " ORDER BY site, course",
+            (site, site),
+        )
+        return [store.Course(*row) for row in rows]
+
+    async def set_roster(self, site: str, course: str, students: list[str]) -> None:
+        """Replaces the course's roster in one transaction."""
+        try:
+            await self.db.execute(
+                "DELETE FROM enrolments WHERE site = ? AND course = ?", (site, course)
+            )
+            await self.db.executemany(
+                "INSERT INTO enrolments (site, course, student_id) VALUES (?, ?, ?)",
+                [(site, course, student) for student in sorted(set(students))],
+            )
+            await self.db.commit()
+        except sqlite3.IntegrityError as exc:
+            await self.db.rollback()
+            raise store.Conflict(str(exc)) from exc
+
+    async def roster(self, site: str, course: str) -> list[str]:
+        rows = await self._all(
+            "SELECT student_id FROM enrolments WHERE site = ? AND course = ? ORDER BY student_id",
+            (site, course),
+        )
+        return [row[0] for row in rows]
+
+    async def courses_of(self, site: str, student_id: str) -> list[str]:
+        rows = await self._all(
+            "SELECT course FROM enrolments WHERE site = ? AND student_id = ? ORDER BY course",
+            (site, student_id),
+        )
+        return [row[0] for row in rows]
+
+    async def add_session(self, session: timetable.Session) -> timetable.Session:
+        try:
+            cursor = await self.db.execute(
+                "INSERT INTO sessions (site, course, room, timezone, first_date, starts, ends,"
+                " weekly, until, grace_min, checkout) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session.site,
+                    session.course,
+                    session.room,
+                    session.timezone,
+                    session.first_date.isoformat(),
+                    session.start.isoformat("minutes"),
+                    session.end.isoformat("minutes"),
+                    int(session.weekly),
+                    session.until.isoformat() if session.until else None,
+                    session.grace_min,
+                    int(session.checkout),
+                ),
+            )
+            await self.db.commit()
+        except sqlite3.IntegrityError as exc:
+            await self.db.rollback()
+            raise store.NotFound("the course or room does not exist") from exc
+        return dataclasses.replace(session, id=int(cursor.lastrowid or 0))
+
+    async def get_session(self, session_id: int) -> timetable.Session | None:
+        row = await self._one(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+        )
+        return _session(row) if row else None
+
+    async def list_sessions(
+        self,
+        site: str | None,
+        course: str | None,
+        room: str | None,
+        limit: int,
+        after_id: int,
+    ) -> list[timetable.Session]:
+        rows = await self._all(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE (? IS NULL OR site = ?)"
+            " AND (? IS NULL OR course = ?) AND (? IS NULL OR room = ?) AND id > ?"
+            " ORDER BY id LIMIT ?",
+            (site, site, course, course, room, room, after_id, limit),
+        )
+        return [_session(row) for row in rows]
+
+    async def set_override(self, override: store.Override) -> None:
+        await self._write(
+            "INSERT INTO attendance_overrides (session_id, session_date, student_id, status,"
+            " note, set_by, set_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(session_id, session_date, student_id) DO UPDATE SET"
+            " status = excluded.status, note = excluded.note, set_by = excluded.set_by,"
+            " set_at = excluded.set_at",
+            (
+                override.session_id,
+                override.session_date,
+                override.student_id,
+                override.status,
+                override.note,
+                override.set_by,
+                override.set_at,
+            ),
+        )
+
+    async def overrides(self, session_id: int, session_date: str) -> list[store.Override]:
+        rows = await self._all(
+            "SELECT session_id, session_date, student_id, status, note, set_by, set_at"
+            " FROM attendance_overrides WHERE session_id = ? AND session_date = ?",
+            (session_id, session_date),
+        )
+        return [store.Override(*row) for row in rows]
+
+    # -- verification links ----------------------------------------------------------------
+    async def add_link(
+        self, token_hash: str, checkin_id: int, now_ms: int, expires_ms: int
+    ) -> store.VerifyLink:
+        cursor = await self.db.execute(
+            "INSERT INTO verify_links (token_hash, checkin_id, created_at, expires_at)"
+            " VALUES (?, ?, ?, ?)",
+            (token_hash, checkin_id, now_ms, expires_ms),
+        )
+        await self.db.commit()
+        return store.VerifyLink(int(cursor.lastrowid or 0), checkin_id, now_ms, expires_ms, None)
+
+    async def find_link(self, token_hash: str) -> store.VerifyLink | None:
+        row = await self._one(
+            f"SELECT {_LINK_COLUMNS} FROM verify_links WHERE token_hash = ?", (token_hash,)
+        )
+        return store.VerifyLink(*row) if row else None
+
+    async def revoke_link(self, link_id: int, now_ms: int) -> bool:
+        changed = await self._write(
+            "UPDATE verify_links SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            (now_ms, link_id),
+        )
+        return changed == 1

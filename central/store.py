@@ -7,6 +7,7 @@ import dataclasses
 import typing
 
 from central import environment
+from central import timetable
 
 
 class Conflict(Exception):
@@ -109,6 +110,62 @@ class Checkin:
     method: str
     created_at: int
     token_age_ms: int
+    status: str = "present"  # present | late | flagged (as decided at check-in)
+    flags: tuple[str, ...] = ()
+    evidence: dict[str, typing.Any] = dataclasses.field(default_factory=dict)
+    session_id: int | None = None
+    session_date: str | None = None
+    checked_out_at: int | None = None
+    record_jws: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class NewCheckin:
+    site: str
+    room: str
+    device: str
+    student_id: str
+    slot: int
+    method: str
+    created_at: int
+    token_age_ms: int
+    status: str
+    flags: tuple[str, ...]
+    evidence: dict[str, typing.Any]
+    browser: str | None
+    session_id: int | None
+    session_date: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Course:
+    site: str
+    course: str
+    name: str
+    timezone: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Override:
+    """A teacher's decision on one student in one occurrence: excused, or a flagged check-in
+    resolved to present/late."""
+
+    session_id: int
+    session_date: str
+    student_id: str
+    status: str
+    note: str
+    set_by: str
+    set_at: int
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyLink:
+    id: int
+    checkin_id: int
+    created_at: int
+    expires_at: int
+    revoked_at: int | None
 
 
 class Store(typing.Protocol):
@@ -184,17 +241,51 @@ class Store(typing.Protocol):
     async def add_admin_token(self, token_hash: str, role: str, name: str, now_ms: int) -> None: ...
     async def admin_role(self, token_hash: str) -> str | None: ...
 
-    async def add_checkin(
-        self,
-        site: str,
-        room: str,
-        device: str,
-        student_id: str,
-        slot: int,
-        method: str,
-        now_ms: int,
-        token_age_ms: int,
-    ) -> Checkin: ...
+    async def add_checkin(self, new: NewCheckin) -> Checkin: ...
+    async def get_checkin(self, checkin_id: int) -> Checkin | None: ...
     async def list_checkins(
-        self, site: str | None, room: str | None, since_ms: int | None, limit: int
+        self,
+        site: str | None,
+        room: str | None,
+        since_ms: int | None,
+        limit: int,
+        after_id: int = 0,
+        student_id: str | None = None,
     ) -> list[Checkin]: ...
+    async def occurrence_checkins(self, session_id: int, session_date: str) -> list[Checkin]: ...
+    async def browser_students(
+        self,
+        browser: str,
+        student_id: str,
+        session_id: int | None,
+        session_date: str | None,
+        room: str,
+        since_ms: int,
+    ) -> int: ...
+    async def set_checkout(self, checkin_id: int, now_ms: int) -> bool: ...
+    async def set_record_jws(self, checkin_id: int, record_jws: str) -> str: ...
+
+    async def add_course(self, course: Course) -> None: ...
+    async def get_course(self, site: str, course: str) -> Course | None: ...
+    async def list_courses(self, site: str | None) -> list[Course]: ...
+    async def set_roster(self, site: str, course: str, students: list[str]) -> None: ...
+    async def roster(self, site: str, course: str) -> list[str]: ...
+    async def courses_of(self, site: str, student_id: str) -> list[str]: ...
+    async def add_session(self, session: timetable.Session) -> timetable.Session: ...
+    async def get_session(self, session_id: int) -> timetable.Session | None: ...
+    async def list_sessions(
+        self,
+        site: str | None,
+        course: str | None,
+        room: str | None,
+        limit: int,
+        after_id: int,
+    ) -> list[timetable.Session]: ...
+    async def set_override(self, override: Override) -> None: ...
+    async def overrides(self, session_id: int, session_date: str) -> list[Override]: ...
+
+    async def add_link(
+        self, token_hash: str, checkin_id: int, now_ms: int, expires_ms: int
+    ) -> VerifyLink: ...
+    async def find_link(self, token_hash: str) -> VerifyLink | None: ...
+    async def revoke_link(self, link_id: int, now_ms: int) -> bool: ...

@@ -23,6 +23,7 @@ from aiohttp import test_utils
 
 from central import app as app_mod
 from central import auth
+from central import clock as clock_mod
 from central import settings as settings_mod
 from central import sqlite_store
 from central import students
@@ -129,11 +130,10 @@ class Central:
     async def add_student(self, student_id: str, pin: str) -> None:
         await self.db.add_student(self.site, student_id, students.hash_pin(pin))
 
-    async def add_device(self, name: str) -> tuple[ScriptedDevice, str]:
+    async def add_device(self, name: str, now_ms: int | None = None) -> tuple[ScriptedDevice, str]:
         code = b64.encode(os.urandom(32))
-        await self.db.add_device(
-            self.site, self.room, name, code, int(time.time() * 1000) + 3600_000
-        )
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        await self.db.add_device(self.site, self.room, name, code, now_ms + 3600_000)
         return ScriptedDevice(self.site, self.room, name), code
 
     async def enroll(self, device: ScriptedDevice, code: str) -> dict[str, typing.Any]:
@@ -172,8 +172,14 @@ class Central:
 
 
 @pytest.fixture()
+def clock() -> clock_mod.Clock | None:
+    """Central's clock; a test module overrides this fixture to walk time step by step."""
+    return None
+
+
+@pytest.fixture()
 async def central(
-    tmp_path: pathlib.Path, broker: broker_mod.Broker
+    tmp_path: pathlib.Path, broker: broker_mod.Broker, clock: clock_mod.Clock | None
 ) -> collections.abc.AsyncIterator[Central]:
     port = broker_mod.free_port()
     unique = uuid.uuid4().hex[:10]
@@ -188,7 +194,7 @@ async def central(
         otp_attempts_per_minute=3,
         profile_learn_proofs=3,
     )
-    app = app_mod.build(settings)
+    app = app_mod.build(settings, clock=clock)
     server = test_utils.TestServer(app, host="127.0.0.1", port=port)
     await server.start_server()
     db = sqlite_store.SqliteStore(settings.db_path)

@@ -10,6 +10,8 @@ import typing
 from scapy.utils import rdpcap
 
 from central import environment
+from edge_agent.protocol import qrtoken
+from edge_agent.protocol import slots
 from edge_agent.sensors import gps
 from edge_agent.sensors import wifi
 from edge_agent.sensors import window
@@ -96,6 +98,23 @@ async def test_right_room_verified_other_site_mismatch(
     await send(elsewhere)  # still displaced: no second alert
     status, body = await central.request("GET", "/api/v1/alerts", token=central.admin_token)
     assert len(body["alerts"]) == 1
+
+    # A check-in with the displaced device's token is recorded, but flagged with the reason;
+    # the phone's location (given with consent) is kept only as a band.
+    await central.add_student("s1", "1111")
+    slot = slots.slot_of(int(time.time() * 1000), conftest.SLOT_S)
+    link = qrtoken.url(central.url, device.site, device.device, slot, device.token(slot))
+    far = {"lat": 44.2, "lon": -121.3142, "accuracy_m": 20, "consent": True}
+    status, body = await central.request(
+        "POST", "/api/v1/checkins", {"token": link, "student_id": "s1", "pin": "1111", "geo": far}
+    )
+    assert status == 201, body
+    assert body["checkin"]["status"] == "flagged"
+    assert body["checkin"]["flags"] == [
+        "room device reports it is not in its room",
+        "phone location is far from the room",
+    ]
+    assert body["checkin"]["evidence"]["geo_band"] == "far"
 
     assert (await send(room_env))["verdict"] == "verified"
     status, body = await central.request(

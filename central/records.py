@@ -1,0 +1,67 @@
+"""Evidence of an accepted check-in: central's countersignature over the record, the device's
+token and the proof of that slot, bundled for offline verification; and verification links
+(random, stored as a hash, expiring, revocable) that show the result to anyone holding one."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from central import evidence
+from central import keyring
+from central import store
+from edge_agent.protocol import b64
+from edge_agent.protocol import proof
+
+
+class Pending(Exception):
+    """The proof of the check-in's slot has not reached central yet."""
+
+
+def record_claims(checkin: store.Checkin, proof_row: store.ProofRow, now_ms: int) -> dict:
+    return {
+        "record": checkin.id,
+        "site": checkin.site,
+        "room": checkin.room,
+        "device": checkin.device,
+        "student_id": checkin.student_id,
+        "slot": checkin.slot,
+        "status": checkin.status,
+        "flags": list(checkin.flags),
+        "method": checkin.method,
+        "token_age_ms": checkin.token_age_ms,
+        "session_id": checkin.session_id,
+        "session_date": checkin.session_date,
+        "device_verdict": proof_row.verdict,
+        "proof_seq": proof_row.seq,
+        "checked_in_at": checkin.created_at,
+        "issued_at": now_ms,
+    }
+
+
+async def bundle(
+    db: store.Store, keys: keyring.Keyring, checkin: store.Checkin, now_ms: int
+) -> tuple[bytes, bytes]:
+    """(bundle bytes, the device's public key). The record is countersigned once, on first
+    request, and the same signature is served from then on."""
+    device = await db.get_device(checkin.site, checkin.device)
+    proof_row = await db.proof_for_slot(checkin.site, checkin.device, checkin.slot)
+    if device is None or device.ed25519 is None or proof_row is None:
+        raise Pending(f"no proof of slot {checkin.slot} from {checkin.device} yet")
+    _, claims = proof.decode(proof_row.jws, len(proof_row.jws))
+    token = b64.decode(claims.qr)
+    record_jws = checkin.record_jws
+    if record_jws is None:
+        signed = evidence.sign_record(
+            record_claims(checkin, proof_row, now_ms), token, proof_row.jws, keys.signing
+        )
+        record_jws = await db.set_record_jws(checkin.id, signed)
+    return evidence.make_bundle(record_jws, token, proof_row.jws), device.ed25519
+
+
+def new_link_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def link_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

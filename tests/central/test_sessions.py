@@ -1,0 +1,338 @@
+"""A week of a course driven through HTTP, with central's clock set per step: check-ins are
+attributed to the session running in the room, and statuses are right at every boundary
+(opening, grace minute, session end, a DST change), plus excusals, check-out with duration,
+policy flags, evidence bundles and verification links."""
+
+from __future__ import annotations
+
+import collections.abc
+import datetime
+import json
+import typing
+import zoneinfo
+
+import aiohttp
+import pytest
+
+from central import clock as clock_mod
+from central import evidence
+from edge_agent.protocol import b64
+from edge_agent.protocol import qrtoken
+from edge_agent.protocol import slots
+from tests.central import conftest
+
+BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
+
+
+def local(text: str) -> int:
+    """Unix ms of a Berlin wall-clock time."""
+    moment = datetime.datetime.fromisoformat(text).replace(tzinfo=BERLIN)
+    return int(moment.timestamp() * 1000)
+
+
+START = local("2027-03-22T08:00:00")  # Monday; Europe switches to summer time on the 28th
+
+
+@pytest.fixture()
+def clock() -> clock_mod.SettableClock:
+    return clock_mod.SettableClock(START)
+
+
+class Week:
+    def __init__(
+        self,
+        central: conftest.Central,
+        clock: clock_mod.SettableClock,
+        device: conftest.ScriptedDevice,
+    ) -> None:
+        self.central = central
+        self.clock = clock
+        self.device = device
+        self.phones: dict[str, aiohttp.ClientSession] = {}
+
+    async def at(self, when: int) -> None:
+        """Moves central's clock; the room's device publishes its proof of that moment."""
+        self.clock.set(when)
+        await self.central.publish(self.device.topic("proof"), self.device.next_proof(iat_ms=when))
+        seq = self.device.seq
+
+        async def stored() -> bool:
+            row = await self.central.db.get_device(self.central.site, self.device.device)
+            return row is not None and row.last_seq == seq
+
+        await conftest.poll(stored, 10, f"proof {seq}")
+
+    def phone(self, name: str) -> aiohttp.ClientSession:
+        if name not in self.phones:
+            self.phones[name] = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        return self.phones[name]
+
+    async def scan(
+        self,
+        student: str,
+        phone: str | None = None,
+        path: str = "/api/v1/checkins",
+        **extra: typing.Any,
+    ) -> tuple[int, typing.Any]:
+        slot = slots.slot_of(self.clock.now_ms(), conftest.SLOT_S)
+        url = qrtoken.url(
+            self.central.url, self.device.site, self.device.device, slot, self.device.token(slot)
+        )
+        body = {"token": url, "student_id": student, "pin": "2468", **extra}
+        async with self.phone(phone or student).post(self.central.url + path, json=body) as resp:
+            return resp.status, await resp.json()
+
+    async def api(self, method: str, path: str, body: typing.Any = None) -> typing.Any:
+        status, data = await self.central.request(
+            method, path, body, token=self.central.admin_token
+        )
+        assert status in (200, 201), (path, status, data)
+        return data
+
+    async def statuses(self, session_id: int, date: str) -> dict[str, str]:
+        data = await self.api("GET", f"/api/v1/sessions/{session_id}/attendance?date={date}")
+        return {row["student_id"]: row["status"] for row in data["attendance"]}
+
+    async def close(self) -> None:
+        for phone in self.phones.values():
+            await phone.close()
+
+
+@pytest.fixture()
+async def week(
+    central: conftest.Central, clock: clock_mod.SettableClock
+) -> collections.abc.AsyncIterator[Week]:
+    device, code = await central.add_device("pi-week", now_ms=clock.now_ms())
+    await central.enroll(device, code)
+    for student in ("s1", "s2", "s3", "s4", "s5"):
+        await central.add_student(student, "2468")
+    handle = Week(central, clock, device)
+    await handle.at(START)
+    yield handle
+    await handle.close()
+
+
+async def test_a_week_of_sessions(week: Week) -> None:
+    site, room = week.central.site, week.central.room
+    await week.api(
+        "POST",
+        "/api/v1/courses",
+        {"site": site, "course": "law-101", "name": "Contract law", "timezone": "Europe/Berlin"},
+    )
+    await week.api(
+        "PUT", f"/api/v1/courses/{site}/law-101/roster", {"students": ["s1", "s2", "s3", "s4"]}
+    )
+    lecture = (
+        await week.api(
+            "POST",
+            "/api/v1/sessions",
+            {
+                "site": site,
+                "course": "law-101",
+                "room": room,
+                "first_date": "2027-03-22",
+                "start": "09:00",
+                "end": "10:30",
+                "weekly": True,
+                "until": "2027-05-31",
+                "grace_min": 5,
+            },
+        )
+    )["session"]
+    meeting = (
+        await week.api(
+            "POST",
+            "/api/v1/sessions",
+            {
+                "site": site,
+                "course": "law-101",
+                "room": room,
+                "first_date": "2027-03-24",
+                "start": "14:00",
+                "end": "15:00",
+                "checkout": True,
+                "grace_min": 0,
+            },
+        )
+    )["session"]
+    occurrences = await week.api(
+        "GET",
+        f"/api/v1/sessions/{lecture['id']}/occurrences"
+        "?from=2027-03-20T00:00:00Z&to=2027-04-01T00:00:00Z",
+    )
+    starts = [o["starts_at"] for o in occurrences["occurrences"]]
+    assert starts == ["2027-03-22T08:00:00.000+00:00", "2027-03-29T07:00:00.000+00:00"]
+
+    # Monday 22 March (CET). Before the check-in window opens: no session to attribute to.
+    await week.at(local("2027-03-22T08:44:59"))
+    status, body = await week.scan("s1", phone="early")
+    assert status == 201 and body["checkin"]["session_id"] is None and "session" not in body
+    await week.at(local("2027-03-22T08:45:00"))  # opens 15 min before the start
+    status, body = await week.scan("s1")
+    assert status == 201 and body["checkin"]["status"] == "present", body
+    assert body["session"]["id"] == lecture["id"] and body["session"]["date"] == "2027-03-22"
+    status, body = await week.scan("s1")
+    assert status == 409 and body["error"]["code"] == "duplicate"  # once per session
+    await week.at(local("2027-03-22T09:05:00"))  # the last second of the grace period
+    assert (await week.scan("s2"))[1]["checkin"]["status"] == "present"
+    await week.at(local("2027-03-22T09:05:01"))
+    assert (await week.scan("s3"))[1]["checkin"]["status"] == "late"
+    status, body = await week.scan("s5")  # not on the roster: recorded, flagged
+    assert body["checkin"]["status"] == "flagged"
+    assert body["checkin"]["flags"] == ["student is not on the course roster"]
+    await week.at(local("2027-03-22T10:29:59"))
+    assert (await week.statuses(lecture["id"], "2027-03-22"))["s4"] == "pending"
+    await week.at(local("2027-03-22T10:30:00"))  # the session has ended: s4 is absent
+    assert await week.statuses(lecture["id"], "2027-03-22") == {
+        "s1": "present",
+        "s2": "present",
+        "s3": "late",
+        "s4": "absent",
+        "s5": "flagged",
+    }
+    status, body = await week.scan("s4")  # too late: the session is over
+    assert status == 201 and body["checkin"]["session_id"] is None
+    await week.api(
+        "PUT",
+        f"/api/v1/sessions/{lecture['id']}/attendance/2027-03-22/s4",
+        {"status": "excused", "note": "medical certificate"},
+    )
+    report = await week.api("GET", f"/api/v1/sessions/{lecture['id']}/attendance?date=2027-03-22")
+    assert report["summary"]["excused"] == 1 and report["summary"]["absent"] == 0
+    s4 = next(r for r in report["attendance"] if r["student_id"] == "s4")
+    assert s4["override"]["note"] == "medical certificate"
+
+    # Wednesday: a compliance meeting with check-out; one phone used for two students.
+    await week.at(local("2027-03-24T14:00:00"))
+    assert (await week.scan("s1"))[1]["checkin"]["status"] == "present"
+    status, body = await week.scan("s2", phone="s1")
+    assert body["checkin"]["status"] == "flagged"
+    assert body["checkin"]["flags"] == ["this browser also checked in 1 other student(s)"]
+    await week.at(local("2027-03-24T15:10:00"))
+    status, body = await week.scan("s1", path="/api/v1/checkouts")
+    assert status == 201 and body["checkout"]["duration_s"] == 70 * 60
+    status, body = await week.scan("s1", path="/api/v1/checkouts")
+    assert status == 409 and body["error"]["code"] == "duplicate"
+    status, body = await week.scan("s3", path="/api/v1/checkouts")
+    assert status == 409 and body["error"]["code"] == "not_checked_in"
+    report = await week.api("GET", f"/api/v1/sessions/{meeting['id']}/attendance?date=2027-03-24")
+    s1 = next(r for r in report["attendance"] if r["student_id"] == "s1")
+    assert s1["duration_s"] == 4200 and s1["checked_out_at"] == "2027-03-24T14:10:00.000+00:00"
+
+    # Monday 29 March (CEST since Sunday): 09:00 local is now 07:00 UTC.
+    await week.at(local("2027-03-29T09:05:00"))
+    assert (await week.scan("s1"))[1]["checkin"]["status"] == "present"
+    await week.at(local("2027-03-29T09:05:01"))
+    assert (await week.scan("s2"))[1]["checkin"]["status"] == "late"
+    await week.at(local("2027-03-29T10:30:00"))
+    assert await week.statuses(lecture["id"], "2027-03-29") == {
+        "s1": "present",
+        "s2": "late",
+        "s3": "absent",
+        "s4": "absent",
+    }
+
+    history = await week.api(
+        "GET", f"/api/v1/students/{site}/s2/attendance?from=2027-03-01T00:00:00Z&limit=2"
+    )
+    assert [(r["date"], r["status"]) for r in history["attendance"]] == [
+        ("2027-03-22", "present"),
+        ("2027-03-24", "flagged"),
+    ]
+    assert history["next_offset"] == 2
+    assert history["summary"] == {"present": 1, "flagged": 1, "late": 1}
+
+
+async def test_evidence_bundle_and_verification_links(week: Week) -> None:
+    central = week.central
+    await week.at(START + 60_000)
+    status, body = await week.scan(
+        "s1", geo={"lat": 1.0, "lon": 2.0, "accuracy_m": 10, "consent": True}
+    )
+    assert status == 201, body
+    checkin = body["checkin"]
+    assert checkin["evidence"]["geo_band"] == "unknown"  # the room has no coordinates
+    assert "lat" not in json.dumps(checkin["evidence"])  # coordinates are never stored
+    status, body = await week.scan("s2", geo={"lat": 1.0, "lon": 2.0, "accuracy_m": 10})
+    assert status == 400 and body["error"]["details"]["field"] == "geo"  # no consent
+
+    status, bundle = await central.request(
+        "GET", f"/api/v1/checkins/{checkin['id']}/evidence", token=central.admin_token
+    )
+    assert status == 200
+    raw = json.dumps(bundle, sort_keys=True, separators=(",", ":")).encode()
+    keys = (await central.request("GET", "/api/v1/keys"))[1]
+    verified = evidence.verify_bundle(raw, week.device.signing.public, b64.decode(keys["ed25519"]))
+    assert verified.record["record"] == checkin["id"] and verified.record["student_id"] == "s1"
+    status, again = await central.request(
+        "GET", f"/api/v1/checkins/{checkin['id']}/evidence", token=central.admin_token
+    )
+    assert again == bundle  # countersigned once
+
+    link = (await week.api("POST", f"/api/v1/checkins/{checkin['id']}/links", {"ttl_days": 1}))[
+        "link"
+    ]
+    path = link["url"].removeprefix(central.url)
+    status, page = await central.request("GET", path)
+    assert status == 200 and "Record verified" in page and "s1" in page
+    status, result = await central.request("GET", path + "?format=json")
+    assert result["valid"] is True and result["record"]["room"] == central.room
+    status, data = await central.request("GET", path + "/bundle.json")
+    assert status == 200 and data == bundle
+    status, page = await central.request("GET", path[:-2] + "xx")
+    assert status == 404 and "not valid" in page
+
+    week.clock.advance(86400_000 + 1)  # the link has expired
+    status, result = await central.request("GET", path + "?format=json")
+    assert status == 404 and "expired" in result["message"]
+    week.clock.advance(-(86400_000 + 1))
+    await week.api("DELETE", f"/api/v1/links/{link['id']}")
+    status, result = await central.request("GET", path + "?format=json")
+    assert status == 404 and "revoked" in result["message"]
+    status, body = await central.request(
+        "DELETE", f"/api/v1/links/{link['id']}", token=central.admin_token
+    )
+    assert status == 404
+
+
+async def test_bad_timetable_input_is_refused(week: Week) -> None:
+    central = week.central
+    site, room = central.site, central.room
+    await week.api("POST", "/api/v1/courses", {"site": site, "course": "c1", "timezone": "UTC"})
+    base = {"site": site, "course": "c1", "room": room, "first_date": "2027-03-22"}
+    cases = [
+        ({**base, "start": "10:00", "end": "09:00"}, "end"),
+        ({**base, "start": "25:00", "end": "26:00"}, "start"),
+        ({**base, "start": "09:00", "end": "10:00", "timezone": "Mars/Olympus"}, "timezone"),
+        (
+            {**base, "start": "09:00", "end": "10:00", "until": "2027-01-01", "weekly": True},
+            "until",
+        ),
+        ({**base, "first_date": "22/03/2027", "start": "09:00", "end": "10:00"}, "first_date"),
+    ]
+    for body, field in cases:
+        status, error = await central.request(
+            "POST", "/api/v1/sessions", body, token=central.admin_token
+        )
+        assert status == 400 and error["error"]["details"]["field"] == field, (body, error)
+    status, error = await central.request(
+        "POST",
+        "/api/v1/courses",
+        {"site": site, "course": "c2", "timezone": "Nowhere/City"},
+        token=central.admin_token,
+    )
+    assert status == 400
+    status, error = await central.request(
+        "PUT",
+        f"/api/v1/courses/{site}/c1/roster",
+        {"students": ["ghost"]},
+        token=central.admin_token,
+    )
+    assert status == 404 and error["error"]["code"] == "unknown_students"
+    status, error = await central.request(
+        "PUT",
+        f"/api/v1/courses/{site}/c1/roster",
+        {"students": ["s1"]},
+    )
+    assert status == 401
+    assert await central.db.list_sessions(site, None, None, 10, 0) == []
