@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import importlib.resources
 import json
@@ -100,6 +101,7 @@ class Api:
         app.router.add_get("/api/v1/keys", self.central_keys)
         app.router.add_get("/api/v1/rooms", self.rooms)
         app.router.add_post("/api/v1/rooms/{site}/{room}/profile", self.profile_action)
+        app.router.add_patch("/api/v1/rooms/{site}/{room}", self.update_room)
         app.router.add_get("/api/v1/alerts", self.alerts)
         app.router.add_post("/api/v1/alerts/{id}/clear", self.clear_alert)
         app.router.add_get("/api/v1/chain-events", self.chain_events)
@@ -294,6 +296,48 @@ class Api:
             )
         return web.json_response({"rooms": rows})
 
+    async def update_room(self, request: web.Request) -> web.Response:
+        """The room's geofence: `{"lat", "lon", "radius_m"}` (lat/lon both, or both null)."""
+        await auth.require(request, self.db, roles=("admin",))
+        site, name = request.match_info["site"], request.match_info["room"]
+        room = (
+            await self.db.get_room(site, name)
+            if names.is_valid(site) and names.is_valid(name)
+            else None
+        )
+        if room is None:
+            raise errors.ApiError(404, "not_found", "no such room")
+        body = await params.json_object(request)
+        unknown = sorted(set(body) - {"lat", "lon", "radius_m"})
+        if unknown:
+            raise errors.ApiError(400, "invalid_request", "unknown fields", {"fields": unknown})
+        lat = body.get("lat", room.lat) if "lat" in body or "lon" in body else room.lat
+        lon = body.get("lon", room.lon) if "lat" in body or "lon" in body else room.lon
+        radius = body.get("radius_m", room.radius_m)
+        number = (int, float)
+        if (lat is None) != (lon is None) or (
+            lat is not None
+            and not (
+                isinstance(lat, number)
+                and isinstance(lon, number)
+                and not isinstance(lat, bool)
+                and not isinstance(lon, bool)
+                and -90 <= lat <= 90
+                and -180 <= lon <= 180
+            )
+        ):
+            raise errors.ApiError(
+                400, "invalid_request", "lat and lon: both numbers in range, or both null"
+            )
+        if not isinstance(radius, number) or isinstance(radius, bool) or not 0 < radius <= 100_000:
+            raise errors.ApiError(
+                400, "invalid_request", "radius_m must be 0..100000", {"field": "radius_m"}
+            )
+        await self.db.update_room(site, name, lat, lon, float(radius))
+        updated = await self.db.get_room(site, name)
+        assert updated is not None
+        return web.json_response({"room": dataclasses.asdict(updated)})
+
     async def profile_action(self, request: web.Request) -> web.Response:
         """`confirm` a learned profile (it then judges proofs) or `relearn` from scratch."""
         await auth.require(request, self.db, roles=("admin",))
@@ -308,13 +352,25 @@ class Api:
             raise errors.ApiError(
                 400, "invalid_request", "action must be confirm or relearn", {"field": "action"}
             )
+        unknown = sorted(set(body) - {"action", "learn_proofs", "wifi", "ble"})
+        if unknown:
+            raise errors.ApiError(400, "invalid_request", "unknown fields", {"fields": unknown})
         learn = body.get("learn_proofs", 10)
         if not isinstance(learn, int) or not 1 <= learn <= 10_000:
             raise errors.ApiError(
                 400, "invalid_request", "learn_proofs must be 1..10000", {"field": "learn_proofs"}
             )
+        for key in ("wifi", "ble"):
+            if body.get(key) is not None and (
+                body["action"] != "confirm" or not isinstance(body[key], list)
+            ):
+                raise errors.ApiError(
+                    400, "invalid_request", f"{key} is a list, with confirm", {"field": key}
+                )
         try:
-            profile = await profiles.apply(self.db, site, room, body["action"], learn)
+            profile = await profiles.apply(
+                self.db, site, room, body["action"], learn, body.get("wifi"), body.get("ble")
+            )
         except profiles.ProfileError as exc:
             raise errors.ApiError(exc.status, exc.code, str(exc)) from exc
         return web.json_response({"profile": profile_json(profile)})

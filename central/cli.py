@@ -74,6 +74,18 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--confirm", action="store_true", help="confirm the learned profile")
     what.add_argument("--relearn", action="store_true", help="learn again from the next proofs")
     prof.add_argument("--learn-proofs", type=int, default=10)
+    prof.add_argument(
+        "--wifi", nargs="*", metavar="BSSID", help="with --confirm: the room's access points"
+    )
+    prof.add_argument(
+        "--ble", nargs="*", metavar="KIND:ID", help="with --confirm: the room's beacons"
+    )
+    change = room.add_parser("set", parents=[common], help="change a room's geofence")
+    change.add_argument("--site", type=_name("site"), required=True)
+    change.add_argument("--room", type=_name("room"), required=True)
+    change.add_argument("--lat", type=float)
+    change.add_argument("--lon", type=float)
+    change.add_argument("--radius-m", type=float)
 
     device = commands.add_parser("device", help="devices").add_subparsers(
         dest="action", required=True
@@ -156,15 +168,38 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
             print(f"room {args.site}/{args.room} added")
 
         asyncio.run(_with_store(settings, add_room))
+    elif key == ("room", "set"):
+        if (args.lat is None) != (args.lon is None):
+            raise CommandError("give both --lat and --lon, or neither")
+        if args.lat is not None and not (-90 <= args.lat <= 90 and -180 <= args.lon <= 180):
+            raise CommandError("--lat must be in [-90, 90] and --lon in [-180, 180]")
+        if args.radius_m is not None and args.radius_m <= 0:
+            raise CommandError("--radius-m must be positive")
+
+        async def set_room(db: store.Store) -> None:
+            room = await db.get_room(args.site, args.room)
+            if room is None:
+                raise CommandError(f"room {args.site}/{args.room} does not exist")
+            lat = args.lat if args.lat is not None else room.lat
+            lon = args.lon if args.lon is not None else room.lon
+            radius = args.radius_m if args.radius_m is not None else room.radius_m
+            await db.update_room(args.site, args.room, lat, lon, radius)
+            print(f"room {args.site}/{args.room}: centre {lat}, {lon}, radius {radius:g} m")
+
+        asyncio.run(_with_store(settings, set_room))
     elif key == ("room", "profile"):
 
         async def profile(db: store.Store) -> None:
+            if (args.wifi is not None or args.ble is not None) and not args.confirm:
+                raise CommandError("--wifi and --ble go with --confirm")
             if args.confirm or args.relearn:
                 if not 1 <= args.learn_proofs <= 10_000:
                     raise CommandError("--learn-proofs must be 1..10000")
                 action = "confirm" if args.confirm else "relearn"
                 try:
-                    await profiles.apply(db, args.site, args.room, action, args.learn_proofs)
+                    await profiles.apply(
+                        db, args.site, args.room, action, args.learn_proofs, args.wifi, args.ble
+                    )
                 except profiles.ProfileError as exc:
                     raise CommandError(str(exc)) from exc
             current = await db.get_profile(args.site, args.room)

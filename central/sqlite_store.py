@@ -256,6 +256,16 @@ class SqliteStore:
         )
         return store.Room(*row) if row else None
 
+    async def update_room(
+        self, site: str, room: str, lat: float | None, lon: float | None, radius_m: float
+    ) -> None:
+        changed = await self._write(
+            "UPDATE rooms SET lat = ?, lon = ?, radius_m = ? WHERE site = ? AND room = ?",
+            (lat, lon, radius_m, site, room),
+        )
+        if changed != 1:
+            raise store.NotFound(f"room {site}/{room} does not exist")
+
     async def add_device(
         self, site: str, room: str, device: str, code: str, expires_ms: int
     ) -> None:

@@ -183,6 +183,9 @@ class Store(typing.Protocol):
         radius_m: float,
     ) -> None: ...
     async def get_room(self, site: str, room: str) -> Room | None: ...
+    async def update_room(
+        self, site: str, room: str, lat: float | None, lon: float | None, radius_m: float
+    ) -> None: ...
 
     async def add_device(
         self, site: str, room: str, device: str, code: str, expires_ms: int

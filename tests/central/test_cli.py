@@ -141,6 +141,25 @@ def test_provisioning_writes_a_bundle(config: pathlib.Path, tmp_path: pathlib.Pa
         str(config),
     )
     assert relearn.returncode == 0 and "learning (0/5 proofs)" in relearn.stdout
+    room_args = ("--site", "campus", "--room", "a-101", "--config", str(config))
+    edited = run(
+        "room",
+        "profile",
+        *room_args,
+        "--confirm",
+        "--wifi",
+        "00:11:22:33:44:55",
+        "--ble",
+        "ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:2",
+    )
+    assert edited.returncode == 0, edited.stderr
+    assert "confirmed" in edited.stdout and "wifi 00:11:22:33:44:55" in edited.stdout
+    bad_bssid = run("room", "profile", *room_args, "--confirm", "--wifi", "not-a-bssid")
+    assert bad_bssid.returncode == 1 and "wifi: not valid: not-a-bssid" in bad_bssid.stderr
+    moved = run("room", "set", *room_args, "--lat", "52.52", "--lon", "13.405", "--radius-m", "80")
+    assert moved.returncode == 0 and "radius 80 m" in moved.stdout
+    half = run("room", "set", *room_args, "--lat", "52.52")
+    assert half.returncode == 1 and "both --lat and --lon" in half.stderr
     done = run(
         "student",
         "add",

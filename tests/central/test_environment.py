@@ -145,3 +145,35 @@ def test_judge_rules() -> None:
     result = environment.judge({}, None, None, 50, learning)
     assert result.verdict == "weak" and "learning (1/3)" in result.reasons[0]
     assert round(environment.distance_m(0, 0, 0, 1)) == 111195
+
+
+async def test_admin_edits_geofence_and_profile(central: conftest.Central) -> None:
+    path = f"/api/v1/rooms/{central.site}/{central.room}"
+    token = central.admin_token
+    status, body = await central.request(
+        "PATCH", path, {"lat": 48.1, "lon": 11.5, "radius_m": 75}, token=token
+    )
+    assert status == 200 and body["room"]["radius_m"] == 75 and body["room"]["lat"] == 48.1
+    for bad in (
+        {"lat": 48.1, "lon": None},
+        {"lat": 91, "lon": 0},
+        {"radius_m": 0},
+        {"radius_m": True},
+        {"x": 1},
+    ):
+        status, body = await central.request("PATCH", path, bad, token=token)
+        assert status == 400 and "error" in body, bad
+    status, body = await central.request(
+        "POST",
+        path + "/profile",
+        {"action": "confirm", "wifi": ["00:11:22:33:44:55"], "ble": ["eddystone-uid:abc"]},
+        token=token,
+    )
+    assert status == 200 and body["profile"]["state"] == "confirmed"
+    assert body["profile"]["wifi"] == ["00:11:22:33:44:55"]
+    status, body = await central.request(
+        "POST", path + "/profile", {"action": "confirm", "wifi": ["nope"]}, token=token
+    )
+    assert status == 400
+    room = await central.db.get_room(central.site, central.room)
+    assert room is not None and room.radius_m == 75
