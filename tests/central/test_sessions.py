@@ -5,9 +5,12 @@ policy flags, evidence bundles and verification links."""
 
 from __future__ import annotations
 
+import asyncio
 import collections.abc
 import datetime
 import json
+import pathlib
+import sys
 import typing
 import zoneinfo
 
@@ -243,7 +246,23 @@ async def test_a_week_of_sessions(week: Week) -> None:
     assert history["summary"] == {"present": 1, "flagged": 1, "late": 1}
 
 
-async def test_evidence_bundle_and_verification_links(week: Week) -> None:
+async def verify_cli(bundle: pathlib.Path, args: list[str]) -> tuple[int, str]:
+    """`python -m central verify` as an auditor runs it: no database, no settings."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "central",
+        "verify",
+        str(bundle),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    return typing.cast(int, process.returncode), out.decode()
+
+
+async def test_evidence_bundle_and_verification_links(week: Week, tmp_path: pathlib.Path) -> None:
     central = week.central
     await week.at(START + 60_000)
     status, body = await week.scan(
@@ -268,6 +287,20 @@ async def test_evidence_bundle_and_verification_links(week: Week) -> None:
         "GET", f"/api/v1/checkins/{checkin['id']}/evidence", token=central.admin_token
     )
     assert again == bundle  # countersigned once
+    path_bundle = tmp_path / "record.json"
+    path_bundle.write_bytes(raw)
+    args = [
+        "--device-key",
+        b64.encode(week.device.signing.public),
+        "--central-key",
+        keys["ed25519"],
+    ]
+    code, out = await verify_cli(path_bundle, args)
+    assert code == 0 and out.startswith("VALID"), out
+    middle = len(raw) // 2
+    path_bundle.write_bytes(raw[:middle] + bytes([raw[middle] ^ 1]) + raw[middle + 1 :])
+    code, out = await verify_cli(path_bundle, args)
+    assert code == 1 and out.startswith("INVALID"), out
 
     link = (await week.api("POST", f"/api/v1/checkins/{checkin['id']}/links", {"ttl_days": 1}))[
         "link"
