@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import pathlib
+import sqlite3
 import time
 
 import aiomqtt
@@ -38,6 +39,7 @@ from edge_agent.sensors import manager
 from edge_agent.sensors import window
 
 log = logging.getLogger("edge_agent")
+STORAGE_ERRORS = (sqlite3.Error, OSError)
 
 
 class Room:
@@ -140,6 +142,9 @@ class Agent:
         self.outbox_changed = asyncio.Event()
         self.link_state = "connecting to broker"
         self.depth = 0
+        self.storage_error: str | None = None
+        self.storage_failures: set[str] = set()
+        self.failing_sinks: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -194,11 +199,31 @@ class Agent:
             if slot > last_slot and self.showing_tokens:
                 env = self.window.env(self.sensors.missing())
                 clock = self.time_status.claim()
-                seq = await asyncio.to_thread(self._append_proof, slot, now, env, clock)
+                try:
+                    seq = await asyncio.to_thread(self._append_proof, slot, now, env, clock)
+                except STORAGE_ERRORS as exc:
+                    # Disk full or state dir unwritable: keep showing codes, retry each second.
+                    self._storage_failed("proofs paused", exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                self._storage_ok()
                 last_slot = slot
                 self.outbox_changed.set()
                 log.debug("proof seq %d for slot %d queued", seq, slot)
             await asyncio.sleep((slots.slot_end_ms(slot, slot_s) - self.clock.now_ms()) / 1000)
+
+    def _storage_failed(self, what: str, exc: BaseException) -> None:
+        """Logged once per kind of failure until storage works again (not once a second)."""
+        if what not in self.storage_failures:
+            log.error("state dir %s: %s (%s); retrying", self.state_dir, what, exc)
+            self.storage_failures.add(what)
+        self.storage_error = f"storage full or unwritable: {what}"
+
+    def _storage_ok(self) -> None:
+        if self.storage_error is not None:
+            log.info("state dir %s writable again; proofs resume", self.state_dir)
+            self.storage_error = None
+            self.storage_failures.clear()
 
     def _append_proof(
         self, slot: int, now_ms: int, env: dict[str, object], clock: dict[str, object]
@@ -237,6 +262,8 @@ class Agent:
             return f"enrollment rejected: {self.enrollment.rejected}"
         if not self.showing_tokens:
             return "waiting for time: the clock is not synchronised (NTP or GPS)"
+        if self.storage_error is not None:
+            return self.storage_error
         state = (
             self.link_state
             if self.enrolled.is_set() or self.link_state != "online"
@@ -254,10 +281,17 @@ class Agent:
             content = self.room.content(now, self.status_line(), self.showing_tokens)
             image = await asyncio.to_thread(frame.render, content, width, height)
             for sink in self.sinks:
+                name = type(sink).__name__
                 try:
                     await sink.show(image, content)
                 except OSError as exc:
-                    log.warning("display sink %s failed: %s", type(sink).__name__, exc)
+                    if name not in self.failing_sinks:
+                        log.warning("display sink %s failed: %s; retrying each frame", name, exc)
+                    self.failing_sinks.add(name)
+                else:
+                    if name in self.failing_sinks:
+                        log.info("display sink %s works again", name)
+                    self.failing_sinks.discard(name)
             # Wake at the next whole second of the countdown, which includes the slot boundary.
             after = self.clock.now_ms()
             await asyncio.sleep((1000 - (after % 1000)) / 1000 + 0.002)
@@ -280,7 +314,11 @@ class Agent:
                     "sensors": self.sensors.state(),
                 }
             ).encode()
-            await asyncio.to_thread(self.outbox.put, outbox_mod.TELEMETRY, topic, payload)
+            try:
+                await asyncio.to_thread(self.outbox.put, outbox_mod.TELEMETRY, topic, payload)
+            except STORAGE_ERRORS as exc:
+                self._storage_failed("telemetry dropped", exc)
+                continue
             self.outbox_changed.set()
 
     # -- MQTT ------------------------------------------------------------------------------
@@ -356,6 +394,16 @@ class Agent:
                 continue
         await asyncio.Event().wait()
 
+    async def _ack(self, item_id: int) -> None:
+        """Delete a published row; on a full disk retry the delete, never the publish."""
+        while True:
+            try:
+                await asyncio.to_thread(self.outbox.ack, item_id)
+                return
+            except STORAGE_ERRORS as exc:
+                self._storage_failed("acknowledged rows cannot be removed", exc)
+                await asyncio.sleep(1.0)
+
     async def _drain(self, client: mqttlink.Client) -> None:
         """Publish the outbox in order; a row is deleted only after a PUBACK that says a
         subscriber (central) will get it. "No matching subscribers" keeps it for a retry."""
@@ -379,5 +427,5 @@ class Agent:
                     break
                 waiting.reset()
                 self._set_link("online")
-                await asyncio.to_thread(self.outbox.ack, item.id)
+                await self._ack(item.id)
             self.depth = sum((await asyncio.to_thread(self.outbox.depth)).values())

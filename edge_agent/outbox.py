@@ -111,7 +111,9 @@ class Outbox:
                 self._trim(PROOF, self.max_proofs)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite may already have rolled back (e.g. SQLITE_FULL): keep the real error.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
         return seq + 1, compact
 
@@ -126,7 +128,9 @@ class Outbox:
                 self._trim(kind, self.max_proofs if kind == PROOF else self.max_telemetry)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite may already have rolled back (e.g. SQLITE_FULL): keep the real error.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
 
     def _trim(self, kind: str, limit: int) -> None:

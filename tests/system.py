@@ -158,7 +158,8 @@ class Agent:
         workdir.mkdir(parents=True, exist_ok=True)
         self.settings.write_text(settings)
 
-    def start(self) -> None:
+    def start(self, **env: str) -> None:
+        """Start the agent; `env` adds environment variables (e.g. LD_PRELOAD of libfaketime)."""
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -175,7 +176,7 @@ class Agent:
                 ],
                 stdout=log,
                 stderr=log,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                env=dict(os.environ, PYTHONUNBUFFERED="1", **env),
             )
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
