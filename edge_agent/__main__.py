@@ -11,6 +11,7 @@ import sys
 import time
 
 from edge_agent import agent as agent_mod
+from edge_agent import bootdrop
 from edge_agent import bundle as bundle_mod
 from edge_agent import keystore
 from edge_agent import logsetup
@@ -40,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--settings", type=pathlib.Path, help="agent settings (TOML)")
         if name == "render":
             sub.add_argument("--out", type=pathlib.Path, required=True, help="PNG file to write")
+    drop = commands.add_parser(
+        "import-bundle", help="take a bundle dropped on the boot partition into the state dir"
+    )
+    drop.add_argument("--from", dest="source", type=pathlib.Path, required=True)
+    drop.add_argument("--state-dir", type=pathlib.Path, required=True)
+    drop.add_argument("--owner", help="user that owns the state dir (the service's user)")
     survey_cmd = commands.add_parser("sensors", help="show what each sensor sees (site survey)")
     survey_cmd.add_argument("--settings", type=pathlib.Path, help="agent settings (TOML)")
     survey_cmd.add_argument("--duration", type=float, help="stop after this many seconds")
@@ -73,6 +80,17 @@ async def _render(args: argparse.Namespace, settings: settings_mod.AgentSettings
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "import-bundle":
+        try:
+            taken = bootdrop.take(args.source, args.state_dir, args.owner)
+        except (bootdrop.DropError, OSError) as exc:
+            print(f"edge_agent: cannot import the bundle: {exc}", file=sys.stderr)
+            return 1
+        if taken is None:
+            print(f"no bundle at {args.source}; nothing to import")
+        else:
+            print(f"bundle taken into {taken}; {args.source} erased")
+        return 0
     try:
         settings = settings_mod.load(args.settings)
         logsetup.configure(settings.log_level)

@@ -24,6 +24,7 @@ from edge_agent import enrollment
 from edge_agent import keystore
 from edge_agent import mqttlink
 from edge_agent import outbox as outbox_mod
+from edge_agent import sdnotify
 from edge_agent import settings as settings_mod
 from edge_agent import timesource
 from edge_agent.display import frame
@@ -40,6 +41,8 @@ from edge_agent.sensors import window
 
 log = logging.getLogger("edge_agent")
 STORAGE_ERRORS = (sqlite3.Error, OSError)
+DISPLAY_STALE_S = 5.0
+HEALTH_EVERY_S = 2.0
 
 
 class Room:
@@ -145,6 +148,9 @@ class Agent:
         self.storage_error: str | None = None
         self.storage_failures: set[str] = set()
         self.failing_sinks: set[str] = set()
+        self.storage_failed_at: float | None = None
+        self.last_frame_at: float | None = None  # monotonic; a sink showed a frame
+        self.notifier = sdnotify.Notifier.from_env()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -161,6 +167,7 @@ class Agent:
             asyncio.create_task(self._mqtt_loop(), name="mqtt"),
             asyncio.create_task(self._telemetry_loop(), name="telemetry"),
             asyncio.create_task(self.sensors.run(), name="sensors"),
+            asyncio.create_task(self._health_loop(), name="health"),
         ]
         stop = asyncio.create_task(self.stopping.wait())
         try:
@@ -170,6 +177,7 @@ class Agent:
                     raise task.exception()  # type: ignore[misc]
         finally:
             self.stopping.set()
+            self.notifier.stopping()
             mqtt_task = tasks[2]  # drained last: it publishes `offline` on the way out
             for task in tasks:
                 if task is not mqtt_task:
@@ -217,6 +225,8 @@ class Agent:
         if what not in self.storage_failures:
             log.error("state dir %s: %s (%s); retrying", self.state_dir, what, exc)
             self.storage_failures.add(what)
+        if self.storage_failed_at is None:
+            self.storage_failed_at = time.monotonic()
         self.storage_error = f"storage full or unwritable: {what}"
 
     def _storage_ok(self) -> None:
@@ -224,6 +234,7 @@ class Agent:
             log.info("state dir %s writable again; proofs resume", self.state_dir)
             self.storage_error = None
             self.storage_failures.clear()
+            self.storage_failed_at = None
 
     def _append_proof(
         self, slot: int, now_ms: int, env: dict[str, object], clock: dict[str, object]
@@ -289,12 +300,46 @@ class Agent:
                         log.warning("display sink %s failed: %s; retrying each frame", name, exc)
                     self.failing_sinks.add(name)
                 else:
+                    self.last_frame_at = time.monotonic()
                     if name in self.failing_sinks:
                         log.info("display sink %s works again", name)
                     self.failing_sinks.discard(name)
             # Wake at the next whole second of the countdown, which includes the slot boundary.
             after = self.clock.now_ms()
             await asyncio.sleep((1000 - (after % 1000)) / 1000 + 0.002)
+
+    # -- health (systemd) ------------------------------------------------------------------
+    def health_problem(self) -> str | None:
+        """Why the agent is unhealthy, or None. The watchdog is fed only while healthy, so
+        systemd restarts an agent whose screen froze or whose state dir stayed unwritable."""
+        now = time.monotonic()
+        if self.last_frame_at is None or now - self.last_frame_at > DISPLAY_STALE_S:
+            return "the display has not been updated"
+        grace = self.settings.watchdog_storage_grace_s
+        if self.storage_failed_at is not None and now - self.storage_failed_at > grace:
+            return f"the state dir has been unwritable for over {grace:g} s"
+        return None
+
+    async def _health_loop(self) -> None:
+        interval = min(self.notifier.watchdog_interval_s or HEALTH_EVERY_S, HEALTH_EVERY_S)
+        ready = False
+        reported: str | None = None
+        while True:
+            problem = self.health_problem()
+            if not ready and self.last_frame_at is not None:
+                self.notifier.ready(self.status_line())
+                ready = True
+            if problem != reported:
+                if problem is not None:
+                    log.error("unhealthy: %s; not feeding the systemd watchdog", problem)
+                elif reported is not None:
+                    log.info("healthy again")
+                reported = problem
+            if ready:
+                self.notifier.status(f"unhealthy: {problem}" if problem else self.status_line())
+                if problem is None and self.notifier.watchdog_interval_s is not None:
+                    self.notifier.watchdog()
+            await asyncio.sleep(interval)
 
     # -- telemetry -------------------------------------------------------------------------
     async def _telemetry_loop(self) -> None:
