@@ -16,6 +16,7 @@ from edge_agent import bundle as bundle_mod
 from edge_agent import keystore
 from edge_agent import logsetup
 from edge_agent import settings as settings_mod
+from edge_agent import status
 from edge_agent import survey
 from edge_agent import tomlsettings
 from edge_agent.display import frame
@@ -47,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     drop.add_argument("--from", dest="source", type=pathlib.Path, required=True)
     drop.add_argument("--state-dir", type=pathlib.Path, required=True)
     drop.add_argument("--owner", help="user that owns the state dir (the service's user)")
+    status_cmd = commands.add_parser("status", help="is the agent here healthy? (one screen)")
+    status_cmd.add_argument("--state-dir", type=pathlib.Path, required=True)
+    status_cmd.add_argument("--metrics-file", type=pathlib.Path)
     survey_cmd = commands.add_parser("sensors", help="show what each sensor sees (site survey)")
     survey_cmd.add_argument("--settings", type=pathlib.Path, help="agent settings (TOML)")
     survey_cmd.add_argument("--duration", type=float, help="stop after this many seconds")
@@ -80,6 +84,10 @@ async def _render(args: argparse.Namespace, settings: settings_mod.AgentSettings
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "status":
+        result = status.report(args.state_dir, args.metrics_file)
+        print(status.render(result))
+        return 0 if not result.problems else 1
     if args.command == "import-bundle":
         try:
             taken = bootdrop.take(args.source, args.state_dir, args.owner)

@@ -22,6 +22,7 @@ from edge_agent import agentclock
 from edge_agent import bundle as bundle_mod
 from edge_agent import enrollment
 from edge_agent import keystore
+from edge_agent import metrics
 from edge_agent import mqttlink
 from edge_agent import outbox as outbox_mod
 from edge_agent import sdnotify
@@ -43,6 +44,7 @@ log = logging.getLogger("edge_agent")
 STORAGE_ERRORS = (sqlite3.Error, OSError)
 DISPLAY_STALE_S = 5.0
 HEALTH_EVERY_S = 2.0
+METRICS_EVERY_S = 5.0
 
 
 class Room:
@@ -168,6 +170,7 @@ class Agent:
             asyncio.create_task(self._telemetry_loop(), name="telemetry"),
             asyncio.create_task(self.sensors.run(), name="sensors"),
             asyncio.create_task(self._health_loop(), name="health"),
+            asyncio.create_task(self._metrics_loop(), name="metrics"),
         ]
         stop = asyncio.create_task(self.stopping.wait())
         try:
@@ -340,6 +343,37 @@ class Agent:
                 if problem is None and self.notifier.watchdog_interval_s is not None:
                     self.notifier.watchdog()
             await asyncio.sleep(interval)
+
+    def snapshot(self) -> metrics.Snapshot:
+        chain_state = self.outbox.chain_state()
+        return metrics.Snapshot(
+            site=self.bundle.site,
+            room=self.bundle.room,
+            device=self.bundle.device,
+            enrolled=self.enrolled.is_set(),
+            link_up=self.link_state.startswith("online"),
+            last_seq=chain_state.seq,
+            last_slot=chain_state.slot,
+            outbox=self.outbox.depth(),
+            dropped=self.outbox.counters(),
+            display_age_s=(
+                time.monotonic() - self.last_frame_at if self.last_frame_at is not None else None
+            ),
+            storage_ok=self.storage_error is None,
+            trusted_time=self.time_status.trusted,
+            showing_tokens=self.showing_tokens,
+            sensors={name: state["status"] for name, state in self.sensors.state().items()},
+            uptime_s=time.monotonic() - self.started,
+        )
+
+    async def _metrics_loop(self) -> None:
+        path = self.settings.metrics_file or self.state_dir / metrics.FILE_NAME
+        while True:
+            try:
+                await asyncio.to_thread(metrics.write, path, await asyncio.to_thread(self.snapshot))
+            except STORAGE_ERRORS as exc:
+                self._storage_failed("metrics not written", exc)
+            await asyncio.sleep(METRICS_EVERY_S)
 
     # -- telemetry -------------------------------------------------------------------------
     async def _telemetry_loop(self) -> None:

@@ -35,6 +35,7 @@ class AgentSettings(tomlsettings.EnvOverTomlSettings):
     outbox_max_telemetry: int = pydantic.Field(1000, ge=1)
     telemetry_interval_s: float = pydantic.Field(60, gt=0)
     watchdog_storage_grace_s: float = pydantic.Field(300, ge=0)
+    metrics_file: pathlib.Path | None = None
     mqtt_keepalive_s: int = pydantic.Field(30, ge=5, le=3600)
     reconnect_max_s: float = pydantic.Field(30, ge=1)
     enroll_retry_s: float = pydantic.Field(10, ge=1)

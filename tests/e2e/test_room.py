@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import pathlib
 import signal
+import subprocess
+import sys
 import typing
 
 import pytest
@@ -281,3 +283,49 @@ def test_proofs_carry_the_replayed_environment(
     finally:
         agent.stop()
         central.stop()
+
+
+def edge_status(state_dir: pathlib.Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent", "status", "--state-dir", str(state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.slow
+def test_edge_status_and_metrics_file(room: dict[str, typing.Any], tmp_path: pathlib.Path) -> None:
+    admin, agent, broker = room["admin"], room["agent"], room["broker"]
+    system.wait_for(lambda: device_row(admin), 60, "the device's first proof")
+    seen: list[str] = []
+
+    def status_is(code: int) -> subprocess.CompletedProcess[str] | None:
+        done = edge_status(agent.state)
+        seen.append(done.stdout + done.stderr)
+        return done if done.returncode == code else None
+
+    try:
+        healthy = system.wait_for(lambda: status_is(0), 20, "a healthy status")
+    except AssertionError as exc:
+        raise AssertionError(seen[-1]) from exc
+    assert (
+        "roomproof edge agent: HEALTHY" in healthy.stdout and "broker         ok" in healthy.stdout
+    )
+    text = (agent.state / "metrics.prom").read_text()
+    assert 'roomproof_edge_broker_up{device="pi-a101",room="a-101",site="campus"} 1.0' in text
+    assert "roomproof_edge_last_seq{" in text
+
+    broker.stop()
+    unhealthy = system.wait_for(
+        lambda: (done := edge_status(agent.state)).returncode == 1 and done,
+        30,
+        "status to notice the broker is gone",
+    )
+    assert "not connected to the broker" in unhealthy.stdout, unhealthy.stdout
+    broker.start()
+
+    empty = tmp_path / "never-ran"
+    empty.mkdir()
+    done = edge_status(empty)
+    assert done.returncode == 1 and "the agent is not running" in done.stdout
