@@ -19,7 +19,7 @@ from central import errors
 from central import events
 from central import keyring
 from central import settings as settings_mod
-from central import sqlite_store
+from central import stores
 
 log = logging.getLogger("central")
 MAX_BODY_BYTES = 16 * 1024
@@ -32,7 +32,7 @@ def build(
 ) -> web.Application:
     clock = clock or clock_mod.SystemClock()
     keys = keyring.load(settings.data_dir)
-    db = sqlite_store.SqliteStore(settings.db_path)
+    db = stores.make(settings)
     hub = events.Hub()
     bridge = bridge_mod.Bridge(settings, db, keys, hub, clock) if with_bridge else None
     service = checkins.CheckinService(settings, db, keys, clock)

@@ -17,8 +17,8 @@ from central import auth
 from central import keyring
 from central import profiles
 from central import settings as settings_mod
-from central import sqlite_store
 from central import store
+from central import stores
 from central import students
 from central import verify_cmd
 from edge_agent import logsetup
@@ -128,7 +128,7 @@ async def _with_store(
     action: typing.Callable[[store.Store], typing.Awaitable[None]],
 ) -> None:
     keyring.ensure_data_dir(settings.data_dir)
-    db = sqlite_store.SqliteStore(settings.db_path)
+    db = stores.make(settings)
     await db.open()
     try:
         await action(db)

@@ -21,6 +21,9 @@ class CentralSettings(tomlsettings.EnvOverTomlSettings):
     model_config = pydantic_settings.SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
     data_dir: pathlib.Path = pathlib.Path("roomproof-data")
+    # Set: the store is this PostgreSQL database (several central processes share it) instead
+    # of data_dir/central.db; central's keys stay in data_dir either way.
+    database_url: str | None = pydantic.Field(None, pattern=r"^postgres(ql)?://")
     http_host: str = "127.0.0.1"
     http_port: int = pydantic.Field(8080, ge=0, le=65535)
     public_url: str = pydantic.Field(

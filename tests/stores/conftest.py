@@ -1,0 +1,44 @@
+"""Both stores behind one fixture: every contract test runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import pathlib
+import typing
+
+import pytest
+
+from central import pg_store
+from central import sqlite_store
+from central import store
+from tests.stores import pg
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    name: str
+    make: typing.Callable[[], store.Store]  # a new, unopened handle on the test's database
+
+
+@pytest.fixture()
+async def pg_dsn() -> collections.abc.AsyncIterator[str]:
+    async with pg.fresh_database() as dsn:
+        yield dsn
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Backend:
+    if request.param == "sqlite":
+        path = tmp_path / "central.db"
+        return Backend("sqlite", lambda: sqlite_store.SqliteStore(path))
+    dsn = typing.cast(str, request.getfixturevalue("pg_dsn"))
+    return Backend("postgres", lambda: pg_store.PgStore(dsn))
+
+
+@pytest.fixture()
+async def db(backend: Backend) -> collections.abc.AsyncIterator[store.Store]:
+    handle = backend.make()
+    await handle.open()
+    yield handle
+    await handle.close()

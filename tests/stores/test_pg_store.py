@@ -1,0 +1,185 @@
+"""What PostgreSQL adds over the contract: several writers at once on one pool, migrations
+that two centrals starting together do not race, clear failures, and the store chosen by
+`database_url`."""
+
+from __future__ import annotations
+
+import asyncio
+import collections.abc
+import pathlib
+import subprocess
+import sys
+
+import asyncpg
+import pydantic
+import pytest
+
+from central import pg_store
+from central import settings as settings_mod
+from central import sqlite_store
+from central import store
+from central import stores
+from tests import broker as broker_mod
+from tests.stores import pg as pg_mod
+from tests.stores import test_contract
+
+SITE, ROOM, DEVICE = test_contract.SITE, test_contract.ROOM, test_contract.DEVICE
+
+
+@pytest.fixture()
+async def pg(pg_dsn: str) -> collections.abc.AsyncIterator[pg_store.PgStore]:
+    db = pg_store.PgStore(pg_dsn)
+    await db.open()
+    yield db
+    await db.close()
+
+
+async def test_one_pool_stores_concurrent_duplicates_once(pg: pg_store.PgStore) -> None:
+    """Within one process the HTTP handlers and the bridge share the pool."""
+    await test_contract.provision(pg)
+
+    async def attempt(seq: int) -> bool:
+        try:
+            await pg.store_proof(test_contract.proof_row(seq), 20, 30, 0)
+        except store.Conflict:
+            return False
+        return True
+
+    outcomes = await asyncio.gather(*(attempt(1) for _ in range(20)))
+    assert outcomes.count(True) == 1
+    assert await pg.get_proof(SITE, DEVICE, 1) == test_contract.proof_row(1)
+
+    # Seqs 2..31, each sent three times, all at once and out of order.
+    seqs = [seq for seq in range(31, 1, -1) for _ in range(3)]
+    outcomes = await asyncio.gather(*(attempt(seq) for seq in seqs))
+    assert outcomes.count(True) == 30
+    stored = [p.seq for p in await pg.list_proofs(SITE, DEVICE, 100)]
+    assert stored == list(range(31, 0, -1))
+    head = await pg.get_device(SITE, DEVICE)
+    assert head is not None and (head.last_seq, head.last_hash) == (31, f"{31:064x}")
+
+
+async def test_concurrent_uniqueness_rules(pg: pg_store.PgStore) -> None:
+    """Counters add up, one alert stays open, one check-in, one countersignature, one
+    enrollment: whatever runs at the same moment."""
+    await test_contract.provision(pg)
+    await asyncio.gather(*(pg.count_rejection("duplicate", "t", 1, n) for n in range(40)))
+    counts, _ = await pg.rejections()
+    assert counts == {"duplicate": 40}
+
+    raised = await asyncio.gather(
+        *(pg.raise_alert(SITE, DEVICE, "offline", "silent", n) for n in range(10))
+    )
+    assert len([alert for alert in raised if alert is not None]) == 1
+    cleared = await asyncio.gather(
+        *(pg.clear_alerts(SITE, DEVICE, "offline", 100 + n) for n in range(10))
+    )
+    assert sum(len(batch) for batch in cleared) == 1  # reported as cleared exactly once
+
+    async def check_in() -> bool:
+        try:
+            await pg.add_checkin(test_contract.new_checkin("s1", 10))
+        except store.Conflict:
+            return False
+        return True
+
+    assert (await asyncio.gather(*(check_in() for _ in range(10)))).count(True) == 1
+    (checkin,) = await pg.list_checkins(SITE, None, None, 10)
+    signatures = await asyncio.gather(
+        *(pg.set_record_jws(checkin.id, f"record-{n}") for n in range(10))
+    )
+    assert len(set(signatures)) == 1
+
+    await pg.add_device(SITE, ROOM, "pi-new", "code", 2_000)
+
+    async def bind() -> bool:
+        try:
+            await pg.bind_device(SITE, "pi-new", b"\x05" * 32, b"\x06" * 32, 1)
+        except store.Conflict:
+            return False
+        return True
+
+    assert (await asyncio.gather(*(bind() for _ in range(10)))).count(True) == 1
+
+
+async def test_centrals_starting_together_migrate_once(pg_dsn: str) -> None:
+    handles = [pg_store.PgStore(pg_dsn) for _ in range(6)]
+    await asyncio.gather(*(handle.open() for handle in handles))
+    try:
+        connection = await asyncpg.connect(pg_dsn)
+        try:
+            versions = [r[0] for r in await connection.fetch("SELECT version FROM schema_version")]
+        finally:
+            await connection.close()
+        assert versions == list(range(1, pg_store.SCHEMA_VERSION + 1))
+        await handles[0].add_site(SITE, "Main campus")
+        assert await handles[5].list_rooms(SITE) == []
+    finally:
+        for handle in handles:
+            await handle.close()
+
+
+async def test_a_newer_schema_is_refused(pg_dsn: str) -> None:
+    db = pg_store.PgStore(pg_dsn)
+    await db.open()
+    await db.close()
+    connection = await asyncpg.connect(pg_dsn)
+    try:
+        await connection.execute("INSERT INTO schema_version VALUES (99, 0)")
+    finally:
+        await connection.close()
+    newer = pg_store.PgStore(pg_dsn)
+    with pytest.raises(RuntimeError, match="schema 99 is newer"):
+        await newer.open()
+    with pytest.raises(RuntimeError, match="not open"):
+        await newer.get_room(SITE, ROOM)
+
+
+async def test_links_name_the_missing_checkin(pg: pg_store.PgStore) -> None:
+    await test_contract.provision(pg)
+    with pytest.raises(store.NotFound):
+        await pg.add_link("t" * 64, 12345, 100, 1_000)
+    checkin = await pg.add_checkin(test_contract.new_checkin("s1", 10))
+    await pg.add_link("t" * 64, checkin.id, 100, 1_000)
+    with pytest.raises(store.Conflict):
+        await pg.add_link("t" * 64, checkin.id, 100, 1_000)
+    with pytest.raises(store.NotFound):
+        await pg.set_record_jws(checkin.id + 100, "record")
+
+
+async def test_an_unreachable_server_is_a_connection_error() -> None:
+    port = broker_mod.free_port()
+    db = pg_store.PgStore(f"postgresql://roomproof:s3cret@127.0.0.1:{port}/central")
+    with pytest.raises(ConnectionError) as raised:
+        await db.open()
+    message = str(raised.value)
+    assert f"postgresql://roomproof:***@127.0.0.1:{port}/central" in message
+    assert "s3cret" not in message
+
+
+def test_the_cli_reports_a_missing_database_in_one_line(tmp_path: pathlib.Path) -> None:
+    config = tmp_path / "central.toml"
+    missing = f"{pg_mod.SERVER}/roomproof_t_does_not_exist"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\ndatabase_url = "{missing}"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "central", "site", "add", "--site", "x", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: database ") and "roomproof_t_does_not_exist" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_the_store_follows_database_url(tmp_path: pathlib.Path) -> None:
+    sqlite = stores.make(settings_mod.CentralSettings(data_dir=tmp_path))
+    assert isinstance(sqlite, sqlite_store.SqliteStore)
+    assert sqlite.path == tmp_path / "central.db"
+    for url in ("postgresql://central@db.example.edu:5432/roomproof", "postgres://db/x"):
+        chosen = stores.make(settings_mod.CentralSettings(data_dir=tmp_path, database_url=url))
+        assert isinstance(chosen, pg_store.PgStore) and chosen.dsn == url
+    with pytest.raises(pydantic.ValidationError):
+        settings_mod.CentralSettings(database_url="mysql://db/x")
