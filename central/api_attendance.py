@@ -62,6 +62,10 @@ def _name(body: dict[str, typing.Any], key: str) -> str:
 
 def _text(body: dict[str, typing.Any], key: str, default: str, limit: int = 200) -> str:
     value = body.get(key, default)
+    if isinstance(value, str) and any(ord(c) < 32 and c not in "\t\n" for c in value):
+        raise errors.ApiError(
+            400, "invalid_request", f"{key} must not contain control characters", {"field": key}
+        )
     if not isinstance(value, str) or len(value) > limit:
         raise errors.ApiError(
             400, "invalid_request", f"{key} must be text up to {limit} characters", {"field": key}

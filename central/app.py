@@ -62,6 +62,10 @@ def build(
                 await task
         await db.close()
 
+    async def end_streams(app: web.Application) -> None:
+        hub.close()  # open event streams end now, not after the shutdown timeout
+
+    app.on_shutdown.append(end_streams)
     app.cleanup_ctx.append(lifecycle)
     return app
 

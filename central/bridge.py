@@ -26,12 +26,17 @@ from central import events
 from central import keyring
 from central import settings as settings_mod
 from central import store
+from central import stores
 from central import verifier
 from edge_agent.protocol import proof
 from edge_agent.protocol import topics
 
 log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 24 * 3600
+
+
+class StoreUnavailable(Exception):
+    """The store failed even to count a rejection: the database is down, not the message."""
 
 
 class Bridge:
@@ -99,6 +104,10 @@ class Bridge:
             except aiomqtt.MqttError as exc:
                 if self.connected or attempt == 0:
                     log.warning("broker unreachable (%s); retrying", exc)
+            except StoreUnavailable as exc:
+                # Unacknowledged, the message stays with the broker (persistent session) and
+                # comes again after the reconnect.
+                log.error("store unavailable (%s); reconnecting to get the message again", exc)
             finally:
                 self.connected = False
                 self._client = None
@@ -120,9 +129,14 @@ class Bridge:
                 await self._status(where, payload)
             elif where.kind == "enroll":
                 await self._enroll(where, payload)
-        except Exception:
+        except Exception as exc:
+            if stores.is_outage(exc):
+                raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
             log.exception("internal error handling %s", topic)
-            await self._reject("internal", topic, payload, "internal error")
+            try:
+                await self._reject("internal", topic, payload, "internal error")
+            except Exception as again:
+                raise StoreUnavailable(str(again) or type(again).__name__) from exc
 
     async def _proof(self, topic: str, payload: bytes) -> None:
         received = self.clock.now_ms()

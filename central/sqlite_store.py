@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
+import functools
 import json
 import pathlib
 import sqlite3
@@ -174,10 +176,29 @@ def _proof(row: typing.Any) -> store.ProofRow:
     return store.ProofRow(*row[:8], bool(row[8]), row[9], tuple(json.loads(row[10] or "[]")))
 
 
+_P = typing.ParamSpec("_P")
+_R = typing.TypeVar("_R")
+
+
+def _serialized(
+    method: typing.Callable[typing.Concatenate[SqliteStore, _P], typing.Awaitable[_R]],
+) -> typing.Callable[typing.Concatenate[SqliteStore, _P], typing.Awaitable[_R]]:
+    """One write at a time: the store has one connection, so without this a rollback in one
+    task (a refused duplicate) would discard another task's uncommitted insert."""
+
+    @functools.wraps(method)
+    async def locked(self: SqliteStore, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        async with self.write_lock:
+            return await method(self, *args, **kwargs)
+
+    return locked
+
+
 class SqliteStore:
     def __init__(self, path: pathlib.Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
+        self.write_lock = asyncio.Lock()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -230,9 +251,11 @@ class SqliteStore:
             return list(await cursor.fetchall())
 
     # -- sites, rooms, devices -------------------------------------------------------------
+    @_serialized
     async def add_site(self, site: str, name: str) -> None:
         await self._write("INSERT INTO sites (site, name) VALUES (?, ?)", (site, name))
 
+    @_serialized
     async def add_room(
         self,
         site: str,
@@ -256,6 +279,7 @@ class SqliteStore:
         )
         return store.Room(*row) if row else None
 
+    @_serialized
     async def update_room(
         self, site: str, room: str, lat: float | None, lon: float | None, radius_m: float
     ) -> None:
@@ -266,6 +290,7 @@ class SqliteStore:
         if changed != 1:
             raise store.NotFound(f"room {site}/{room} does not exist")
 
+    @_serialized
     async def add_device(
         self, site: str, room: str, device: str, code: str, expires_ms: int
     ) -> None:
@@ -298,6 +323,7 @@ class SqliteStore:
         )
         return [_device(row) for row in rows]
 
+    @_serialized
     async def bind_device(
         self, site: str, device: str, ed25519: bytes, x25519: bytes, now_ms: int
     ) -> None:
@@ -310,6 +336,7 @@ class SqliteStore:
         if changed != 1:
             raise store.Conflict(f"device {site}/{device} has no enrollment code to burn")
 
+    @_serialized
     async def set_online(self, site: str, device: str, online: bool, now_ms: int) -> bool:
         changed = await self._write(
             "UPDATE devices SET online = ?, status_at = ? WHERE site = ? AND device = ?"
@@ -319,6 +346,7 @@ class SqliteStore:
         return changed == 1
 
     # -- proofs ----------------------------------------------------------------------------
+    @_serialized
     async def store_proof(
         self, row: store.ProofRow, slot_s: int, otp_step_s: int, clock_offset_ms: int
     ) -> None:
@@ -397,6 +425,7 @@ class SqliteStore:
         return [_proof(row) for row in rows]
 
     # -- chain events ----------------------------------------------------------------------
+    @_serialized
     async def add_chain_event(
         self, site: str, device: str, kind: str, first: int, last: int, detail: str, now_ms: int
     ) -> store.ChainEvent:
@@ -410,6 +439,7 @@ class SqliteStore:
             int(cursor.lastrowid or 0), site, device, kind, first, last, detail, now_ms, None
         )
 
+    @_serialized
     async def settle_gaps(self, site: str, device: str, now_ms: int) -> int:
         """Marks gaps whose every seq is now stored as resolved; returns how many stay open."""
         await self._write(
@@ -456,6 +486,7 @@ class SqliteStore:
             json.loads(row[7]),
         )
 
+    @_serialized
     async def save_profile(self, profile: environment.Profile, now_ms: int) -> None:
         await self._write(
             "INSERT INTO room_profiles (site, room, state, wifi, ble, learn_target, learned,"
@@ -485,6 +516,7 @@ class SqliteStore:
         )
         return [store.Room(*row) for row in rows]
 
+    @_serialized
     async def raise_alert(
         self, site: str, device: str, kind: str, reason: str, now_ms: int
     ) -> store.Alert | None:
@@ -502,6 +534,7 @@ class SqliteStore:
             int(cursor.lastrowid or 0), site, device, kind, reason[:500], now_ms, None
         )
 
+    @_serialized
     async def clear_alerts(
         self, site: str, device: str, kind: str, now_ms: int
     ) -> list[store.Alert]:
@@ -529,6 +562,7 @@ class SqliteStore:
         )
         return [store.Alert(*row) for row in rows]
 
+    @_serialized
     async def clear_alert(self, alert_id: int, now_ms: int) -> store.Alert | None:
         changed = await self._write(
             "UPDATE alerts SET cleared_at = ? WHERE id = ? AND cleared_at IS NULL",
@@ -547,6 +581,7 @@ class SqliteStore:
         return [_device(row) for row in rows]
 
     # -- rejections ------------------------------------------------------------------------
+    @_serialized
     async def count_rejection(self, reason: str, topic: str, size: int, now_ms: int) -> None:
         await self.db.execute(
             "INSERT INTO rejection_counts (reason, count) VALUES (?, 1)"
@@ -574,6 +609,7 @@ class SqliteStore:
         return counts, recent
 
     # -- students, credentials, admin tokens -----------------------------------------------
+    @_serialized
     async def add_student(self, site: str, student_id: str, pin_hash: str) -> None:
         if await self._one("SELECT 1 FROM sites WHERE site = ?", (site,)) is None:
             raise store.NotFound(f"site {site} does not exist")
@@ -589,6 +625,7 @@ class SqliteStore:
         )
         return store.Student(*row) if row else None
 
+    @_serialized
     async def add_credential(
         self, credential_id: str, site: str, student_id: str, now_ms: int, expires_ms: int
     ) -> None:
@@ -605,9 +642,11 @@ class SqliteStore:
         )
         return row is not None
 
+    @_serialized
     async def revoke_credential(self, credential_id: str) -> None:
         await self._write("UPDATE credentials SET revoked = 1 WHERE id = ?", (credential_id,))
 
+    @_serialized
     async def add_admin_token(self, token_hash: str, role: str, name: str, now_ms: int) -> None:
         await self._write(
             "INSERT INTO admin_tokens (hash, role, name, created_at) VALUES (?, ?, ?, ?)",
@@ -619,6 +658,7 @@ class SqliteStore:
         return row[0] if row else None
 
     # -- check-ins -------------------------------------------------------------------------
+    @_serialized
     async def add_checkin(self, new: store.NewCheckin) -> store.Checkin:
         try:
             cursor = await self.db.execute(
@@ -709,6 +749,7 @@ class SqliteStore:
         )
         return int(row[0])
 
+    @_serialized
     async def set_checkout(self, checkin_id: int, now_ms: int) -> bool:
         changed = await self._write(
             "UPDATE checkins SET checked_out_at = ? WHERE id = ? AND checked_out_at IS NULL",
@@ -716,6 +757,7 @@ class SqliteStore:
         )
         return changed == 1
 
+    @_serialized
     async def set_record_jws(self, checkin_id: int, record_jws: str) -> str:
         """Keeps the first countersignature: a record is signed once."""
         await self._write(
@@ -723,9 +765,12 @@ class SqliteStore:
             (record_jws, checkin_id),
         )
         row = await self._one("SELECT record_jws FROM checkins WHERE id = ?", (checkin_id,))
+        if row is None:
+            raise store.NotFound(f"no check-in {checkin_id}")
         return str(row[0])
 
     # -- courses, rosters, sessions --------------------------------------------------------
+    @_serialized
     async def add_course(self, course: store.Course) -> None:
         if await self._one("SELECT 1 FROM sites WHERE site = ?", (course.site,)) is None:
             raise store.NotFound(f"site {course.site} does not exist")
@@ -749,6 +794,7 @@ class SqliteStore:
         )
         return [store.Course(*row) for row in rows]
 
+    @_serialized
     async def set_roster(self, site: str, course: str, students: list[str]) -> None:
         """Replaces the course's roster in one transaction."""
         try:
@@ -778,6 +824,7 @@ class SqliteStore:
         )
         return [row[0] for row in rows]
 
+    @_serialized
     async def add_session(self, session: timetable.Session) -> timetable.Session:
         try:
             cursor = await self.db.execute(
@@ -825,6 +872,7 @@ class SqliteStore:
         )
         return [_session(row) for row in rows]
 
+    @_serialized
     async def set_override(self, override: store.Override) -> None:
         await self._write(
             "INSERT INTO attendance_overrides (session_id, session_date, student_id, status,"
@@ -852,15 +900,22 @@ class SqliteStore:
         return [store.Override(*row) for row in rows]
 
     # -- verification links ----------------------------------------------------------------
+    @_serialized
     async def add_link(
         self, token_hash: str, checkin_id: int, now_ms: int, expires_ms: int
     ) -> store.VerifyLink:
-        cursor = await self.db.execute(
-            "INSERT INTO verify_links (token_hash, checkin_id, created_at, expires_at)"
-            " VALUES (?, ?, ?, ?)",
-            (token_hash, checkin_id, now_ms, expires_ms),
-        )
-        await self.db.commit()
+        if await self._one("SELECT 1 FROM checkins WHERE id = ?", (checkin_id,)) is None:
+            raise store.NotFound(f"no check-in {checkin_id}")
+        try:
+            cursor = await self.db.execute(
+                "INSERT INTO verify_links (token_hash, checkin_id, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (token_hash, checkin_id, now_ms, expires_ms),
+            )
+            await self.db.commit()
+        except sqlite3.IntegrityError as exc:
+            await self.db.rollback()
+            raise store.Conflict("a link with this token exists") from exc
         return store.VerifyLink(int(cursor.lastrowid or 0), checkin_id, now_ms, expires_ms, None)
 
     async def find_link(self, token_hash: str) -> store.VerifyLink | None:
@@ -869,6 +924,7 @@ class SqliteStore:
         )
         return store.VerifyLink(*row) if row else None
 
+    @_serialized
     async def revoke_link(self, link_id: int, now_ms: int) -> bool:
         changed = await self._write(
             "UPDATE verify_links SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",

@@ -3,10 +3,27 @@ processes share it), else the SQLite file in data_dir (one process per site)."""
 
 from __future__ import annotations
 
+import sqlite3
+
+import asyncpg
+
 from central import pg_store
 from central import settings as settings_mod
 from central import sqlite_store
 from central import store
+
+# SQLSTATE classes of a database that is down or refusing, not of a refused write:
+# connection (08), resources (53), prerequisite state (55), operator intervention (57), system (58).
+_OUTAGE_CLASSES = frozenset({"08", "53", "55", "57", "58"})
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when the database itself failed, so the work should be retried later."""
+    if isinstance(exc, sqlite3.OperationalError | OSError | asyncpg.InterfaceError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(getattr(exc, "sqlstate", "") or "")[:2] in _OUTAGE_CLASSES
+    return False
 
 
 def make(settings: settings_mod.CentralSettings) -> store.Store:

@@ -3,6 +3,7 @@ check-in, its evidence bundle and a verification link, read back through the API
 
 from __future__ import annotations
 
+import asyncio
 import collections.abc
 import json
 import pathlib
@@ -11,6 +12,7 @@ import uuid
 
 import aiohttp
 import aiomqtt
+import asyncpg
 import pytest
 from aiohttp import test_utils
 
@@ -24,6 +26,7 @@ from edge_agent.protocol import b64
 from edge_agent.protocol import qrtoken
 from tests import broker as broker_mod
 from tests.central import conftest
+from tests.stores import pg
 
 
 @pytest.fixture()
@@ -172,3 +175,37 @@ async def test_ingest_checkin_and_evidence_on_postgres(pg_central: conftest.Cent
         "GET", body["link"]["url"].removeprefix(central.url) + "?format=json"
     )
     assert status == 200 and result["valid"] is True
+
+
+async def test_a_database_outage_loses_no_proof(
+    pg_central: conftest.Central, pg_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database refuses connections while a proof arrives: central does not acknowledge
+    it, reconnects, and stores it once the database is back (nothing counted as rejected)."""
+    central = pg_central
+    device, code = await central.add_device("pi-a101")
+    assert (await central.enroll(device, code))["type"] == "enrolled"
+    topic = device.topic("proof")
+    await central.publish(topic, device.next_proof())
+
+    async def seqs(expected: list[int]) -> bool:
+        return await central.stored_seqs(device.device) == expected
+
+    await conftest.poll(lambda: seqs([1]), 10, "seq 1")
+    name = pg_dsn.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(f"{pg.SERVER}/postgres")
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+        await central.publish(topic, device.next_proof())
+        await asyncio.sleep(3)  # central tries, fails, and goes back to the broker for it
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    await conftest.poll(lambda: seqs([1, 2]), 30, "seq 2 after the outage")
+    assert "internal" not in await central.rejections()
+    assert "store unavailable" in caplog.text  # the outage was met, not missed

@@ -548,3 +548,71 @@ async def test_data_survives_reopening(backend: conftest.Backend) -> None:
         assert [d.device for d in await again.list_devices(SITE)] == [DEVICE]
     finally:
         await again.close()
+
+
+async def test_one_handle_stores_concurrent_duplicates_once(db: store.Store) -> None:
+    """One handle, many tasks: in one process the HTTP handlers and the bridge share it."""
+    await provision(db)
+
+    async def attempt(seq: int) -> bool:
+        try:
+            await db.store_proof(proof_row(seq), 20, 30, 0)
+        except store.Conflict:
+            return False
+        return True
+
+    outcomes = await asyncio.gather(*(attempt(1) for _ in range(20)))
+    assert outcomes.count(True) == 1
+    assert await db.get_proof(SITE, DEVICE, 1) == proof_row(1)
+
+    # Seqs 2..31, each sent three times, all at once and out of order.
+    seqs = [seq for seq in range(31, 1, -1) for _ in range(3)]
+    outcomes = await asyncio.gather(*(attempt(seq) for seq in seqs))
+    assert outcomes.count(True) == 30
+    stored = [p.seq for p in await db.list_proofs(SITE, DEVICE, 100)]
+    assert stored == list(range(31, 0, -1))
+    head = await db.get_device(SITE, DEVICE)
+    assert head is not None and (head.last_seq, head.last_hash) == (31, f"{31:064x}")
+
+
+async def test_concurrent_uniqueness_rules(db: store.Store) -> None:
+    """Counters add up, one alert stays open, one check-in, one countersignature, one
+    enrollment: whatever runs at the same moment."""
+    await provision(db)
+    await asyncio.gather(*(db.count_rejection("duplicate", "t", 1, n) for n in range(40)))
+    counts, _ = await db.rejections()
+    assert counts == {"duplicate": 40}
+
+    raised = await asyncio.gather(
+        *(db.raise_alert(SITE, DEVICE, "offline", "silent", n) for n in range(10))
+    )
+    assert len([alert for alert in raised if alert is not None]) == 1
+    cleared = await asyncio.gather(
+        *(db.clear_alerts(SITE, DEVICE, "offline", 100 + n) for n in range(10))
+    )
+    assert sum(len(batch) for batch in cleared) == 1  # reported as cleared exactly once
+
+    async def check_in() -> bool:
+        try:
+            await db.add_checkin(new_checkin("s1", 10))
+        except store.Conflict:
+            return False
+        return True
+
+    assert (await asyncio.gather(*(check_in() for _ in range(10)))).count(True) == 1
+    (checkin,) = await db.list_checkins(SITE, None, None, 10)
+    signatures = await asyncio.gather(
+        *(db.set_record_jws(checkin.id, f"record-{n}") for n in range(10))
+    )
+    assert len(set(signatures)) == 1
+
+    await db.add_device(SITE, ROOM, "pi-new", "code", 2_000)
+
+    async def bind() -> bool:
+        try:
+            await db.bind_device(SITE, "pi-new", b"\x05" * 32, b"\x06" * 32, 1)
+        except store.Conflict:
+            return False
+        return True
+
+    assert (await asyncio.gather(*(bind() for _ in range(10)))).count(True) == 1
