@@ -21,6 +21,7 @@ from central import environment
 from central import errors
 from central import events
 from central import keyring
+from central import metrics
 from central import params
 from central import profiles
 from central import store
@@ -75,8 +76,10 @@ class Api:
         bridge: bridge_mod.Bridge | None,
         secure_cookie: bool,
         clock: clock_mod.Clock,
+        meters: metrics.Metrics,
     ) -> None:
         self.clock = clock
+        self.metrics = meters
         self.db = db
         self.keys = keys
         self.service = service
@@ -89,6 +92,7 @@ class Api:
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/metrics", self.prometheus)
         app.router.add_get("/c/{site}/{device}/{token}", self.checkin_html)
         app.router.add_get("/otp", self.otp_html)
         app.router.add_get("/static/style.css", self.stylesheet)
@@ -115,6 +119,15 @@ class Api:
     async def healthz(self, request: web.Request) -> web.Response:
         mqtt = "connected" if self.bridge is not None and self.bridge.connected else "disconnected"
         return web.json_response({"status": "ok", "mqtt": mqtt})
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        """Prometheus exposition; any admin-API token (an auditor's is enough)."""
+        await auth.require(request, self.db)
+        await self.metrics.refresh(self.db)
+        return web.Response(
+            body=self.metrics.exposition(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
 
     async def central_keys(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -164,7 +177,12 @@ class Api:
         parsed = checkins.Request.parse(
             data, request.cookies.get(COOKIE), request.cookies.get(BROWSER_COOKIE)
         )
-        result = await self.service.check_in(parsed, request.remote or "unknown")
+        try:
+            result = await self.service.check_in(parsed, request.remote or "unknown")
+        except errors.ApiError as exc:
+            self.metrics.checkins.labels(outcome=exc.code).inc()
+            raise
+        self.metrics.checkins.labels(outcome=result.checkin.status).inc()
         body: dict[str, typing.Any] = {"checkin": checkin_json(result.checkin)}
         if result.occurrence is not None:
             body["session"] = {
@@ -218,10 +236,20 @@ class Api:
                 "slot_s": d.slot_s,
                 "otp_step_s": d.otp_step_s,
                 "verdict": d.last_verdict,
+                "telemetry": self._telemetry(d.site, d.device),
             }
             for d in await self.db.list_devices(site)
         ]
         return web.json_response({"devices": rows})
+
+    def _telemetry(self, site: str, device: str) -> dict[str, typing.Any] | None:
+        """The device's last telemetry as this process received it (None before any)."""
+        if self.bridge is None:
+            return None
+        last = self.bridge.telemetry.get((site, device))
+        if last is None:
+            return None
+        return {**last, "received_at": params.iso(last["received_at"])}
 
     async def proofs(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)

@@ -18,6 +18,7 @@ from central import clock as clock_mod
 from central import errors
 from central import events
 from central import keyring
+from central import metrics
 from central import settings as settings_mod
 from central import stores
 
@@ -34,11 +35,14 @@ def build(
     keys = keyring.load(settings.data_dir)
     db = stores.make(settings)
     hub = events.Hub()
-    bridge = bridge_mod.Bridge(settings, db, keys, hub, clock) if with_bridge else None
+    meters = metrics.Metrics()
+    bridge = bridge_mod.Bridge(settings, db, keys, hub, clock, meters) if with_bridge else None
     service = checkins.CheckinService(settings, db, keys, clock)
-    app = web.Application(middlewares=[errors.middleware], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        middlewares=[meters.middleware(), errors.middleware], client_max_size=MAX_BODY_BYTES
+    )
     routes = api.Api(
-        db, keys, service, hub, bridge, settings.public_url.startswith("https://"), clock
+        db, keys, service, hub, bridge, settings.public_url.startswith("https://"), clock, meters
     )
     api_attendance.AttendanceApi(db, service, hub, clock).routes(app)
     api_evidence.EvidenceApi(db, keys, settings, clock).routes(app)

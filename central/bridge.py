@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import random
 import ssl
+import time
 import typing
 
 import aiomqtt
@@ -24,6 +26,7 @@ from central import enrollment
 from central import environment
 from central import events
 from central import keyring
+from central import metrics
 from central import settings as settings_mod
 from central import store
 from central import stores
@@ -33,6 +36,7 @@ from edge_agent.protocol import topics
 
 log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 24 * 3600
+TELEMETRY_MAX_BYTES = 16 * 1024
 
 
 class StoreUnavailable(Exception):
@@ -47,8 +51,11 @@ class Bridge:
         keys: keyring.Keyring,
         hub: events.Hub,
         clock: clock_mod.Clock | None = None,
+        metrics_: metrics.Metrics | None = None,
     ) -> None:
         self.clock = clock or clock_mod.SystemClock()
+        self.metrics = metrics_ or metrics.Metrics()
+        self.telemetry: dict[tuple[str, str], dict[str, typing.Any]] = {}
         self.settings = settings
         self.db = db
         self.keys = keys
@@ -129,6 +136,8 @@ class Bridge:
                 await self._status(where, payload)
             elif where.kind == "enroll":
                 await self._enroll(where, payload)
+            elif where.kind == "telemetry":
+                await self._telemetry(where, topic, payload)
         except Exception as exc:
             if stores.is_outage(exc):
                 raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
@@ -138,8 +147,34 @@ class Bridge:
             except Exception as again:
                 raise StoreUnavailable(str(again) or type(again).__name__) from exc
 
+    async def _telemetry(self, where: topics.Topic, topic: str, payload: bytes) -> None:
+        """Kept in memory, per process: the device's latest health (for /metrics and the API)."""
+        try:
+            if len(payload) > TELEMETRY_MAX_BYTES:
+                raise ValueError("oversize")
+            data = json.loads(payload)
+            depth = data["outbox_depth"]
+            proofs = int(depth.get("proof", 0))
+            if not isinstance(data, dict) or proofs < 0:
+                raise ValueError("shape")
+        except (ValueError, TypeError, KeyError, AttributeError):
+            await self._reject("bad_telemetry", topic, payload, "telemetry is not the agent's JSON")
+            return
+        if await self.db.get_device(where.site, where.device) is None:
+            await self._reject("unknown_device", topic, payload, "telemetry of an unknown device")
+            return
+        self.telemetry[(where.site, where.device)] = {
+            "received_at": self.clock.now_ms(),
+            "outbox_depth": {str(k): int(v) for k, v in depth.items() if isinstance(v, int)},
+            "uptime_s": data.get("uptime_s") if isinstance(data.get("uptime_s"), int) else None,
+            "sensors": data.get("sensors") if isinstance(data.get("sensors"), dict) else {},
+            "clock": data.get("clock") if isinstance(data.get("clock"), dict) else {},
+        }
+        self.metrics.outbox_depth.labels(site=where.site, device=where.device).set(proofs)
+
     async def _proof(self, topic: str, payload: bytes) -> None:
         received = self.clock.now_ms()
+        started = time.perf_counter()
         try:
             accepted = await verifier.verify(
                 self.db,
@@ -162,6 +197,7 @@ class Bridge:
         except store.Conflict:
             await self._reject("duplicate", topic, payload, "stored concurrently")
             return
+        self.metrics.ingest_seconds.observe(time.perf_counter() - started)
         self._count("late" if accepted.late else "accepted")
         self.hub.publish(
             "proof",
@@ -339,6 +375,7 @@ class Bridge:
 
     def _count(self, reason: str) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + 1
+        self.metrics.proofs.labels(outcome=reason).inc()
 
     async def _reject(self, reason: str, topic: str, payload: bytes, message: str) -> None:
         self._count(reason)

@@ -17,6 +17,7 @@ from central import auth
 from central import keyring
 from central import profiles
 from central import settings as settings_mod
+from central import status
 from central import store
 from central import stores
 from central import students
@@ -111,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="admin API tokens").add_subparsers(
         dest="action", required=True
     )
+    commands.add_parser("status", parents=[common], help="one screen: what is healthy, what not")
     add = token.add_parser("create", parents=[common])
     add.add_argument("--role", choices=auth.ROLES, required=True)
     add.add_argument("--name", default="")
@@ -144,7 +146,8 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings) -> None:
+def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings) -> int:
+    """Runs one provisioning command; returns the exit code (errors raise CommandError)."""
     key = (args.command, getattr(args, "action", None))
     if key == ("site", "add"):
 
@@ -153,6 +156,16 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
             print(f"site {args.site} added")
 
         asyncio.run(_with_store(settings, add_site))
+    elif key == ("status", None):
+        outcome: list[int] = []
+
+        async def show(db: store.Store) -> None:
+            result = await status.report(settings, db)
+            print(status.render(result))
+            outcome.append(1 if result.problems else 0)
+
+        asyncio.run(_with_store(settings, show))
+        return outcome[0]
     elif key == ("room", "add"):
         if (args.lat is None) != (args.lon is None):
             raise CommandError("give both --lat and --lon, or neither")
@@ -240,6 +253,7 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
         asyncio.run(_with_store(settings, add_token))
         print(f"{args.role} token (shown once; only its hash is stored):", file=sys.stderr)
         print(secret)
+    return 0
 
 
 def _device_add(args: argparse.Namespace, settings: settings_mod.CentralSettings) -> None:
@@ -311,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             keyring.ensure_data_dir(settings.data_dir)
             app.serve(settings)
         else:
-            run_command(args, settings)
+            return run_command(args, settings)
     except tomlsettings.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

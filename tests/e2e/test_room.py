@@ -329,3 +329,23 @@ def test_edge_status_and_metrics_file(room: dict[str, typing.Any], tmp_path: pat
     empty.mkdir()
     done = edge_status(empty)
     assert done.returncode == 1 and "the agent is not running" in done.stdout
+
+
+@pytest.mark.slow
+def test_central_status_screen(room: dict[str, typing.Any]) -> None:
+    admin, central = room["admin"], room["central"]
+    system.wait_for(lambda: device_row(admin), 60, "the device's first proof")
+    done = system.wait_for(
+        lambda: (run := central.cli("status", check=False)).returncode == 0 and run,
+        20,
+        "a healthy central status",
+    )
+    assert "roomproof central: HEALTHY" in done.stdout
+    assert "service        up, broker connected" in done.stdout
+    assert "1 added, 1 enrolled, 1 online" in done.stdout
+
+    room["agent"].stop(signal.SIGKILL)
+    central.stop()
+    done = central.cli("status", check=False)
+    assert done.returncode == 1
+    assert "central is not running" in done.stdout

@@ -1,0 +1,77 @@
+"""Central's Prometheus endpoint and device telemetry, over a real broker and real HTTP."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from edge_agent.protocol import qrtoken
+from edge_agent.protocol import slots
+from tests.central import conftest
+
+
+def sample(text: str, name: str, labels: str = "") -> float | None:
+    found = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+-]+)$", text, re.M)
+    return float(found.group(1)) if found else None
+
+
+async def test_metrics_count_proofs_checkins_and_devices(enrolled: tuple) -> None:
+    central, device = enrolled
+    status, text = await central.request("GET", "/metrics")
+    assert status == 401
+    await central.add_student("s1", "1234")
+    slot = slots.slot_of(int(time.time() * 1000), conftest.SLOT_S)
+    link = qrtoken.url(central.url, device.site, device.device, slot, device.token(slot))
+    body = {"token": link, "student_id": "s1", "pin": "1234"}
+    assert (await central.request("POST", "/api/v1/checkins", body))[0] == 201
+    assert (await central.request("POST", "/api/v1/checkins", body))[0] == 409
+    await central.publish(device.topic("proof"), b"garbage")
+
+    async def scraped() -> str | None:
+        status, text = await central.request("GET", "/metrics", token=central.admin_token)
+        assert status == 200
+        return text if sample(text, "roomproof_proofs_total", '{outcome="malformed"}') else None
+
+    text = await conftest.poll(scraped, 10, "the malformed proof to be counted")
+    assert sample(text, "roomproof_proofs_total", '{outcome="accepted"}') == 1.0
+    assert sample(text, "roomproof_checkins_total", '{outcome="present"}') == 1.0
+    assert sample(text, "roomproof_checkins_total", '{outcome="duplicate"}') == 1.0
+    assert sample(text, "roomproof_devices", '{state="enrolled"}') == 1.0
+    assert sample(text, "roomproof_proof_ingest_seconds_count") == 1.0
+    labels = '{le="+Inf",method="POST",route="/api/v1/checkins",status="201"}'
+    assert sample(text, "roomproof_http_request_seconds_bucket", labels) == 1.0
+
+
+async def test_device_telemetry_is_kept_and_bad_telemetry_counted(enrolled: tuple) -> None:
+    central, device = enrolled
+    report = {
+        "v": 1,
+        "iat": int(time.time() * 1000),
+        "boot": "0123456789abcdef",
+        "uptime_s": 42,
+        "outbox_depth": {"proof": 7, "telemetry": 1},
+        "dropped": {},
+        "clock": {"source": "ntp", "uncertainty_ms": 10},
+        "sensors": {"gps": {"source": "gpsd", "mode": "gpsd", "status": "ok"}},
+    }
+    await central.publish(device.topic("telemetry"), json.dumps(report))
+    for bad in (b"{", b"[]", json.dumps({"outbox_depth": "x"}).encode(), b"x" * 20000):
+        await central.publish(device.topic("telemetry"), bad)
+
+    async def kept() -> dict | None:
+        status, body = await central.request("GET", "/api/v1/devices", token=central.admin_token)
+        assert status == 200
+        return body["devices"][0]["telemetry"]
+
+    telemetry = await conftest.poll(kept, 10, "telemetry in the device list")
+    assert telemetry["outbox_depth"] == {"proof": 7, "telemetry": 1}
+    assert telemetry["uptime_s"] == 42 and telemetry["sensors"]["gps"]["status"] == "ok"
+
+    async def counted() -> bool:
+        return (await central.rejections()).get("bad_telemetry", 0) == 4
+
+    await conftest.poll(counted, 10, "4 bad telemetry messages counted")
+    _, text = await central.request("GET", "/metrics", token=central.admin_token)
+    labels = f'{{device="{device.device}",site="{device.site}"}}'
+    assert sample(text, "roomproof_device_outbox_depth", labels) == 7.0
