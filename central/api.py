@@ -16,6 +16,7 @@ from aiohttp import web
 from central import auth
 from central import bridge as bridge_mod
 from central import checkins
+from central import clientip
 from central import clock as clock_mod
 from central import environment
 from central import errors
@@ -80,6 +81,7 @@ class Api:
     ) -> None:
         self.clock = clock
         self.metrics = meters
+        self.proxies = clientip.networks(service.settings.trusted_proxies)
         self.db = db
         self.keys = keys
         self.service = service
@@ -178,7 +180,7 @@ class Api:
             data, request.cookies.get(COOKIE), request.cookies.get(BROWSER_COOKIE)
         )
         try:
-            result = await self.service.check_in(parsed, request.remote or "unknown")
+            result = await self.service.check_in(parsed, clientip.client_ip(request, self.proxies))
         except errors.ApiError as exc:
             self.metrics.checkins.labels(outcome=exc.code).inc()
             raise

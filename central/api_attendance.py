@@ -9,6 +9,7 @@ from aiohttp import web
 from central import attendance
 from central import auth
 from central import checkins
+from central import clientip
 from central import clock as clock_mod
 from central import errors
 from central import events
@@ -359,7 +360,8 @@ class AttendanceApi:
     async def checkout(self, request: web.Request) -> web.Response:
         body = await params.json_object(request)
         parsed = checkins.Request.parse(body, request.cookies.get(STUDENT_COOKIE))
-        checkin = await self.service.check_out(parsed, request.remote or "unknown")
+        proxies = clientip.networks(self.service.settings.trusted_proxies)
+        checkin = await self.service.check_out(parsed, clientip.client_ip(request, proxies))
         duration = (checkin.checked_out_at or checkin.created_at) - checkin.created_at
         result = {
             "checkin_id": checkin.id,

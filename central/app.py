@@ -6,6 +6,7 @@ import asyncio
 import collections.abc
 import contextlib
 import logging
+import ssl
 
 from aiohttp import web
 
@@ -77,16 +78,23 @@ def build(
 def serve(settings: settings_mod.CentralSettings) -> None:
     app = build(settings)
     log.info(
-        "central on http://%s:%d (public %s), broker %s",
+        "central on %s://%s:%d (public %s), broker %s",
+        "https" if settings.http_tls_cert else "http",
         settings.http_host,
         settings.http_port,
         settings.public_url,
         settings.mqtt_url,
     )
+    context = None
+    if settings.http_tls_cert is not None and settings.http_tls_key is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(str(settings.http_tls_cert), str(settings.http_tls_key))
     web.run_app(
         app,
         host=settings.http_host,
         port=settings.http_port,
+        ssl_context=context,
         print=None,
         access_log=None,
         shutdown_timeout=5,

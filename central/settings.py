@@ -26,6 +26,9 @@ class CentralSettings(tomlsettings.EnvOverTomlSettings):
     database_url: str | None = pydantic.Field(None, pattern=r"^postgres(ql)?://")
     http_host: str = "127.0.0.1"
     http_port: int = pydantic.Field(8080, ge=0, le=65535)
+    http_tls_cert: pathlib.Path | None = None
+    http_tls_key: pathlib.Path | None = None
+    trusted_proxies: list[str] = pydantic.Field(default_factory=list)
     public_url: str = pydantic.Field(
         "http://127.0.0.1:8080", pattern=r"^https?://[^\s/]+(/[^\s]*)?$"
     )
@@ -58,6 +61,22 @@ class CentralSettings(tomlsettings.EnvOverTomlSettings):
     campus_networks: dict[str, list[str]] = pydantic.Field(default_factory=dict)
     verify_link_ttl_days: float = pydantic.Field(30, gt=0, le=3650)
     log_level: typing.Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @pydantic.field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for subnet in value:
+            try:
+                ipaddress.ip_network(subnet, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{subnet!r} is not an address or subnet (CIDR)") from exc
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _tls_pair(self) -> CentralSettings:
+        if (self.http_tls_cert is None) != (self.http_tls_key is None):
+            raise ValueError("http_tls_cert and http_tls_key go together")
+        return self
 
     @pydantic.field_validator("campus_networks")
     @classmethod

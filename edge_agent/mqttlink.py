@@ -56,15 +56,21 @@ class Client(aiomqtt.Client):
         return self._reasons.pop(info.mid, 0)
 
 
+def tls_context_for(b: bundle_mod.Bundle, state_dir: pathlib.Path) -> ssl.SSLContext:
+    """With a CA in the bundle, trust that CA only (pinned): a certificate from any public CA
+    for the broker's name is refused. Without one, the system's CAs."""
+    if not b.mqtt_ca:
+        return ssl.create_default_context()
+    ca_file = state_dir / "broker-ca.pem"
+    ca_file.write_text(b.mqtt_ca)
+    return ssl.create_default_context(cafile=str(ca_file))
+
+
 def client(b: bundle_mod.Bundle, state_dir: pathlib.Path, keepalive_s: int) -> Client:
     """An MQTT v5 client with a persistent session and the retained `offline` will."""
     tls_context = None
     if b.tls:
-        tls_context = ssl.create_default_context()
-        if b.mqtt_ca:
-            ca_file = state_dir / "broker-ca.pem"
-            ca_file.write_text(b.mqtt_ca)
-            tls_context.load_verify_locations(cafile=str(ca_file))
+        tls_context = tls_context_for(b, state_dir)
     connect_properties = paho.mqtt.properties.Properties(paho.mqtt.packettypes.PacketTypes.CONNECT)
     connect_properties.SessionExpiryInterval = SESSION_EXPIRY_S
     return Client(

@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -31,9 +32,12 @@ def wait_for(predicate: typing.Callable[[], typing.Any], timeout: float, what: s
 class Http:
     """A tiny JSON client (urllib) so that tests exercise the real server over TCP."""
 
-    def __init__(self, base: str, token: str | None = None) -> None:
+    def __init__(
+        self, base: str, token: str | None = None, context: ssl.SSLContext | None = None
+    ) -> None:
         self.base = base.rstrip("/")
         self.token = token
+        self.context = context
 
     def request(
         self,
@@ -50,7 +54,7 @@ class Http:
             self.base + path, data=data, method=method, headers=all_headers
         )
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10, context=self.context) as response:
                 raw = response.read()
                 status, response_headers = response.status, dict(response.headers)
         except urllib.error.HTTPError as error:
@@ -71,6 +75,8 @@ class Central:
         self.config = workdir / "central.toml"
         self.log = workdir / "central.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.scheme = "http"
+        self.context: ssl.SSLContext | None = None
         workdir.mkdir(parents=True, exist_ok=True)
         self.config.write_text(
             f'data_dir = "{workdir / "data"}"\nhttp_host = "127.0.0.1"\n'
@@ -80,7 +86,14 @@ class Central:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def serve_https(self, cert: pathlib.Path, key: pathlib.Path, ca: pathlib.Path) -> None:
+        """Central's own HTTPS listener; clients trust `ca`."""
+        with self.config.open("a") as config:
+            config.write(f'http_tls_cert = "{cert}"\nhttp_tls_key = "{key}"\n')
+        self.scheme = "https"
+        self.context = ssl.create_default_context(cafile=str(ca))
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -133,7 +146,9 @@ class Central:
         if self.process.poll() is not None:
             raise AssertionError(f"central exited: {self.log.read_text()[-2000:]}")
         try:
-            with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
+            with urllib.request.urlopen(
+                self.url + "/healthz", timeout=1, context=self.context
+            ) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False

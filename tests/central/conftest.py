@@ -178,8 +178,17 @@ def clock() -> clock_mod.Clock | None:
 
 
 @pytest.fixture()
+def central_overrides() -> dict[str, typing.Any]:
+    """Extra central settings; a test module overrides this fixture to change them."""
+    return {}
+
+
+@pytest.fixture()
 async def central(
-    tmp_path: pathlib.Path, broker: broker_mod.Broker, clock: clock_mod.Clock | None
+    tmp_path: pathlib.Path,
+    broker: broker_mod.Broker,
+    clock: clock_mod.Clock | None,
+    central_overrides: dict[str, typing.Any],
 ) -> collections.abc.AsyncIterator[Central]:
     port = broker_mod.free_port()
     unique = uuid.uuid4().hex[:10]
@@ -193,6 +202,7 @@ async def central(
         mqtt_share_group=f"g{unique}",
         otp_attempts_per_minute=3,
         profile_learn_proofs=3,
+        **central_overrides,
     )
     app = app_mod.build(settings, clock=clock)
     server = test_utils.TestServer(app, host="127.0.0.1", port=port)

@@ -1,10 +1,12 @@
-"""The same room over mqtts:// with per-account passwords: central and agent verify the broker."""
+"""The same room over mqtts:// with per-account passwords (central and agent verify the
+broker), and central's own HTTP API over HTTPS."""
 
 from __future__ import annotations
 
 import pathlib
 import shutil
 import subprocess
+import urllib.error
 
 import pytest
 
@@ -39,6 +41,7 @@ def test_room_over_tls_with_passwords(tmp_path: pathlib.Path) -> None:
                 f'mqtt_ca = "{certs.ca}"\ndevice_mqtt_username = "pi-a101"\n'
                 'device_mqtt_password = "device-secret"\n'
             )
+        central.serve_https(certs.cert, certs.key, certs.ca)
         bundle = tmp_path / "bundle.toml"
         token = central.provision(bundle)
         assert "BEGIN CERTIFICATE" in bundle.read_text()
@@ -48,7 +51,10 @@ def test_room_over_tls_with_passwords(tmp_path: pathlib.Path) -> None:
         central.start()
         agent.start()
         try:
-            admin = system.Http(central.url, token)
+            admin = system.Http(central.url, token, central.context)
+            assert central.url.startswith("https://")
+            with pytest.raises(urllib.error.URLError):  # only the pinned CA is trusted
+                system.Http(central.url).request("GET", "/healthz")
 
             def delivered() -> bool:
                 _, body, _ = admin.request("GET", "/api/v1/devices")
