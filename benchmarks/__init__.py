@@ -1,0 +1,1 @@
+"""Benchmarks of the DESIGN §5 targets: one command each, run.py for all (docs/performance.md)."""
