@@ -364,6 +364,8 @@ class Api:
                 400, "invalid_request", "radius_m must be 0..100000", {"field": "radius_m"}
             )
         await self.db.update_room(site, name, lat, lon, float(radius))
+        if self.bridge is not None:
+            self.bridge.forget_room(site, name)
         updated = await self.db.get_room(site, name)
         assert updated is not None
         return web.json_response({"room": dataclasses.asdict(updated)})

@@ -37,6 +37,8 @@ from edge_agent.protocol import topics
 log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 24 * 3600
 TELEMETRY_MAX_BYTES = 16 * 1024
+PIPELINE_WINDOW = 64
+ROOM_CACHE_S = 5.0
 
 
 class StoreUnavailable(Exception):
@@ -56,6 +58,8 @@ class Bridge:
         self.clock = clock or clock_mod.SystemClock()
         self.metrics = metrics_ or metrics.Metrics()
         self.telemetry: dict[tuple[str, str], dict[str, typing.Any]] = {}
+        self.open_alerts: set[tuple[str, str, str]] = set()
+        self._rooms: dict[tuple[str, str], tuple[float, store.Room | None]] = {}
         self.settings = settings
         self.db = db
         self.keys = keys
@@ -104,10 +108,7 @@ class Bridge:
                     log.info("connected to the broker at %s", self.settings.mqtt_url)
                     for kind in ("proof", "status", "enroll", "telemetry"):
                         await client.subscribe(topics.shared(group, kind), qos=1)
-                    async for message in client.messages:
-                        await self.handle(str(message.topic), _payload(message.payload))
-                        if message.qos > 0:
-                            client._client.ack(message.mid, message.qos)
+                    await self._pipeline(client)
             except aiomqtt.MqttError as exc:
                 if self.connected or attempt == 0:
                     log.warning("broker unreachable (%s); retrying", exc)
@@ -121,6 +122,55 @@ class Bridge:
             attempt += 1
             ceiling = min(10.0, 0.5 * 2**attempt)
             await asyncio.sleep(random.uniform(ceiling / 2, ceiling))
+
+    async def _pipeline(self, client: aiomqtt.Client) -> None:
+        """Handle up to PIPELINE_WINDOW messages at once: one device's messages strictly in
+        order (its chain), different devices side by side (verification overlaps the store's
+        I/O). PUBACKs still go out in arrival order, each after its message was handled, as
+        MQTT requires."""
+        pending: asyncio.Queue[tuple[asyncio.Task[None], aiomqtt.Message]] = asyncio.Queue(
+            PIPELINE_WINDOW
+        )
+        last: dict[str, asyncio.Task[None]] = {}
+
+        async def acknowledge() -> None:
+            while True:
+                task, message = await pending.get()
+                await task  # StoreUnavailable ends the connection: the rest comes again
+                if message.qos > 0:
+                    client._client.ack(message.mid, message.qos)
+
+        async def read() -> None:
+            nonlocal last
+            async for message in client.messages:
+                topic = str(message.topic)
+                key = topic.rsplit("/", 1)[0]  # roomproof/v1/{site}/{device}
+                task = asyncio.create_task(
+                    self._after(last.get(key), topic, _payload(message.payload))
+                )
+                last[key] = task
+                if len(last) > 10_000:
+                    last = {k: t for k, t in last.items() if not t.done()}
+                await pending.put((task, message))  # waits while the window is full
+
+        reader = asyncio.create_task(read())
+        acker = asyncio.create_task(acknowledge())
+        try:
+            done, _ = await asyncio.wait({reader, acker}, return_when=asyncio.FIRST_COMPLETED)
+            for finished in done:
+                finished.result()  # MqttError from the reader, StoreUnavailable from the acker
+        finally:
+            leftovers = [reader, acker, *last.values()]
+            for task in leftovers:
+                task.cancel()
+            await asyncio.gather(*leftovers, return_exceptions=True)
+
+    async def _after(self, previous: asyncio.Task[None] | None, topic: str, payload: bytes) -> None:
+        if previous is not None:
+            await asyncio.wait({previous})  # its outcome is its own; only the order matters here
+            if previous.cancelled() or previous.exception() is not None:
+                raise StoreUnavailable("an earlier message of this device was not handled")
+        await self.handle(topic, payload)
 
     async def handle(self, topic: str, payload: bytes) -> None:
         """Dispatch one message; any failure is a counted rejection, never an exception."""
@@ -255,17 +305,48 @@ class Bridge:
 
     async def _raise(self, site: str, device: str, kind: str, reason: str, now: int) -> None:
         raised = await self.db.raise_alert(site, device, kind, reason, now)
+        self.open_alerts.add((site, device, kind))
         if raised is not None:
             self.hub.publish("alert", alert_json(raised, "raised"))
 
     async def _clear(self, site: str, device: str, kind: str, now: int) -> None:
+        """Most proofs clear nothing: ask the store only when an alert of that kind is open
+        (as this process last knew; refresh_open_alerts catches other processes' alerts)."""
+        if (site, device, kind) not in self.open_alerts:
+            return
+        self.open_alerts.discard((site, device, kind))
         for alert in await self.db.clear_alerts(site, device, kind, now):
             self.hub.publish("alert", alert_json(alert, "cleared"))
+
+    async def refresh_open_alerts(self) -> None:
+        found: set[tuple[str, str, str]] = set()
+        after = 0
+        while True:
+            page = await self.db.list_alerts(None, True, 1000, after)
+            found.update((a.site, a.device, a.kind) for a in page)
+            if len(page) < 1000:
+                break
+            after = page[-1].id
+        self.open_alerts = found
+
+    def forget_room(self, site: str, name: str) -> None:
+        self._rooms.pop((site, name), None)
+
+    async def _room(self, site: str, name: str) -> store.Room | None:
+        """Rooms change rarely (an admin moving a geofence): cached for ROOM_CACHE_S."""
+        cached = self._rooms.get((site, name))
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        room = await self.db.get_room(site, name)
+        if len(self._rooms) > 50_000:
+            self._rooms.clear()
+        self._rooms[(site, name)] = (time.monotonic() + ROOM_CACHE_S, room)
+        return room
 
     async def _judge(self, accepted: verifier.Accepted, now: int) -> store.ProofRow:
         """The room verdict of this proof; while the room's profile learns, it learns."""
         claims = accepted.claims
-        room = await self.db.get_room(claims.site, claims.room)
+        room = await self._room(claims.site, claims.room)
         profile = await self.db.get_profile(claims.site, claims.room)
         if profile is None:
             profile = environment.Profile(
@@ -302,34 +383,25 @@ class Bridge:
     async def _alerts(self, row: store.ProofRow, now: int) -> None:
         """A mismatch raises "displaced"; a verified proof clears it; any proof clears
         "offline"."""
-        changes: list[tuple[str, store.Alert]] = []
         if row.verdict == "mismatch":
-            raised = await self.db.raise_alert(
-                row.site, row.device, "displaced", "; ".join(row.reasons) or "mismatch", now
-            )
-            if raised is not None:
-                changes.append(("raised", raised))
+            reason = "; ".join(row.reasons) or "mismatch"
+            await self._raise(row.site, row.device, "displaced", reason, now)
         elif row.verdict == "verified":
-            changes += [
-                ("cleared", a)
-                for a in await self.db.clear_alerts(row.site, row.device, "displaced", now)
-            ]
-        changes += [
-            ("cleared", a) for a in await self.db.clear_alerts(row.site, row.device, "offline", now)
-        ]
-        for change, alert in changes:
-            self.hub.publish("alert", alert_json(alert, change))
+            await self._clear(row.site, row.device, "displaced", now)
+        await self._clear(row.site, row.device, "offline", now)
 
     async def watch_silence(self, every_s: float = 10.0) -> None:
         """Raises an "offline" alert for each device that stopped sending proofs."""
         grace_ms = int(self.settings.offline_grace_s * 1000)
         while True:
+            await self.refresh_open_alerts()
             now = self.clock.now_ms()
             for device in await self.db.silent_devices(now, grace_ms):
                 silent_s = (now - (device.last_proof_at or now)) / 1000
                 raised = await self.db.raise_alert(
                     device.site, device.device, "offline", f"no proof for {silent_s:.0f} s", now
                 )
+                self.open_alerts.add((device.site, device.device, "offline"))
                 if raised is not None:
                     log.warning(
                         "device %s/%s offline: %s", device.site, device.device, raised.reason

@@ -227,8 +227,7 @@ class CheckinService:
             )
         on_roster = None
         if occurrence is not None:
-            roster = await self.db.roster(device.site, occurrence.session.course)
-            on_roster = student_id in roster
+            on_roster = await self.db.on_roster(device.site, occurrence.session.course, student_id)
         others = await self.db.browser_students(
             browser,
             student_id,

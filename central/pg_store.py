@@ -742,7 +742,7 @@ class PgStore:
             new.session_id,
             new.session_date,
         )
-        fields = dataclasses.asdict(new)
+        fields = {f.name: getattr(new, f.name) for f in dataclasses.fields(new)}  # shallow
         fields.pop("browser")
         return store.Checkin(id=new_id, **fields)
 
@@ -877,6 +877,15 @@ class PgStore:
             course,
         )
         return [row[0] for row in rows]
+
+    async def on_roster(self, site: str, course: str, student_id: str) -> bool:
+        row = await self._one(
+            "SELECT 1 FROM enrolments WHERE site = $1 AND course = $2 AND student_id = $3",
+            site,
+            course,
+            student_id,
+        )
+        return row is not None
 
     async def courses_of(self, site: str, student_id: str) -> list[str]:
         rows = await self._all(

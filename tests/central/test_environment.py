@@ -49,11 +49,13 @@ async def test_right_room_verified_other_site_mismatch(
         "bu353s4.log",
     )
     assert room_env["wifi"] and room_env["gps"] and elsewhere["wifi"]
-    await central.db.db.execute(
-        "UPDATE rooms SET lat = 44.0688, lon = -121.3142, radius_m = 50 WHERE room = ?",
-        (central.room,),
+    status, body = await central.request(
+        "PATCH",
+        f"/api/v1/rooms/{central.site}/{central.room}",
+        {"lat": 44.0688, "lon": -121.3142, "radius_m": 50},
+        token=central.admin_token,
     )
-    await central.db.db.commit()
+    assert status == 200, body
 
     async def send(env: dict) -> dict[str, typing.Any]:
         seq = device.seq + 1
