@@ -366,6 +366,7 @@ class Api:
         await self.db.update_room(site, name, lat, lon, float(radius))
         if self.bridge is not None:
             self.bridge.forget_room(site, name)
+        self.service.rooms.forget((site, name))
         updated = await self.db.get_room(site, name)
         assert updated is not None
         return web.json_response({"room": dataclasses.asdict(updated)})

@@ -181,6 +181,7 @@ class AttendanceApi:
                 404, "unknown_students", "these students do not exist", {"students": unknown[:50]}
             )
         await self.db.set_roster(course.site, course.course, students)
+        self.service.rosters.clear()
         roster = await self.db.roster(course.site, course.course)
         return web.json_response({"course": course.course, "students": roster})
 
@@ -236,6 +237,7 @@ class AttendanceApi:
         except timetable.TimetableError as exc:
             raise errors.ApiError(400, "invalid_request", str(exc), {"field": exc.field}) from exc
         session = await self.db.add_session(session)
+        self.service.sessions.clear()
         return web.json_response({"session": session_json(session)}, status=201)
 
     async def sessions(self, request: web.Request) -> web.Response:

@@ -50,22 +50,34 @@ class Row:
         }
 
 
+async def room_sessions(db: store.Store, site: str, room: str) -> list[timetable.Session]:
+    found: list[timetable.Session] = []
+    after = 0
+    while True:
+        page = await db.list_sessions(site, None, room, 500, after)
+        found += page
+        if len(page) < 500:
+            return found
+        after = page[-1].id
+
+
+def running_of(
+    sessions: list[timetable.Session], now_ms: int, opens_before_ms: int
+) -> timetable.Occurrence | None:
+    """The occurrence open for check-in now among a room's sessions (the earliest if several)."""
+    found = [
+        item
+        for item in (timetable.running(s, now_ms, opens_before_ms) for s in sessions)
+        if item is not None
+    ]
+    return min(found, key=lambda o: (o.start_ms, o.session.id)) if found else None
+
+
 async def running(
     db: store.Store, site: str, room: str, now_ms: int, opens_before_ms: int
 ) -> timetable.Occurrence | None:
     """The session occurrence open for check-in in this room now (the earliest if several)."""
-    found: list[timetable.Occurrence] = []
-    after = 0
-    while True:
-        page = await db.list_sessions(site, None, room, 500, after)
-        for session in page:
-            item = timetable.running(session, now_ms, opens_before_ms)
-            if item is not None:
-                found.append(item)
-        if len(page) < 500:
-            break
-        after = page[-1].id
-    return min(found, key=lambda o: (o.start_ms, o.session.id)) if found else None
+    return running_of(await room_sessions(db, site, room), now_ms, opens_before_ms)
 
 
 async def checkout_target(

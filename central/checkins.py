@@ -10,6 +10,7 @@ import collections
 import dataclasses
 import re
 import secrets
+import time
 import typing
 
 from central import attendance
@@ -21,6 +22,7 @@ from central import settings as settings_mod
 from central import store
 from central import students
 from central import timetable
+from central import ttlcache
 from edge_agent.protocol import names
 from edge_agent.protocol import qrtoken
 from edge_agent.protocol import slots
@@ -29,6 +31,7 @@ from edge_agent.protocol import totp
 BOUNDARY_GRACE_MS = 2000
 BROWSER_ID = re.compile(r"[A-Za-z0-9_-]{22,64}")
 SAME_BROWSER_WINDOW_MS = 3600_000
+CREDENTIAL_RECHECK_S = 5.0
 VERDICT_SEVERITY = {"verified": 0, "weak": 1, "mismatch": 2}
 
 
@@ -141,6 +144,18 @@ class CheckinService:
             keys.credential_secret, settings.credential_ttl_days * 86400
         )
         self.otp_limiter = RateLimiter(settings.otp_attempts_per_minute)
+        # Hot-path caches (per process): a device's head state may be 1 s old, rooms,
+        # sessions and rosters 5 s (an admin's change in this process forgets them at once).
+        self.devices: ttlcache.TTLCache[tuple[str, str], store.Device | None] = ttlcache.TTLCache(
+            1.0
+        )
+        self.rooms: ttlcache.TTLCache[tuple[str, str], store.Room | None] = ttlcache.TTLCache(5.0)
+        self.sessions: ttlcache.TTLCache[tuple[str, str], list[timetable.Session]] = (
+            ttlcache.TTLCache(5.0)
+        )
+        self.rosters: ttlcache.TTLCache[tuple[str, str, str], bool] = ttlcache.TTLCache(5.0)
+        self._slot_proofs: dict[tuple[str, str, int], store.ProofRow] = {}
+        self._credentials: dict[str, float] = {}
 
     async def check_in(self, request: Request, client_ip: str, now_ms: int | None = None) -> Result:
         now_ms = self.clock.now_ms() if now_ms is None else now_ms
@@ -156,8 +171,12 @@ class CheckinService:
         if device.site != site:
             raise errors.ApiError(403, "wrong_site", "this student belongs to another site")
         browser = request.browser or secrets.token_urlsafe(24)
-        occurrence = await attendance.running(
-            self.db, device.site, device.room, now_ms, self.settings.checkin_opens_min * 60_000
+        sessions = await self.sessions.get(
+            (device.site, device.room),
+            lambda: attendance.room_sessions(self.db, device.site, device.room),
+        )
+        occurrence = attendance.running_of(
+            sessions, now_ms, self.settings.checkin_opens_min * 60_000
         )
         facts = await self._facts(
             request, device, student_id, slot, age, method, client_ip, browser, occurrence, now_ms
@@ -215,8 +234,10 @@ class CheckinService:
         occurrence: timetable.Occurrence | None,
         now_ms: int,
     ) -> policy.Facts:
-        proof = await self.db.proof_for_slot(device.site, device.device, slot)
-        room = await self.db.get_room(device.site, device.room)
+        proof = await self._slot_proof(device, slot)
+        room = await self.rooms.get(
+            (device.site, device.room), lambda: self.db.get_room(device.site, device.room)
+        )
         band = None
         if request.geo is not None:
             band = policy.geo_band(
@@ -227,7 +248,11 @@ class CheckinService:
             )
         on_roster = None
         if occurrence is not None:
-            on_roster = await self.db.on_roster(device.site, occurrence.session.course, student_id)
+            course = occurrence.session.course
+            on_roster = await self.rosters.get(
+                (device.site, course, student_id),
+                lambda: self.db.on_roster(device.site, course, student_id),
+            )
         others = await self.db.browser_students(
             browser,
             student_id,
@@ -285,7 +310,9 @@ class CheckinService:
             token = qrtoken.parse(text)
         except qrtoken.TokenError as exc:
             raise errors.ApiError(400, "invalid_token", str(exc), {"field": "token"}) from exc
-        device = await self.db.get_device(token.site, token.device)
+        device = await self.devices.get(
+            (token.site, token.device), lambda: self.db.get_device(token.site, token.device)
+        )
         if device is None or device.ed25519 is None:
             raise errors.ApiError(404, "unknown_device", "this code belongs to no enrolled device")
         if not qrtoken.verify(
@@ -347,7 +374,7 @@ class CheckinService:
         """(student_id, site, whether the student signed in with a PIN)."""
         if request.credential is not None and not (request.student_id and request.pin):
             credential = self.credentials.read(request.credential)
-            if credential is None or not await self.db.credential_active(credential.id, now_ms):
+            if credential is None or not await self._credential_active(credential.id, now_ms):
                 raise errors.ApiError(
                     401, "bad_credentials", "this browser's sign-in expired; enter your id and PIN"
                 )
@@ -359,6 +386,33 @@ class CheckinService:
         if not await students.verify_pin(self.db, site, request.student_id, request.pin):
             raise errors.ApiError(401, "bad_credentials", "unknown student id or wrong PIN")
         return request.student_id, site, True
+
+    async def _slot_proof(self, device: store.Device, slot: int) -> store.ProofRow | None:
+        """A stored proof never changes: remembered once found (not while still missing)."""
+        key = (device.site, device.device, slot)
+        found = self._slot_proofs.get(key)
+        if found is None:
+            found = await self.db.proof_for_slot(device.site, device.device, slot)
+            if found is not None:
+                if len(self._slot_proofs) > 20_000:
+                    self._slot_proofs.clear()
+                self._slot_proofs[key] = found
+        return found
+
+    async def _credential_active(self, credential_id: str, now_ms: int) -> bool:
+        """Active credentials are re-checked at most every CREDENTIAL_RECHECK_S seconds: a
+        revocation takes effect within that time."""
+        checked = self._credentials.get(credential_id)
+        if checked is not None and time.monotonic() - checked < CREDENTIAL_RECHECK_S:
+            return True
+        active = await self.db.credential_active(credential_id, now_ms)
+        if active:
+            if len(self._credentials) > 200_000:
+                self._credentials.clear()
+            self._credentials[credential_id] = time.monotonic()
+        else:
+            self._credentials.pop(credential_id, None)
+        return active
 
     async def _remember_browser(self, site: str, student_id: str, now_ms: int) -> str:
         """A credential for the fast path, issued only after a successful PIN check-in."""
