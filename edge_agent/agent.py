@@ -45,6 +45,7 @@ STORAGE_ERRORS = (sqlite3.Error, OSError)
 DISPLAY_STALE_S = 5.0
 HEALTH_EVERY_S = 2.0
 METRICS_EVERY_S = 5.0
+PREPARE_AHEAD_MS = 300  # render + encode of a full-HD frame takes ~40 ms on a Pi 4
 
 
 class Room:
@@ -290,26 +291,39 @@ class Agent:
         for sink in self.sinks:
             if isinstance(sink, sinks.FramebufferSink):
                 width, height = sink.width, sink.height
+        at = self.clock.now_ms()  # the first frame at once, then one per whole second
         while True:
-            now = self.clock.now_ms()
-            content = self.room.content(now, self.status_line(), self.showing_tokens)
+            content = self.room.content(at, self.status_line(), self.showing_tokens)
             image = await asyncio.to_thread(frame.render, content, width, height)
+            prepared = []
             for sink in self.sinks:
-                name = type(sink).__name__
                 try:
-                    await sink.show(image, content)
+                    prepared.append((sink, await sink.prepare(image, content)))
                 except OSError as exc:
-                    if name not in self.failing_sinks:
-                        log.warning("display sink %s failed: %s; retrying each frame", name, exc)
-                    self.failing_sinks.add(name)
+                    self._sink_failed(sink, exc)
+            # Rendered ahead: the frame goes on screen at its second (the slot boundary is
+            # one), not a render and an encode later.
+            await asyncio.sleep(max(0.0, (at - self.clock.now_ms()) / 1000))
+            for sink, data in prepared:
+                try:
+                    await sink.commit(data)
+                except OSError as exc:
+                    self._sink_failed(sink, exc)
                 else:
                     self.last_frame_at = time.monotonic()
+                    name = type(sink).__name__
                     if name in self.failing_sinks:
                         log.info("display sink %s works again", name)
                     self.failing_sinks.discard(name)
-            # Wake at the next whole second of the countdown, which includes the slot boundary.
-            after = self.clock.now_ms()
-            await asyncio.sleep((1000 - (after % 1000)) / 1000 + 0.002)
+            # Prepare the next whole second's frame PREPARE_AHEAD_MS before it is due.
+            at = (self.clock.now_ms() // 1000 + 1) * 1000
+            await asyncio.sleep(max(0.0, (at - PREPARE_AHEAD_MS - self.clock.now_ms()) / 1000))
+
+    def _sink_failed(self, sink: sinks.Sink, exc: OSError) -> None:
+        name = type(sink).__name__
+        if name not in self.failing_sinks:
+            log.warning("display sink %s failed: %s; retrying each frame", name, exc)
+        self.failing_sinks.add(name)
 
     # -- health (systemd) ------------------------------------------------------------------
     def health_problem(self) -> str | None:

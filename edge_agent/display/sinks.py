@@ -19,6 +19,13 @@ log = logging.getLogger(__name__)
 
 
 class Sink(typing.Protocol):
+    """`prepare` does the slow part (encoding, pixel packing) ahead of time; `commit` only
+    puts the prepared frame on screen, so a new QR appears right at the slot boundary."""
+
+    async def prepare(self, image: Image.Image, content: frame.Content) -> typing.Any: ...
+
+    async def commit(self, prepared: typing.Any) -> None: ...
+
     async def show(self, image: Image.Image, content: frame.Content) -> None: ...
 
     async def close(self) -> None: ...
@@ -48,9 +55,14 @@ class PngSink:
             pathlib.Path(temporary).unlink(missing_ok=True)
             raise
 
+    async def prepare(self, image: Image.Image, content: frame.Content) -> bytes:
+        return await asyncio.to_thread(encode_png, image)
+
+    async def commit(self, prepared: bytes) -> None:
+        await asyncio.to_thread(self._write, prepared)
+
     async def show(self, image: Image.Image, content: frame.Content) -> None:
-        data = await asyncio.to_thread(encode_png, image)
-        await asyncio.to_thread(self._write, data)
+        await self.commit(await self.prepare(image, content))
 
     async def close(self) -> None:
         return None
@@ -110,9 +122,14 @@ class FramebufferSink:
         with self.device.open("r+b") as out:
             out.write(data)
 
+    async def prepare(self, image: Image.Image, content: frame.Content) -> bytes:
+        return await asyncio.to_thread(self.pixels, image)
+
+    async def commit(self, prepared: bytes) -> None:
+        await asyncio.to_thread(self._write, prepared)
+
     async def show(self, image: Image.Image, content: frame.Content) -> None:
-        data = await asyncio.to_thread(self.pixels, image)
-        await asyncio.to_thread(self._write, data)
+        await self.commit(await self.prepare(image, content))
 
     async def close(self) -> None:
         return None

@@ -50,10 +50,11 @@ class WebSink:
             headers={"Cache-Control": "no-store"},
         )
 
-    async def show(self, image: Image.Image, content: frame.Content) -> None:
-        self._png = await asyncio.to_thread(sinks.encode_png, image)
-        self._state = {
-            "n": int(self._state["n"]) + 1,  # type: ignore[call-overload]
+    async def prepare(
+        self, image: Image.Image, content: frame.Content
+    ) -> tuple[bytes, dict[str, object]]:
+        png = await asyncio.to_thread(sinks.encode_png, image)
+        state: dict[str, object] = {
             "slot": content.slot,
             "url": content.url,
             "code": content.code,
@@ -61,6 +62,15 @@ class WebSink:
             "seconds_left": round(content.seconds_left, 3),
             "status": content.status,
         }
+        return png, state
+
+    async def commit(self, prepared: tuple[bytes, dict[str, object]]) -> None:
+        png, state = prepared
+        self._png = png
+        self._state = {"n": int(self._state["n"]) + 1, **state}  # type: ignore[call-overload]
+
+    async def show(self, image: Image.Image, content: frame.Content) -> None:
+        await self.commit(await self.prepare(image, content))
 
     async def close(self) -> None:
         if self._runner is not None:
