@@ -15,6 +15,7 @@ from edge_agent import bootdrop
 from edge_agent import bundle as bundle_mod
 from edge_agent import keystore
 from edge_agent import logsetup
+from edge_agent import memory
 from edge_agent import settings as settings_mod
 from edge_agent import status
 from edge_agent import survey
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _run(args: argparse.Namespace, settings: settings_mod.AgentSettings) -> None:
+    memory.tune_malloc()
     agent = agent_mod.Agent(args.config, args.state_dir, settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -30,7 +30,6 @@ from edge_agent import settings as settings_mod
 from edge_agent import timesource
 from edge_agent.display import frame
 from edge_agent.display import sinks
-from edge_agent.display import web
 from edge_agent.protocol import b64
 from edge_agent.protocol import proof
 from edge_agent.protocol import qrtoken
@@ -116,6 +115,9 @@ def make_sinks(settings: settings_mod.AgentSettings, state_dir: pathlib.Path) ->
                 )
             )
         else:
+            # Imported only when configured: aiohttp costs a Pi about 12 MiB of RSS.
+            from edge_agent.display import web
+
             made.append(web.WebSink(settings.web_host, settings.web_port))
     return made
 
@@ -160,7 +162,7 @@ class Agent:
         if self.enrollment.enrolled:
             self.enrolled.set()
         for sink in self.sinks:
-            if isinstance(sink, web.WebSink):
+            if isinstance(sink, sinks.ServedSink):
                 await sink.start()
                 log.info("room screen page on http://%s:%d/", sink.host, sink.port)
         self.depth = sum((await asyncio.to_thread(self.outbox.depth)).values())

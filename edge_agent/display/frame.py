@@ -49,9 +49,10 @@ def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.Im
     return ImageFont.load_default(size=size)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)
 def qr_image(url: str, side: int) -> Image.Image:
-    """The QR at the largest integer module scale that fits `side`, centred on white."""
+    """The QR at the largest integer module scale that fits `side`, centred on white; kept
+    in mode L (a third of RGB's memory) for the current and the next slot."""
     code = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, border=4)
     code.add_data(url)
     code.make(fit=True)
@@ -64,7 +65,7 @@ def qr_image(url: str, side: int) -> Image.Image:
     canvas = Image.new("L", (side, side), 255)
     offset = (side - big.width) // 2
     canvas.paste(big, (offset, offset))
-    return canvas.convert("RGB")
+    return canvas
 
 
 def _fit(

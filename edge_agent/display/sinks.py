@@ -31,6 +31,16 @@ class Sink(typing.Protocol):
     async def close(self) -> None: ...
 
 
+@typing.runtime_checkable
+class ServedSink(Sink, typing.Protocol):
+    """A sink with its own server (the kiosk web page), started by the agent."""
+
+    host: str
+    port: int
+
+    async def start(self) -> None: ...
+
+
 def encode_png(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG", compress_level=1)
