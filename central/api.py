@@ -172,10 +172,7 @@ class Api:
         return web.Response(text=page, content_type="text/html", headers=_page_headers())
 
     async def post_checkin(self, request: web.Request) -> web.Response:
-        try:
-            data = await request.json()
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise errors.ApiError(400, "invalid_json", "body must be JSON") from exc
+        data = await params.json_object(request)
         parsed = checkins.Request.parse(
             data, request.cookies.get(COOKIE), request.cookies.get(BROWSER_COOKIE)
         )
@@ -377,11 +374,8 @@ class Api:
         site, room = request.match_info["site"], request.match_info["room"]
         if not names.is_valid(site) or not names.is_valid(room):
             raise errors.ApiError(404, "not_found", "no such room")
-        try:
-            body = await request.json()
-        except ValueError as exc:
-            raise errors.ApiError(400, "invalid_json", "body must be JSON") from exc
-        if not isinstance(body, dict) or body.get("action") not in ("confirm", "relearn"):
+        body = await params.json_object(request)
+        if body.get("action") not in ("confirm", "relearn"):
             raise errors.ApiError(
                 400, "invalid_request", "action must be confirm or relearn", {"field": "action"}
             )

@@ -312,7 +312,7 @@ class AttendanceApi:
         body = await params.json_object(request)
         _unknown(body, {"status", "note"})
         status = body.get("status")
-        if status not in attendance.TEACHER_STATUSES:
+        if not isinstance(status, str) or status not in attendance.TEACHER_STATUSES:
             raise errors.ApiError(
                 400,
                 "invalid_request",

@@ -204,10 +204,10 @@ class Bridge:
                 raise ValueError("oversize")
             data = json.loads(payload)
             depth = data["outbox_depth"]
-            proofs = int(depth.get("proof", 0))
-            if not isinstance(data, dict) or proofs < 0:
+            proofs = depth.get("proof", 0)
+            if not isinstance(data, dict) or not isinstance(proofs, int) or not 0 <= proofs < 2**53:
                 raise ValueError("shape")
-        except (ValueError, TypeError, KeyError, AttributeError):
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError):
             await self._reject("bad_telemetry", topic, payload, "telemetry is not the agent's JSON")
             return
         if await self.db.get_device(where.site, where.device) is None:
@@ -215,7 +215,9 @@ class Bridge:
             return
         self.telemetry[(where.site, where.device)] = {
             "received_at": self.clock.now_ms(),
-            "outbox_depth": {str(k): int(v) for k, v in depth.items() if isinstance(v, int)},
+            "outbox_depth": {
+                str(k): v for k, v in depth.items() if isinstance(v, int) and 0 <= v < 2**53
+            },
             "uptime_s": data.get("uptime_s") if isinstance(data.get("uptime_s"), int) else None,
             "sensors": data.get("sensors") if isinstance(data.get("sensors"), dict) else {},
             "clock": data.get("clock") if isinstance(data.get("clock"), dict) else {},

@@ -75,7 +75,7 @@ def iso(ms: int | None) -> str | None:
 async def json_object(request: web.Request) -> dict[str, typing.Any]:
     try:
         body = await request.json()
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise errors.ApiError(400, "invalid_json", "body must be JSON") from exc
     if not isinstance(body, dict):
         raise errors.ApiError(400, "invalid_request", "body must be a JSON object")

@@ -39,7 +39,10 @@ class Geo:
         values = [data.get(key) for key in ("lat", "lon", "accuracy_m")]
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
             raise PolicyError("geo", "lat, lon and accuracy_m must be numbers")
-        lat, lon, accuracy = (float(v) for v in values)  # type: ignore[arg-type]
+        try:
+            lat, lon, accuracy = (float(v) for v in values)  # type: ignore[arg-type]
+        except OverflowError as exc:  # a JSON integer beyond any float
+            raise PolicyError("geo", "lat, lon or accuracy_m out of range") from exc
         if not (-90 <= lat <= 90 and -180 <= lon <= 180 and 0 <= accuracy <= 100_000):
             raise PolicyError("geo", "lat, lon or accuracy_m out of range")
         return cls(lat, lon, accuracy)

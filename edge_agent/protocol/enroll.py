@@ -68,7 +68,7 @@ def parse_request(payload: bytes) -> Request:
         raise EnrollError("enrollment request is too large")
     try:
         data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise EnrollError("enrollment request is not JSON") from exc
     expected = {"v", "site", "room", "device", "ed25519", "x25519", "nonce", "ts", "mac"}
     if not isinstance(data, dict) or set(data) != expected or data["v"] != 1:
@@ -132,7 +132,7 @@ def verify_reply(compact: str | bytes, central_public: bytes) -> dict[str, typin
         raise EnrollError("reply signature does not verify with central's key")
     try:
         data = json.loads(parsed.payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise EnrollError("reply payload is not JSON") from exc
     if not isinstance(data, dict) or data.get("v") != 1 or not isinstance(data.get("type"), str):
         raise EnrollError("reply payload has the wrong shape")

@@ -67,7 +67,7 @@ def parse(compact: str | bytes, max_bytes: int) -> Parsed:
         raise JWSError("malformed", f"JWS part is not base64url: {exc}") from exc
     try:
         header = json.loads(header_bytes)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise JWSError("bad_header", "JWS header is not JSON") from exc
     if not isinstance(header, dict) or set(header) - _HEADER_KEYS:
         raise JWSError("bad_header", "JWS header has unexpected members")

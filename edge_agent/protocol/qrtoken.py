@@ -62,7 +62,10 @@ def parse(text: str) -> Token:
         raise TokenError("token must be a non-empty string")
     if len(text) > MAX_URL_CHARS:
         raise TokenError(f"token is longer than {MAX_URL_CHARS} characters")
-    path = urllib.parse.urlsplit(text).path if "://" in text else text
+    try:
+        path = urllib.parse.urlsplit(text).path if "://" in text else text
+    except ValueError as exc:  # e.g. an unbalanced "[" in the host part
+        raise TokenError(f"not a valid URL: {exc}") from exc
     match = _PATH.search(path)
     if match is None or not path.endswith(match.group(0)):
         raise TokenError("not a roomproof check-in link (expected .../c/SITE/DEVICE/SLOT.SIG)")

@@ -20,12 +20,10 @@ import contextlib
 import dataclasses
 import datetime
 import json
-import math
 import pathlib
 import sqlite3
 import time
 import typing
-import urllib.parse
 import zoneinfo
 
 import hypothesis
@@ -375,42 +373,6 @@ def _code(reply: typing.Any) -> object:
     return reply.get("error", {}).get("code") if isinstance(reply, dict) else None
 
 
-def _beyond_float(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**1024
-
-
-def _bad_url(value: object) -> bool:
-    if not isinstance(value, str) or "://" not in value:
-        return False
-    try:
-        urllib.parse.urlsplit(value)
-    except ValueError:
-        return True
-    return False
-
-
-def known_bug(name: str, body: tuple[str, typing.Any]) -> bool:
-    """Bodies that hit a bug pinned by test_http_known_bugs (strict xfail), kept out of the
-    exploring property so that it goes on finding new ones. Narrow on purpose: delete a line
-    when its bug is fixed (its xfail then passes, and strict makes that fail the run)."""
-    kind, value = body
-    if kind == "raw":
-        try:
-            value = json.loads(value)
-        except (ValueError, RecursionError):
-            return False
-    if not isinstance(value, dict):
-        return False
-    if name in ("checkins", "checkouts"):
-        geo = value.get("geo")
-        if isinstance(geo, dict) and any(_beyond_float(v) for v in geo.values()):
-            return True
-        return _bad_url(value.get("token"))
-    if name == "attendance":
-        return isinstance(value.get("status"), list | dict)
-    return False
-
-
 @pytest.mark.parametrize("name", sorted(ENDPOINTS))
 def test_http_bodies(world: World, name: str) -> None:
     endpoint = ENDPOINTS[name]
@@ -418,7 +380,6 @@ def test_http_bodies(world: World, name: str) -> None:
     state = {"before": snapshot(db_path)}
 
     def check(body: tuple[str, typing.Any]) -> None:
-        hypothesis.assume(not known_bug(name, body))
         status, reply = _send(world, endpoint, body)
         after = snapshot(db_path)
         if 200 <= status < 300:
@@ -434,22 +395,7 @@ def test_http_bodies(world: World, name: str) -> None:
     assert genuine_status < 500, reply  # still answering after the fuzz
 
 
-def _xfail(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, raises=InternalError, reason=reason)
-
-
 _GEO = {"consent": True, "lat": 10**400, "lon": 0, "accuracy_m": 0}
-_GEO_BUG = (
-    "BUG: {} answers 500 when a geo number is an integer beyond float range: policy.Geo.parse "
-    "(central/policy.py, `float(v)`) raises OverflowError; minimal body {{'token': 'x', "
-    "'student_id': 's1', 'pin': '4711', 'geo': {{'consent': true, 'lat': 10**400, 'lon': 0, "
-    "'accuracy_m': 0}}}}"
-)
-_URL_BUG = (
-    "BUG: {} answers 500 for the token 'http://[/c/a/b/1.' + 'A' * 86: "
-    "CheckinService._by_token catches TokenError, but qrtoken.parse lets urlsplit's "
-    "ValueError ('Invalid IPv6 URL') escape"
-)
 _BAD_URL = "http://[/c/a/b/1." + "A" * 86
 
 
@@ -459,55 +405,37 @@ _BAD_URL = "http://[/c/a/b/1." + "A" * 86
         pytest.param(
             "checkins",
             {"token": "x", "student_id": "s1", "pin": "4711", "geo": _GEO},
-            marks=_xfail(_GEO_BUG.format("POST /api/v1/checkins")),
             id="checkins-geo",
         ),
         pytest.param(
             "checkouts",
             {"token": "x", "student_id": "s1", "pin": "4711", "geo": _GEO},
-            marks=_xfail(_GEO_BUG.format("POST /api/v1/checkouts")),
             id="checkouts-geo",
         ),
         pytest.param(
             "checkins",
             {"token": _BAD_URL, "student_id": "s1", "pin": "4711"},
-            marks=_xfail(_URL_BUG.format("POST /api/v1/checkins")),
             id="checkins-url",
         ),
         pytest.param(
             "checkouts",
             {"token": _BAD_URL, "student_id": "s1", "pin": "4711"},
-            marks=_xfail(_URL_BUG.format("POST /api/v1/checkouts")),
             id="checkouts-url",
         ),
         pytest.param(
             "attendance",
             {"status": []},
-            marks=_xfail(
-                "BUG: PUT /api/v1/sessions/{id}/attendance/{date}/{student} answers 500 for an "
-                "unhashable status, body {'status': []} (or {}): AttendanceApi.set_status "
-                "(central/api_attendance.py, `status not in attendance.TEACHER_STATUSES`, a "
-                "frozenset) raises TypeError"
-            ),
             id="attendance-status",
         ),
     ],
 )
-def test_http_known_bugs(world: World, name: str, body: dict[str, typing.Any]) -> None:
-    assert known_bug(name, ("json", body))
+def test_http_former_bugs(world: World, name: str, body: dict[str, typing.Any]) -> None:
     before = snapshot(world.central.settings.db_path)
     status, reply = _send(world, ENDPOINTS[name], ("json", body))
     check_error(status, reply, f"{name} {body!r}")
     assert not changed_tables(before, snapshot(world.central.settings.db_path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InternalError,
-    reason="BUG: every JSON endpoint answers 500 for a body of 3000 nested arrays ('[' * 3000): "
-    "aiohttp's request.json() raises RecursionError, which params.json_object, "
-    "Api.post_checkin and Api.profile_action do not catch (they catch ValueError)",
-)
 def test_http_deeply_nested_bodies(world: World) -> None:
     body = inputs.nested(3000).encode()
     failures = []
@@ -595,20 +523,6 @@ def _counted(world: World, kind: str, payload: bytes) -> set[int]:
     return {0} if same else {1}  # the bound device asking again gets its answer again
 
 
-def known_mqtt_bug(kind: str, payload: bytes) -> bool:
-    """Payloads of the bug pinned by test_mqtt_known_bugs, kept out of the exploring property
-    (delete when fixed): telemetry whose outbox_depth.proof is infinite or beyond float range."""
-    if kind != "telemetry":
-        return False
-    try:
-        proofs = json.loads(payload)["outbox_depth"]["proof"]
-    except (ValueError, TypeError, KeyError, IndexError, RecursionError):
-        return False
-    if isinstance(proofs, float):
-        return not math.isfinite(proofs)
-    return _beyond_float(proofs)
-
-
 def test_mqtt_payloads(world: World) -> None:
     central, device = world.central, world.device
     db_path = central.settings.db_path
@@ -626,7 +540,6 @@ def test_mqtt_payloads(world: World) -> None:
 
     def check(message: tuple[str, bytes]) -> None:
         kind, payload = message
-        hypothesis.assume(not known_mqtt_bug(kind, payload))
         previous = seen["counts"]
         world.run(central.publish(device.topic(kind), payload))
         # Central handles one message at a time, in order: once this barrier is counted
@@ -664,14 +577,6 @@ def test_mqtt_payloads(world: World) -> None:
     world.run(central_conftest.poll(accepted, 10, "the genuine proof after the fuzz"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InternalError,
-    reason="BUG: deeply nested JSON on MQTT is counted as `internal` by Bridge.handle: a proof "
-    "whose JWS header is 3000 nested arrays (jws.parse), an enrollment request b'[' * 2000 + "
-    "b']' * 2000 (enroll.parse_request), telemetry b'[' * 3000 + b']' * 3000 "
-    "(Bridge._telemetry's json.loads); expected malformed / enroll_malformed / bad_telemetry",
-)
 def test_mqtt_deeply_nested_payloads(world: World) -> None:
     central, device = world.central, world.device
     header = b64.encode(inputs.nested(3000).encode())
@@ -691,22 +596,12 @@ def test_mqtt_deeply_nested_payloads(world: World) -> None:
     counts = world.run(central_conftest.poll(counted, 10, "both rejections"))
     if counts.get("internal"):
         raise InternalError(f"counted as internal: {counts}")
-    assert all(counts.get(r) for r in ("malformed", "enroll_malformed", "bad_telemetry")), counts
+    assert all(counts.get(r) for r in ("bad_header", "enroll_malformed", "bad_telemetry")), counts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InternalError,
-    reason="BUG: telemetry {'outbox_depth': {'proof': 1e400}} (JSON for infinity) or "
-    "{'outbox_depth': {'proof': 10**400}} is counted as `internal`, not `bad_telemetry`: "
-    "Bridge._telemetry (central/bridge.py) raises OverflowError at "
-    "`proofs = int(depth.get('proof', 0))` for infinity, and in prometheus_client's "
-    "Gauge.set(float(value)) for the huge integer; neither is caught",
-)
-def test_mqtt_known_bugs(world: World) -> None:
+def test_mqtt_former_bugs(world: World) -> None:
     central, device = world.central, world.device
     payloads = [b'{"outbox_depth": {"proof": 1e400}}', _dumps({"outbox_depth": {"proof": 10**400}})]
-    assert all(known_mqtt_bug("telemetry", payload) for payload in payloads)
     total = sum(world.run(central.rejections()).values()) + len(payloads)
     for payload in payloads:
         world.run(central.publish(device.topic("telemetry"), payload))

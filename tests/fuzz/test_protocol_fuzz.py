@@ -185,13 +185,6 @@ def test_proof_decode_deeply_nested_payload(depth: int, kind: str) -> None:
         proof.decode(compact, max_bytes=1 << 20)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="BUG: jws.parse (edge_agent/protocol/jws.py, `header = json.loads(header_bytes)`) "
-    "only catches ValueError/UnicodeDecodeError; a header of 1000+ nested arrays raises "
-    "RecursionError out of jws.parse and proof.decode (central counts it as `internal`)",
-)
 @hypothesis.given(st.integers(min_value=1, max_value=5000), st.sampled_from(["[", "{"]))
 @hypothesis.example(depth=3000, kind="[")
 def test_jws_parse_deeply_nested_header(depth: int, kind: str) -> None:
@@ -256,13 +249,6 @@ def test_qrtoken_parse_path(text: str) -> None:
     assert qrtoken.parse(token.path) == token
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG: qrtoken.parse (edge_agent/protocol/qrtoken.py, `urllib.parse.urlsplit(text)`) "
-    "lets urlsplit's ValueError escape instead of TokenError, e.g. 'http://[/c/...' "
-    "('Invalid IPv6 URL'); POST /api/v1/checkins then answers 500",
-)
 @hypothesis.given(
     st.tuples(
         st.sampled_from(["http://", "https://", "x://", "://"]),
@@ -349,13 +335,6 @@ def test_enroll_parse_request(payload: bytes) -> None:
         assert not enroll.check_mac(request, _CODE) or (json.loads(payload) == json.loads(_REQUEST))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="BUG: enroll.parse_request (edge_agent/protocol/enroll.py, `data = json.loads(payload)`)"
-    " lets RecursionError escape for 1000+ nested arrays (b'[' * 3000 is 3 KB, under MAX_BYTES);"
-    " central counts it as `internal` instead of `enroll_malformed`",
-)
 @hypothesis.given(st.integers(min_value=1, max_value=2000), st.sampled_from(["[", "{"]))
 @hypothesis.example(depth=2000, kind="[")
 def test_enroll_parse_request_deeply_nested(depth: int, kind: str) -> None:
