@@ -49,6 +49,10 @@ def read_toml(path: pathlib.Path | None) -> dict[str, typing.Any]:
         raise ConfigError(f"{path}: is a directory, expected a TOML file") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: not UTF-8 text ({exc.reason})") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from exc
 
 
 def describe(exc: pydantic.ValidationError, source: str, env_prefix: str = "") -> str:
@@ -75,6 +79,13 @@ def load(
     **extra: typing.Any,
 ) -> SettingsT:
     data = {**read_toml(path), **extra}
+    # Keys are passed as keyword arguments: only declared settings, never pydantic-settings'
+    # own `_env_file`, `_cli_parse_args`, ... (which would change how settings are read).
+    unknown = sorted(key for key in data if key not in settings_cls.model_fields)
+    if unknown:
+        source = str(path) if path else "settings"
+        key = unknown[0][:80] if unknown[0][:80].isprintable() else repr(unknown[0][:80])
+        raise ConfigError(f"{source}: {key}: unknown setting")
     try:
         return settings_cls(**data)
     except pydantic.ValidationError as exc:

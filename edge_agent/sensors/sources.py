@@ -8,6 +8,7 @@ gps_source  = gpsd://HOST:PORT | serial:DEVICE[?baud=N] | replay:PATH[?speed=N] 
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 import re
 import typing
@@ -19,6 +20,9 @@ KINDS = {
     "gps": ("gpsd", "serial", "replay"),
 }
 _IFACE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
+
+
+OPTION_MAX = {"speed": 1000.0, "baud": 4_000_000.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,10 +67,16 @@ def parse(sensor: str, text: str) -> Spec | None:
         raise ValueError(f"{text!r}: unknown option(s) {sorted(unknown)}")
     for key in options:
         try:
-            if float(options[key]) <= 0:
+            value = float(options[key])
+            if not (math.isfinite(value) and 0 < value <= OPTION_MAX[key]):
+                raise ValueError
+            if key == "baud" and value != int(value):
                 raise ValueError
         except ValueError as exc:
-            raise ValueError(f"{text!r}: {key} must be a positive number") from exc
+            raise ValueError(
+                f"{text!r}: {key} must be a number in (0, {OPTION_MAX[key]:g}]"
+                + (" and whole" if key == "baud" else "")
+            ) from exc
     if not target:
         raise ValueError(f"{text!r}: names no interface, adapter, device or file")
     if kind in ("monitor", "iw", "bleak") and not _IFACE.fullmatch(target):

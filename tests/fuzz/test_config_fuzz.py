@@ -15,7 +15,6 @@ import typing
 
 import hypothesis
 import pydantic_settings
-import pytest
 from hypothesis import strategies as st
 
 from central import settings as central_settings
@@ -143,13 +142,6 @@ def test_truncated_values(kind: str, key: str, start: str) -> None:
     outcome(kind, f"{key} = {start}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="BUG: tomlsettings.read_toml (edge_agent/tomlsettings.py, `tomllib.load(handle)`) "
-    "does not catch UnicodeDecodeError: a settings or bundle file that is not UTF-8 "
-    "(e.g. the single byte 0xff, or a Latin-1 room_name) gives a traceback, not ConfigError",
-)
 @hypothesis.given(
     st.sampled_from(sorted(LOADERS)),
     st.binary(min_size=1).filter(lambda raw: not _is_utf8(raw)),
@@ -167,12 +159,6 @@ def _is_utf8(raw: bytes) -> bool:
     return True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="BUG: tomlsettings.read_toml catches only tomllib.TOMLDecodeError: `x = ` followed "
-    "by 1000+ nested arrays makes tomllib raise RecursionError (agent, central and bundle)",
-)
 @hypothesis.given(
     st.sampled_from(sorted(LOADERS)),
     st.integers(min_value=1, max_value=3000),
@@ -184,14 +170,6 @@ def test_deeply_nested_values(kind: str, depth: int, opener: str) -> None:
     outcome(kind, "x = " + opener * depth + "1" + closer * depth)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(TypeError, LoaderExited, AssertionError),
-    reason="BUG: tomlsettings.load passes TOML keys as keyword arguments (`settings_cls(**data)`)"
-    ", so keys naming pydantic-settings' constructor arguments are not 'unknown setting': "
-    "`_env_file = 3` raises TypeError, `_cli_parse_args = true` parses the process's argv and "
-    'calls sys.exit(2), `_env_prefix = "X_"` silently changes the env prefix (agent, central)',
-)
 @hypothesis.given(
     st.sampled_from(["agent", "central", "bundle"]),
     st.sampled_from(INIT_ARGUMENTS),
@@ -217,15 +195,6 @@ _SOURCE_TEXT = st.one_of(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(OverflowError, ValueError),
-    reason="BUG: sources.parse (edge_agent/sensors/sources.py) accepts `?baud=inf` (and nan) "
-    "because it only checks float(value) > 0; settings load, then sources.build's "
-    "`int(spec.number('baud', 9600))` raises OverflowError when the agent starts its "
-    "sensors (outside Sensors._keep's try), which ends the agent: "
-    "gps_source = 'serial:/dev/ttyS0?baud=inf'",
-)
 @hypothesis.given(
     st.sampled_from(["wifi_source", "ble_source", "gps_source"]),
     _SOURCE_TEXT,
