@@ -34,8 +34,10 @@ URL_CODES = (
 Beacon = dict[str, typing.Any]
 
 
-def _signed(byte: int) -> int:
-    return byte - 256 if byte > 127 else byte
+def _signed(byte: int) -> int | None:
+    """A signed tx-power byte; 0x80 (-128) is not a power any radio reports: unknown."""
+    value = byte - 256 if byte > 127 else byte
+    return None if value < -127 else value
 
 
 def ibeacon(company_id: int, data: bytes) -> Beacon | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import pathlib
 import time
 import typing
@@ -18,6 +19,7 @@ from edge_agent.sensors import beacons
 from edge_agent.sensors import sighting
 
 log = logging.getLogger(__name__)
+MAX_REPLAY_S = 7 * 86400.0  # a recording longer than a week is not a site survey
 
 
 def sightings(
@@ -195,9 +197,11 @@ class ReplaySource:
                 }
                 rssi = record.get("rssi")
                 offset = float(record.get("t", 0)) / self.speed
+                if not (math.isfinite(offset) and 0 <= offset <= MAX_REPLAY_S):
+                    raise ValueError(f"t must be 0..{MAX_REPLAY_S:g} s into the recording")
                 if rssi is not None and not isinstance(rssi, int):
                     raise ValueError("rssi must be an integer")
-            except (ValueError, TypeError, AttributeError) as exc:
+            except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
                 self.rejected += 1
                 log.info("%s:%d: skipped a malformed record (%s)", self.path, number, exc)
                 continue

@@ -14,6 +14,7 @@ import dataclasses
 import datetime
 import json
 import logging
+import math
 import pathlib
 import threading
 import time
@@ -82,9 +83,15 @@ class NmeaFixes:
     def _update(self, message: typing.Any) -> Fix | None:
         kind = message.sentence_type
         if kind == "GGA":
-            self._quality = int(message.gps_qual or 0)
-            self._satellites = int(message.num_sats) if message.num_sats else None
-            self._hdop = float(message.horizontal_dil) if message.horizontal_dil else None
+            # Parse every field first: a sentence rejected halfway must change nothing.
+            quality = int(message.gps_qual or 0)
+            satellites = int(message.num_sats) if message.num_sats else None
+            hdop = float(message.horizontal_dil) if message.horizontal_dil else None
+            if satellites is not None and not 0 <= satellites <= 255:
+                raise ValueError(f"{satellites} satellites")
+            if hdop is not None and not (math.isfinite(hdop) and 0 < hdop <= MAX_HDOP):
+                raise ValueError(f"HDOP {hdop}")
+            self._quality, self._satellites, self._hdop = quality, satellites, hdop
         elif kind == "GSA":
             self._mode = int(message.mode_fix_type or 0)
         elif kind == "RMC" and message.status == "A" and message.lat and message.lon:
@@ -98,15 +105,23 @@ class NmeaFixes:
                 stamp = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
             mode = self._mode if self._mode >= 2 else 2
             accuracy = round(self._hdop * UERE_M, 1) if self._hdop else None
+            lat, lon = float(message.latitude), float(message.longitude)
+            if not (math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90):
+                raise ValueError(f"position {lat}, {lon} is not on Earth")
+            if not -180 <= lon <= 180:
+                raise ValueError(f"position {lat}, {lon} is not on Earth")
             return Fix(
-                lat=round(float(message.latitude), 9),
-                lon=round(float(message.longitude), 9),
+                lat=round(lat, 9),
+                lon=round(lon, 9),
                 accuracy_m=accuracy,
                 mode=mode,
                 satellites=self._satellites,
                 time=stamp,
             )
         return None
+
+
+MAX_HDOP = 99.99  # NMEA's own ceiling; beyond it the receiver reports garbage
 
 
 def tpv_fix(report: dict[str, typing.Any], satellites: int | None) -> Fix | None:

@@ -36,6 +36,16 @@ def ssid_text(raw: bytes) -> str:
         return "0x" + raw.hex()
 
 
+def valid_channel(channel: object) -> int | None:
+    """A channel as the proof carries it (0..233, 802.11's range); anything else is unknown:
+    one hostile beacon must not make the device's proofs invalid."""
+    return channel if isinstance(channel, int) and 0 <= channel <= 233 else None
+
+
+def valid_rssi(rssi: object) -> int | None:
+    return rssi if isinstance(rssi, int) and -127 <= rssi <= 20 else None
+
+
 def channel_of(frequency_mhz: int | None) -> int | None:
     if not frequency_mhz:
         return None
@@ -71,8 +81,8 @@ def decode(packet: typing.Any) -> dict[str, typing.Any] | None:
     return {
         "bssid": bssid.lower(),
         "ssid": ssid,
-        "channel": int(channel) if isinstance(channel, int) else None,
-        "rssi": int(rssi) if isinstance(rssi, int) else None,
+        "channel": valid_channel(channel),
+        "rssi": valid_rssi(rssi),
         "crypto": sorted(str(c) for c in stats.get("crypto", ())),
     }
 
@@ -221,17 +231,17 @@ def parse_iw_scan(text: str) -> list[dict[str, typing.Any]]:
         if current is None:
             continue
         if line.startswith("signal:"):
-            with contextlib.suppress(ValueError, IndexError):
-                current["rssi"] = round(float(line.split()[1]))
+            with contextlib.suppress(ValueError, IndexError, OverflowError):
+                current["rssi"] = valid_rssi(round(float(line.split()[1])))
         elif line.startswith("freq:") and current["channel"] is None:
-            with contextlib.suppress(ValueError, IndexError):
-                current["channel"] = channel_of(round(float(line.split()[1])))
+            with contextlib.suppress(ValueError, IndexError, OverflowError):
+                current["channel"] = valid_channel(channel_of(round(float(line.split()[1]))))
         elif line.startswith("SSID:"):
             value = line[5:].strip()
             current["ssid"] = ssid_text(_unescape_iw(value))
         elif line.startswith(("DS Parameter set: channel", "* primary channel:")):
             with contextlib.suppress(ValueError):
-                current["channel"] = int(line.rsplit(maxsplit=1)[-1])
+                current["channel"] = valid_channel(int(line.rsplit(maxsplit=1)[-1]))
     return found
 
 

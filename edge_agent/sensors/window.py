@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import collections
 import datetime
+import logging
 import statistics
 import time
 import typing
 
+import pydantic
+
+from edge_agent.protocol import proof
 from edge_agent.sensors import sighting
 
 GPS_FIX = {2: "2d", 3: "3d"}
+
+
+log = logging.getLogger(__name__)
 
 
 class Window:
@@ -26,6 +33,8 @@ class Window:
         self._clock = clock
         self._sightings: collections.deque[sighting.Sighting] = collections.deque()
         self.last_gps: sighting.Sighting | None = None
+        self.unfit = 0  # items dropped because the proof schema refuses them
+        self._unfit_logged: set[str] = set()
 
     def add(self, seen: sighting.Sighting) -> None:
         self._sightings.append(seen)
@@ -90,15 +99,39 @@ class Window:
             "time": unix_ms,
         }
 
+    def _fitting(
+        self, items: list[dict[str, typing.Any]], model: type[pydantic.BaseModel]
+    ) -> list[dict[str, typing.Any]]:
+        """Only what the proof schema accepts: a hostile radio or receiver must not make the
+        device's proofs invalid. Each dropped item is counted and logged once per kind."""
+        kept = []
+        for item in items:
+            try:
+                model.model_validate(item)
+            except pydantic.ValidationError as exc:
+                self.unfit += 1
+                if model.__name__ not in self._unfit_logged:
+                    self._unfit_logged.add(model.__name__)
+                    log.warning(
+                        "dropped a %s that the proof schema refuses: %s",
+                        model.__name__,
+                        exc.errors()[0]["msg"],
+                    )
+                continue
+            kept.append(item)
+        return kept
+
     def env(self, missing: dict[str, str]) -> dict[str, typing.Any]:
         """The `env` claim of the next proof (docs/protocol.md)."""
         self._prune(self._clock())
         env: dict[str, typing.Any] = {
-            "wifi": self.aggregate("wifi"),
-            "ble": self.aggregate("ble"),
+            "wifi": self._fitting(self.aggregate("wifi"), proof.WifiAP),
+            "ble": self._fitting(self.aggregate("ble"), proof.BleBeacon),
             "window_s": round(self.window_s),
         }
         position = self.gps()
+        if position is not None and not self._fitting([position], proof.Gps):
+            position = None
         if position is not None:
             env["gps"] = position
         absent = {

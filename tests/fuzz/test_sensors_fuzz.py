@@ -18,8 +18,6 @@ import re
 import tempfile
 
 import hypothesis
-import pydantic
-import pytest
 from hypothesis import strategies as st
 from scapy import utils as scapy_utils
 from scapy.layers import dot11
@@ -144,14 +142,6 @@ _DS_CHANNEL_255 = bytes.fromhex(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pydantic.ValidationError,
-    reason="BUG: wifi.decode (edge_agent/sensors/wifi.py, `channel = stats.get('channel')`) "
-    "passes a beacon's DS Parameter Set channel through unchecked: channel 255 (any > 233) "
-    "fails proof.WifiAP (le=233), so one hostile beacon makes the agent's next "
-    "proof.Claims.model_validate raise and stops the agent",
-)
 @hypothesis.given(_BEACONS)
 @hypothesis.example(raw=_DS_CHANNEL_255)
 def test_wifi_sightings_fit_proof_env(raw: bytes) -> None:
@@ -188,13 +178,6 @@ def test_iw_scan_arbitrary_text(text: str) -> None:
         assert BSSID.fullmatch(ap["bssid"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="BUG: wifi.parse_iw_scan (edge_agent/sensors/wifi.py, "
-    "`current['rssi'] = round(float(line.split()[1]))`) suppresses only ValueError/IndexError: "
-    "'signal: inf dBm' (or 'freq: 1e400') raises OverflowError out of the iw source",
-)
 @hypothesis.given(st.lists(_IW_LINES, max_size=12).map("\n".join))
 @hypothesis.example(text="BSS 00:11:22:33:44:55(on wlan0)\n\tsignal: inf dBm")
 def test_iw_scan_shaped_text(text: str) -> None:
@@ -203,12 +186,6 @@ def test_iw_scan_shaped_text(text: str) -> None:
         assert ap["rssi"] is None or isinstance(ap["rssi"], int)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pydantic.ValidationError,
-    reason="BUG: wifi.parse_iw_scan keeps any integer after 'DS Parameter set: channel' "
-    "(e.g. 999 or -5), outside proof.WifiAP's 0..233: the agent's next proof fails validation",
-)
 @hypothesis.given(
     st.integers(min_value=-(10**6), max_value=10**6),
     st.integers(min_value=-(10**4), max_value=10**4),
@@ -272,13 +249,6 @@ def test_beacon_decode_mutated_recorded_adverts(data: st.DataObject) -> None:
 _IBEACON_TX_MINUS_128 = bytes.fromhex("0215" + "00" * 20 + "80")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pydantic.ValidationError,
-    reason="BUG: beacons._signed maps a tx-power byte 0x80 to -128 (iBeacon/AltBeacon "
-    "`tx_power_1m`, Eddystone `tx_power_0m`), below proof.BleBeacon's tx_power ge=-127: one "
-    "hostile advert makes the agent's next proof fail validation and stops the agent",
-)
 @hypothesis.given(
     st.sampled_from([beacons.APPLE, 0x0118]),
     st.binary(min_size=23, max_size=24).map(lambda b: b"\x02\x15" + b[2:23]),
@@ -328,13 +298,6 @@ def test_ble_replay_reader_skips_malformed_records(lines: list[str]) -> None:
     assert all(seen.sensor == "ble" and isinstance(seen.fields["id"], str) for seen in found)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="BUG: ble.ReplaySource.run (edge_agent/sensors/ble.py, `record = json.loads(line)`) "
-    "catches ValueError/TypeError/AttributeError only: a line of 1000+ nested arrays raises "
-    "RecursionError and ends the replay instead of being skipped as malformed",
-)
 @hypothesis.given(st.integers(min_value=1, max_value=3000))
 @hypothesis.example(depth=3000)
 def test_ble_replay_deeply_nested_line(depth: int) -> None:
@@ -342,12 +305,6 @@ def test_ble_replay_deeply_nested_line(depth: int) -> None:
     assert source.rejected == 1 and not found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="BUG: ble.ReplaySource.run takes `t` = 1e400 (JSON for +inf; also any huge t) as "
-    "a delay and sleeps forever instead of skipping the record as malformed",
-)
 def test_ble_replay_infinite_time_is_skipped() -> None:
     source, _ = _replay(['{"t": 1e400, "rssi": -50}', '{"t": 0, "rssi": -50}'], timeout_s=1.0)
     assert source.rejected == 1
@@ -416,14 +373,6 @@ def test_nmea_mutated_recorded_sentences(data: st.DataObject) -> None:
     _feed_all(lines)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pydantic.ValidationError,
-    reason="BUG: gps.NmeaFixes._update (edge_agent/sensors/gps.py) accepts any RMC position "
-    "and HDOP: lat '9930.000' gives 99.5 (lon '99931.000' gives 999.5, HDOP 'nan' or "
-    "999999999 gives accuracy_m nan/5e9), outside proof.Gps's ranges: one corrupt sentence "
-    "makes the agent's next proof fail validation and stops the agent",
-)
 @hypothesis.given(st.lists(_NMEA, max_size=8))
 @hypothesis.example(
     lines=[_with_checksum("GPRMC,123519,A,9930.000,N,01131.000,E,022.4,084.4,230394,003.1,W")]
@@ -435,14 +384,6 @@ def test_nmea_fixes_fit_proof_env(lines: list[str]) -> None:
 _COUNTERS = ("checksum_errors", "malformed")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: gps.NmeaFixes._update (edge_agent/sensors/gps.py) assigns GGA fields one by "
-    "one, so a sentence rejected as malformed half-way still changes the parser: "
-    "'$GPGGA,123519,4807.038,N,01131.000,E,1,08,x,545.4,M,46.9,M,,' (HDOP 'x') counts as "
-    "malformed but sets satellites to 8 and quality to 1, which the next RMC fix reports",
-)
 @hypothesis.given(st.lists(_NMEA, max_size=4), _NMEA)
 @hypothesis.example(
     before=[], line=_with_checksum("GPGGA,123519,4807.038,N,01131.000,E,1,08,x,545.4,M,46.9,M,,")

@@ -114,3 +114,18 @@ def test_time_source() -> None:
     stale = sighting.Sighting("gps", "fix", None, {"time": stamp}, now_mono - 60)
     assert timesource.gps_clock(stale, now_wall, now_mono) is None
     assert timesource.gps_clock(None, now_wall, now_mono) is None
+
+
+def test_items_the_proof_schema_refuses_are_dropped_and_counted() -> None:
+    """The last line of defence: whatever a sensor let through, the proof stays valid."""
+    now = [100.0]
+    win = window.Window(20.0, clock=lambda: now[0])
+    win.add(sighting.Sighting("gps", "fix", None, {"lat": 99.5, "lon": 13.4, "mode": 3}, 99.0))
+    for bssid, channel in (("00:11:22:33:44:55", 999), ("66:77:88:99:aa:bb", 6)):
+        fields = {"bssid": bssid, "ssid": "campus", "channel": channel, "rssi": -50}
+        win.add(sighting.Sighting("wifi", bssid, -50, fields, 99.0))
+    env = win.env({})
+    assert "gps" not in env
+    assert [ap["bssid"] for ap in env["wifi"]] == ["66:77:88:99:aa:bb"]
+    assert win.unfit == 2
+    proof.Env.model_validate(env)
