@@ -21,7 +21,9 @@ from central import events
 from central import keyring
 from central import metrics
 from central import settings as settings_mod
+from central import store
 from central import stores
+from edge_agent import sdnotify
 
 log = logging.getLogger("central")
 MAX_BODY_BYTES = 16 * 1024
@@ -59,7 +61,10 @@ def build(
             if bridge
             else []
         )
+        notifier = sdnotify.Notifier.from_env()
+        tasks.append(asyncio.create_task(_health(notifier, db, bridge), name="systemd-health"))
         yield
+        notifier.stopping()
         hub.close()
         for task in tasks:
             task.cancel()
@@ -73,6 +78,27 @@ def build(
     app.on_shutdown.append(end_streams)
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+async def _health(
+    notifier: sdnotify.Notifier, db: store.Store, bridge: bridge_mod.Bridge | None
+) -> None:
+    """READY=1 once serving; WATCHDOG=1 only while the store answers (so systemd restarts a
+    central whose database handle is wedged); STATUS= says what an operator wants to know."""
+    notifier.ready("serving")
+    interval = min(notifier.watchdog_interval_s or 10.0, 10.0)
+    while True:
+        try:
+            await asyncio.wait_for(db.list_devices("-"), timeout=interval)
+            healthy = True
+        except Exception as exc:  # any store failure means unhealthy, never a crash
+            log.error("store check failed: %s; not feeding the systemd watchdog", exc)
+            healthy = False
+        broker = "connected" if bridge is not None and bridge.connected else "disconnected"
+        notifier.status(f"serving; broker {broker}; store {'ok' if healthy else 'FAILING'}")
+        if healthy and notifier.watchdog_interval_s is not None:
+            notifier.watchdog()
+        await asyncio.sleep(interval)
 
 
 def serve(settings: settings_mod.CentralSettings) -> None:

@@ -132,12 +132,13 @@ class Central:
         )
         return self.cli("token", "create", "--role", "admin").stdout.split()[-1]
 
-    def start(self) -> None:
+    def start(self, **env: str) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "central", "serve", "--config", str(self.config)],
                 stdout=log,
                 stderr=log,
+                env=dict(os.environ, **env),
             )
         wait_for(self._healthy, 30, "central /healthz")
 

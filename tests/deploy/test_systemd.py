@@ -213,3 +213,20 @@ def test_agent_notifies_systemd_and_feeds_the_watchdog_only_while_healthy(
             agent.stop(signal.SIGKILL)
         notify.socket.close()
         os.unlink(notify.path)
+
+
+def test_central_notifies_systemd(tmp_path: pathlib.Path, broker: broker_mod.Broker) -> None:
+    central = system.Central(tmp_path / "central", broker.url)
+    notify = NotifySocket(tmp_path / "central-notify.sock")
+    central.start(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="2000000")
+    try:
+        assert "STATUS=serving" in notify.wait_for("READY=1", 30)
+        notify.wait_for("STATUS=serving; broker connected; store ok", 15)
+        beats = [m for m in notify.collect(3) if m == "WATCHDOG=1"]
+        assert len(beats) >= 2, notify.messages[-10:]
+        central.stop()
+        notify.wait_for("STOPPING=1", 5)
+    finally:
+        central.stop()
+        notify.socket.close()
+        os.unlink(notify.path)
