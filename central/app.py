@@ -124,4 +124,14 @@ def serve(settings: settings_mod.CentralSettings) -> None:
         print=None,
         access_log=None,
         shutdown_timeout=5,
+        loop=_event_loop(),
     )
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where installed (Linux, macOS): the check-in burst is loop-bound."""
+    try:
+        import uvloop  # optional: the `central` extra installs it where it builds
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
