@@ -9,6 +9,7 @@ import importlib.resources
 import json
 import logging
 import string
+import time
 import typing
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from central import bridge as bridge_mod
 from central import checkins
 from central import clientip
 from central import clock as clock_mod
+from central import csrf
 from central import environment
 from central import errors
 from central import events
@@ -25,6 +27,7 @@ from central import keyring
 from central import metrics
 from central import params
 from central import profiles
+from central import ratelimit
 from central import store
 from edge_agent.protocol import b64
 from edge_agent.protocol import names
@@ -82,6 +85,9 @@ class Api:
         self.clock = clock
         self.metrics = meters
         self.proxies = clientip.networks(service.settings.trusted_proxies)
+        self.checkin_limiter = ratelimit.RateLimiter(
+            service.settings.checkin_requests_per_client_per_minute
+        )
         self.db = db
         self.keys = keys
         self.service = service
@@ -172,12 +178,18 @@ class Api:
         return web.Response(text=page, content_type="text/html", headers=_page_headers())
 
     async def post_checkin(self, request: web.Request) -> web.Response:
+        settings = self.service.settings
+        csrf.check(request, settings.public_url)
+        client = clientip.client_ip(request, self.proxies)
+        self.checkin_limiter.check(
+            client, time.monotonic(), "too many check-ins from this address; wait"
+        )
         data = await params.json_object(request)
         parsed = checkins.Request.parse(
             data, request.cookies.get(COOKIE), request.cookies.get(BROWSER_COOKIE)
         )
         try:
-            result = await self.service.check_in(parsed, clientip.client_ip(request, self.proxies))
+            result = await self.service.check_in(parsed, client)
         except errors.ApiError as exc:
             self.metrics.checkins.labels(outcome=exc.code).inc()
             raise

@@ -11,6 +11,7 @@ from central import auth
 from central import checkins
 from central import clientip
 from central import clock as clock_mod
+from central import csrf
 from central import errors
 from central import events
 from central import params
@@ -360,6 +361,7 @@ class AttendanceApi:
         )
 
     async def checkout(self, request: web.Request) -> web.Response:
+        csrf.check(request, self.service.settings.public_url)
         body = await params.json_object(request)
         parsed = checkins.Request.parse(body, request.cookies.get(STUDENT_COOKIE))
         proxies = clientip.networks(self.service.settings.trusted_proxies)

@@ -6,16 +6,19 @@ from __future__ import annotations
 import html
 import importlib.resources
 import string
+import time
 import typing
 
 from aiohttp import web
 
 from central import auth
+from central import clientip
 from central import clock as clock_mod
 from central import errors
 from central import evidence
 from central import keyring
 from central import params
+from central import ratelimit
 from central import records
 from central import settings as settings_mod
 from central import store
@@ -36,6 +39,8 @@ class EvidenceApi:
         self.keys = keys
         self.settings = settings
         self.clock = clock
+        self.proxies = clientip.networks(settings.trusted_proxies)
+        self.views = ratelimit.RateLimiter(settings.link_views_per_client_per_minute)
         self.page = string.Template(
             importlib.resources.files("central.pages").joinpath("verify.html").read_text()
         )
@@ -111,6 +116,8 @@ class EvidenceApi:
 
     async def _link(self, request: web.Request) -> tuple[store.Checkin | None, str]:
         """The link's check-in, or None and why not."""
+        client = clientip.client_ip(request, self.proxies)
+        self.views.check(client, time.monotonic(), "too many verification requests; wait")
         token = request.match_info["token"]
         if not 16 <= len(token) <= 64 or not set(token) <= TOKEN_CHARS:
             return None, "This verification link is not valid."

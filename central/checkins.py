@@ -6,7 +6,6 @@ estimated from that device's proofs), so a display whose clock is off still work
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import re
 import secrets
@@ -18,6 +17,7 @@ from central import clock as clock_mod
 from central import errors
 from central import keyring
 from central import policy
+from central import ratelimit
 from central import settings as settings_mod
 from central import store
 from central import students
@@ -90,26 +90,6 @@ class Request:
         return request
 
 
-class RateLimiter:
-    """At most `limit` attempts per key in a sliding minute."""
-
-    def __init__(self, limit: int, window_s: float = 60) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self._hits: dict[str, collections.deque[float]] = {}
-
-    def allow(self, key: str, now: float) -> bool:
-        hits = self._hits.setdefault(key, collections.deque())
-        while hits and hits[0] <= now - self.window_s:
-            hits.popleft()
-        if len(hits) >= self.limit:
-            return False
-        hits.append(now)
-        if len(self._hits) > 100_000:
-            self._hits = {k: v for k, v in self._hits.items() if v}
-        return True
-
-
 @dataclasses.dataclass(frozen=True)
 class Result:
     checkin: store.Checkin
@@ -143,7 +123,8 @@ class CheckinService:
         self.credentials = students.Credentials(
             keys.credential_secret, settings.credential_ttl_days * 86400
         )
-        self.otp_limiter = RateLimiter(settings.otp_attempts_per_minute)
+        self.otp_per_student = ratelimit.RateLimiter(settings.otp_attempts_per_minute)
+        self.otp_per_client = ratelimit.RateLimiter(settings.otp_attempts_per_client_per_minute)
         # Hot-path caches (per process): a device's head state may be 1 s old, rooms,
         # sessions and rosters 5 s (an admin's change in this process forgets them at once).
         self.devices: ttlcache.TTLCache[tuple[str, str], store.Device | None] = ttlcache.TTLCache(
@@ -352,11 +333,10 @@ class CheckinService:
         if not names.is_valid(site) or not names.is_valid(room):
             raise errors.ApiError(400, "invalid_request", "invalid site or room", {"field": "room"})
         now_s = now_ms / 1000
-        if not (
-            self.otp_limiter.allow(f"student:{site}:{student_id}", now_s)
-            and self.otp_limiter.allow(f"ip:{client_ip}", now_s)
-        ):
-            raise errors.ApiError(429, "rate_limited", "too many code attempts; wait a minute")
+        self.otp_per_client.check(client_ip, now_s, "too many code attempts from here; wait")
+        self.otp_per_student.check(
+            f"{site}:{student_id}", now_s, "too many code attempts; wait a minute"
+        )
         for device in await self.db.room_devices(site, room):
             if device.x25519 is None or device.slot_s is None:
                 continue

@@ -15,13 +15,19 @@ REQUEST_ID = web.RequestKey("request_id", str)
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, code: str, message: str, details: dict[str, typing.Any] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, typing.Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details or {}
+        self.headers = headers or {}
 
 
 def body(
@@ -73,7 +79,9 @@ async def middleware(
             "%s %s -> %d %s [%s]", request.method, request.path, exc.status, exc.code, request_id
         )
         response = web.json_response(
-            body(request, exc.code, exc.message, exc.details), status=exc.status
+            body(request, exc.code, exc.message, exc.details),
+            status=exc.status,
+            headers=exc.headers,
         )
     except web.HTTPException as exc:
         if not request.path.startswith("/api/") or exc.status < 400:

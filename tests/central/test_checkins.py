@@ -165,6 +165,14 @@ async def test_one_time_code_and_rate_limit(enrolled: tuple) -> None:
         statuses.append((status, result["error"]["code"]))
     assert statuses[0] == (403, "wrong_code")
     assert (429, "rate_limited") in statuses
+    async with central.http.post(
+        central.url + "/api/v1/checkins", json={**body, "otp": wrong}
+    ) as r:
+        assert r.status == 429
+        assert 1 <= int(r.headers["Retry-After"]) <= 60
+        assert (await r.json())["error"]["details"]["retry_after_s"] == int(
+            r.headers["Retry-After"]
+        )
 
 
 async def test_admin_api_authz_and_errors(central: conftest.Central) -> None:
@@ -191,10 +199,31 @@ async def test_admin_api_authz_and_errors(central: conftest.Central) -> None:
         assert response.status == 400
         assert (await response.json())["error"]["code"] == "invalid_json"
     async with central.http.post(
-        central.url + "/api/v1/checkins", data=b'{"token": "' + b"a" * 20000 + b'"}'
+        central.url + "/api/v1/checkins",
+        data=b'{"token": "' + b"a" * 20000 + b'"}',
+        headers={"Content-Type": "application/json"},
     ) as response:
         assert response.status == 413
         assert (await response.json())["error"]["code"] == "payload_too_large"
+    # Cross-site: a form from another site, or a script whose Origin is not central's.
+    async with central.http.post(
+        central.url + "/api/v1/checkins", data={"token": "x", "student_id": "s1", "pin": "1"}
+    ) as response:
+        assert response.status == 415
+    status, body = await central.request(
+        "POST",
+        "/api/v1/checkins",
+        {"token": "x", "student_id": "s1", "pin": "1234"},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert status == 403 and body["error"]["code"] == "cross_site"
+    status, body = await central.request(
+        "POST",
+        "/api/v1/checkins",
+        {"token": "x", "student_id": "s1", "pin": "1234"},
+        headers={"Origin": central.url},
+    )
+    assert status == 400 and body["error"]["code"] == "invalid_token"  # past the guard
     status, body = await central.request("POST", "/api/v1/checkins", {"token": 5})
     assert status == 400 and body["error"]["details"]["field"] == "token"
     status, body = await central.request("POST", "/api/v1/checkins", {"token": "x", "evil": 1})
