@@ -117,6 +117,8 @@ class Api:
         app.router.add_get("/api/v1/alerts", self.alerts)
         app.router.add_post("/api/v1/alerts/{id}/clear", self.clear_alert)
         app.router.add_get("/api/v1/chain-events", self.chain_events)
+        app.router.add_get("/api/v1/tokens", self.tokens)
+        app.router.add_delete("/api/v1/tokens/{id}", self.revoke_token)
         app.router.add_route("*", "/api/{tail:.*}", self.not_found)
 
     async def not_found(self, request: web.Request) -> web.Response:
@@ -451,6 +453,30 @@ class Api:
         body = bridge_mod.alert_json(cleared, "cleared")
         self.hub.publish("alert", body)
         return web.json_response({"alert": body})
+
+    async def tokens(self, request: web.Request) -> web.Response:
+        await auth.require(request, self.db, roles=("admin",))
+        rows = await self.db.list_admin_tokens()
+        return web.json_response(
+            {
+                "tokens": [
+                    {
+                        "id": t.id,
+                        "role": t.role,
+                        "name": t.name,
+                        "created_at": params.iso(t.created_at),
+                    }
+                    for t in rows
+                ]
+            }
+        )
+
+    async def revoke_token(self, request: web.Request) -> web.Response:
+        await auth.require(request, self.db, roles=("admin",))
+        token_id = request.match_info["id"]
+        if not await self.db.revoke_admin_token(token_id):
+            raise errors.ApiError(404, "not_found", "no token with this id")
+        return web.json_response({"revoked": token_id})
 
     async def chain_events(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)

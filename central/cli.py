@@ -116,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     add = token.add_parser("create", parents=[common])
     add.add_argument("--role", choices=auth.ROLES, required=True)
     add.add_argument("--name", default="")
+    token.add_parser("list", parents=[common], help="ids, roles and names (never the secrets)")
+    revoke = token.add_parser("revoke", parents=[common], help="revoke a token by its id")
+    revoke.add_argument("id", help="the 12-character id that `token list` shows")
     return parser
 
 
@@ -244,6 +247,22 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
             print(f"student {args.site}/{args.student_id} added")
 
         asyncio.run(_with_store(settings, add_student))
+    elif key == ("token", "list"):
+
+        async def list_tokens(db: store.Store) -> None:
+            for item in await db.list_admin_tokens():
+                created = datetime.datetime.fromtimestamp(item.created_at / 1000, datetime.UTC)
+                print(f"{item.id}  {item.role:<8} {created:%Y-%m-%d %H:%M}  {item.name}")
+
+        asyncio.run(_with_store(settings, list_tokens))
+    elif key == ("token", "revoke"):
+
+        async def revoke_token(db: store.Store) -> None:
+            if not await db.revoke_admin_token(args.id):
+                raise CommandError(f"no token with id {args.id!r} (see `token list`)")
+            print(f"token {args.id} revoked")
+
+        asyncio.run(_with_store(settings, revoke_token))
     elif key == ("token", "create"):
         secret = auth.new_token()
 

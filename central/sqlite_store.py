@@ -653,6 +653,26 @@ class SqliteStore:
             (token_hash, role, name, now_ms),
         )
 
+    async def list_admin_tokens(self) -> list[store.AdminToken]:
+        rows = await self._all(
+            "SELECT hash, role, name, created_at FROM admin_tokens ORDER BY created_at, hash", ()
+        )
+        return [
+            store.AdminToken(row[0][: store.TOKEN_ID_CHARS], row[1], row[2], row[3]) for row in rows
+        ]
+
+    @_serialized
+    async def revoke_admin_token(self, token_id: str) -> bool:
+        if len(token_id) != store.TOKEN_ID_CHARS or not all(
+            c in "0123456789abcdef" for c in token_id
+        ):
+            return False
+        changed = await self._write(
+            "DELETE FROM admin_tokens WHERE substr(hash, 1, ?) = ?",
+            (store.TOKEN_ID_CHARS, token_id),
+        )
+        return changed > 0
+
     async def admin_role(self, token_hash: str) -> str | None:
         row = await self._one("SELECT role FROM admin_tokens WHERE hash = ?", (token_hash,))
         return row[0] if row else None

@@ -93,6 +93,17 @@ class ChainEvent:
 
 
 @dataclasses.dataclass(frozen=True)
+class AdminToken:
+    id: str  # the first 12 hex digits of the token's SHA-256: names it, reveals nothing
+    role: str
+    name: str
+    created_at: int
+
+
+TOKEN_ID_CHARS = 12
+
+
+@dataclasses.dataclass(frozen=True)
 class Student:
     site: str
     student_id: str
@@ -243,6 +254,10 @@ class Store(typing.Protocol):
 
     async def add_admin_token(self, token_hash: str, role: str, name: str, now_ms: int) -> None: ...
     async def admin_role(self, token_hash: str) -> str | None: ...
+    async def list_admin_tokens(self) -> list[AdminToken]: ...
+    async def revoke_admin_token(self, token_id: str) -> bool:
+        """Deletes the token whose id (the first 12 hex digits of its hash) is given."""
+        ...
 
     async def add_checkin(self, new: NewCheckin) -> Checkin: ...
     async def get_checkin(self, checkin_id: int) -> Checkin | None: ...

@@ -173,8 +173,18 @@ def test_provisioning_writes_a_bundle(config: pathlib.Path, tmp_path: pathlib.Pa
         str(config),
     )
     assert done.returncode == 0, done.stderr
-    token = run("token", "create", "--role", "auditor", "--config", str(config))
+    token = run(
+        "token", "create", "--role", "auditor", "--name", "grafana", "--config", str(config)
+    )
     assert token.returncode == 0 and token.stdout.strip().startswith("rp_")
+    listed = run("token", "list", "--config", str(config))
+    assert listed.returncode == 0 and "auditor" in listed.stdout and "grafana" in listed.stdout
+    token_id = next(line for line in listed.stdout.splitlines() if "grafana" in line).split()[0]
+    assert token.stdout.strip() not in listed.stdout
+    revoked = run("token", "revoke", token_id, "--config", str(config))
+    assert revoked.returncode == 0 and f"token {token_id} revoked" in revoked.stdout
+    again = run("token", "revoke", token_id, "--config", str(config))
+    assert again.returncode == 1 and "no token with id" in again.stderr
     assert token.stdout.strip() not in (tmp_path / "data" / "central.db").read_bytes().decode(
         "latin-1"
     )

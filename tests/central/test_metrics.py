@@ -6,6 +6,7 @@ import json
 import re
 import time
 
+from central import auth
 from edge_agent.protocol import qrtoken
 from edge_agent.protocol import slots
 from tests.central import conftest
@@ -75,3 +76,25 @@ async def test_device_telemetry_is_kept_and_bad_telemetry_counted(enrolled: tupl
     _, text = await central.request("GET", "/metrics", token=central.admin_token)
     labels = f'{{device="{device.device}",site="{device.site}"}}'
     assert sample(text, "roomproof_device_outbox_depth", labels) == 7.0
+
+
+async def test_tokens_are_listed_and_revoked_by_admins_only(central: conftest.Central) -> None:
+    auditor = auth.new_token()
+    await central.db.add_admin_token(auth.token_hash(auditor), "auditor", "grafana", 5)
+    status, body = await central.request("GET", "/api/v1/tokens", token=auditor)
+    assert status == 403
+    status, body = await central.request("GET", "/api/v1/tokens", token=central.admin_token)
+    assert status == 200
+    (row,) = [t for t in body["tokens"] if t["name"] == "grafana"]
+    assert row["role"] == "auditor" and len(row["id"]) == 12
+    assert auditor not in str(body) and auth.token_hash(auditor) not in str(body)
+    assert (await central.request("GET", "/metrics", token=auditor))[0] == 200
+    status, _ = await central.request(
+        "DELETE", f"/api/v1/tokens/{row['id']}", token=central.admin_token
+    )
+    assert status == 200
+    assert (await central.request("GET", "/metrics", token=auditor))[0] == 401
+    status, body = await central.request(
+        "DELETE", f"/api/v1/tokens/{row['id']}", token=central.admin_token
+    )
+    assert status == 404

@@ -616,3 +616,19 @@ async def test_concurrent_uniqueness_rules(db: store.Store) -> None:
         return True
 
     assert (await asyncio.gather(*(bind() for _ in range(10)))).count(True) == 1
+
+
+async def test_admin_tokens_are_listed_by_id_and_revoked(db: store.Store) -> None:
+    await db.add_admin_token("ab" * 32, "admin", "it desk", 1_000)
+    await db.add_admin_token("cd" * 32, "auditor", "prometheus", 2_000)
+    listed = await db.list_admin_tokens()
+    assert [(t.id, t.role, t.name, t.created_at) for t in listed] == [
+        ("abababababab", "admin", "it desk", 1_000),
+        ("cdcdcdcdcdcd", "auditor", "prometheus", 2_000),
+    ]
+    assert not await db.revoke_admin_token("abab")  # too short to name one token
+    assert not await db.revoke_admin_token("ABABABABABAB")
+    assert await db.revoke_admin_token("abababababab")
+    assert await db.admin_role("ab" * 32) is None
+    assert await db.admin_role("cd" * 32) == "auditor"
+    assert not await db.revoke_admin_token("abababababab")
