@@ -15,6 +15,7 @@ from central import csrf
 from central import errors
 from central import events
 from central import params
+from central import privacy
 from central import store
 from central import timetable
 from edge_agent.protocol import names
@@ -114,6 +115,8 @@ class AttendanceApi:
         app.router.add_get("/api/v1/sessions/{id}/attendance", self.session_attendance)
         app.router.add_put("/api/v1/sessions/{id}/attendance/{date}/{student}", self.set_status)
         app.router.add_get("/api/v1/students/{site}/{student}/attendance", self.student)
+        app.router.add_get("/api/v1/students/{site}/{student}/export", self.export_student)
+        app.router.add_delete("/api/v1/students/{site}/{student}", self.erase_student)
         app.router.add_post("/api/v1/checkouts", self.checkout)
 
     # -- courses and rosters ---------------------------------------------------------------
@@ -359,6 +362,29 @@ class AttendanceApi:
                 "next_offset": offset + limit if offset + limit < len(history) else None,
             }
         )
+
+    async def export_student(self, request: web.Request) -> web.Response:
+        await auth.require(request, self.db, WRITERS)
+        site, student = request.match_info["site"], request.match_info["student"]
+        try:
+            data = await privacy.export(self.db, site, student)
+        except privacy.NoSuchStudent as exc:
+            raise errors.ApiError(404, "not_found", str(exc)) from exc
+        return web.json_response(data)
+
+    async def erase_student(self, request: web.Request) -> web.Response:
+        """Forgets the student: records, evidence links, overrides, enrolments, credentials."""
+        await auth.require(request, self.db, WRITERS)
+        site, student = request.match_info["site"], request.match_info["student"]
+        if not (names.is_valid(site) and names.is_valid(student)):
+            raise errors.ApiError(404, "not_found", "no such student")
+        try:
+            deleted = await privacy.erase(self.db, site, student)
+        except privacy.NoSuchStudent as exc:
+            raise errors.ApiError(404, "not_found", str(exc)) from exc
+        self.service.rosters.clear()
+        self.service.forget_credentials()
+        return web.json_response({"erased": f"{site}/{student}", "deleted": deleted})
 
     async def checkout(self, request: web.Request) -> web.Response:
         csrf.check(request, self.service.settings.public_url)

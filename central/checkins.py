@@ -379,6 +379,10 @@ class CheckinService:
                 self._slot_proofs[key] = found
         return found
 
+    def forget_credentials(self) -> None:
+        """After an erase or a revocation: every credential is checked with the store again."""
+        self._credentials.clear()
+
     async def _credential_active(self, credential_id: str, now_ms: int) -> bool:
         """Active credentials are re-checked at most every CREDENTIAL_RECHECK_S seconds: a
         revocation takes effect within that time."""

@@ -15,6 +15,7 @@ import typing
 
 from central import auth
 from central import keyring
+from central import privacy
 from central import profiles
 from central import settings as settings_mod
 from central import status
@@ -108,6 +109,14 @@ def _parser() -> argparse.ArgumentParser:
     pin = add.add_mutually_exclusive_group(required=True)
     pin.add_argument("--pin")
     pin.add_argument("--pin-stdin", action="store_true", help="read the PIN from standard input")
+    export = student.add_parser("export", parents=[common], help="everything about a student")
+    export.add_argument("--site", type=_name("site"), required=True)
+    export.add_argument("--student-id", type=_name("student id"), required=True)
+    export.add_argument("--out", type=pathlib.Path, help="JSON file (default: standard output)")
+    erase = student.add_parser("erase", parents=[common], help="forget a student entirely")
+    erase.add_argument("--site", type=_name("site"), required=True)
+    erase.add_argument("--student-id", type=_name("student id"), required=True)
+    erase.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
 
     token = commands.add_parser("token", help="admin API tokens").add_subparsers(
         dest="action", required=True
@@ -247,6 +256,34 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
             print(f"student {args.site}/{args.student_id} added")
 
         asyncio.run(_with_store(settings, add_student))
+    elif key == ("student", "export"):
+
+        async def export_student(db: store.Store) -> None:
+            try:
+                data = await privacy.export(db, args.site, args.student_id)
+            except privacy.NoSuchStudent as exc:
+                raise CommandError(str(exc)) from exc
+            text = json.dumps(data, indent=2) + "\n"
+            if args.out is None:
+                sys.stdout.write(text)
+            else:
+                args.out.write_text(text)
+                print(f"exported {args.site}/{args.student_id} to {args.out}", file=sys.stderr)
+
+        asyncio.run(_with_store(settings, export_student))
+    elif key == ("student", "erase"):
+        if not args.yes:
+            raise CommandError("erasing cannot be undone: add --yes to confirm")
+
+        async def erase_student(db: store.Store) -> None:
+            try:
+                deleted = await privacy.erase(db, args.site, args.student_id)
+            except privacy.NoSuchStudent as exc:
+                raise CommandError(str(exc)) from exc
+            counts = ", ".join(f"{n} {table}" for table, n in deleted.items() if n)
+            print(f"erased {args.site}/{args.student_id}: {counts}")
+
+        asyncio.run(_with_store(settings, erase_student))
     elif key == ("token", "list"):
 
         async def list_tokens(db: store.Store) -> None:

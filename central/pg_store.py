@@ -684,6 +684,16 @@ class PgStore:
         )
         return store.Student(*tuple(row)) if row else None
 
+    async def erase_student(self, site: str, student_id: str) -> dict[str, int]:
+        deleted: dict[str, int] = {}
+        statements = [
+            (table, sql.format(site="$1", student="$2")) for table, sql in store.ERASE_STUDENT
+        ]
+        async with self.pool.acquire() as conn, conn.transaction():
+            for table, sql in statements:
+                deleted[table] = _changed(await conn.execute(sql, site, student_id))
+        return deleted
+
     async def add_credential(
         self, credential_id: str, site: str, student_id: str, now_ms: int, expires_ms: int
     ) -> None:

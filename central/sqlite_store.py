@@ -626,6 +626,23 @@ class SqliteStore:
         return store.Student(*row) if row else None
 
     @_serialized
+    async def erase_student(self, site: str, student_id: str) -> dict[str, int]:
+        deleted: dict[str, int] = {}
+        statements = [
+            (table, sql.format(site=":site", student=":student"))
+            for table, sql in store.ERASE_STUDENT
+        ]
+        try:
+            for table, sql in statements:
+                cursor = await self.db.execute(sql, {"site": site, "student": student_id})
+                deleted[table] = cursor.rowcount
+            await self.db.commit()
+        except sqlite3.Error:
+            await self.db.rollback()
+            raise
+        return deleted
+
+    @_serialized
     async def add_credential(
         self, credential_id: str, site: str, student_id: str, now_ms: int, expires_ms: int
     ) -> None:

@@ -102,6 +102,25 @@ class AdminToken:
 
 TOKEN_ID_CHARS = 12
 
+# What erasing a student deletes, in order (children first); {site} and {student} are the
+# store's placeholders. Shared so that both stores forget exactly the same things.
+ERASE_STUDENT = (
+    (
+        "verify_links",
+        "DELETE FROM verify_links WHERE checkin_id IN"
+        " (SELECT id FROM checkins WHERE site = {site} AND student_id = {student})",
+    ),
+    ("checkins", "DELETE FROM checkins WHERE site = {site} AND student_id = {student}"),
+    (
+        "attendance_overrides",
+        "DELETE FROM attendance_overrides WHERE student_id = {student}"
+        " AND session_id IN (SELECT id FROM sessions WHERE site = {site})",
+    ),
+    ("enrolments", "DELETE FROM enrolments WHERE site = {site} AND student_id = {student}"),
+    ("credentials", "DELETE FROM credentials WHERE site = {site} AND student_id = {student}"),
+    ("students", "DELETE FROM students WHERE site = {site} AND student_id = {student}"),
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class Student:
@@ -246,6 +265,11 @@ class Store(typing.Protocol):
 
     async def add_student(self, site: str, student_id: str, pin_hash: str) -> None: ...
     async def get_student(self, site: str, student_id: str) -> Student | None: ...
+    async def erase_student(self, site: str, student_id: str) -> dict[str, int]:
+        """Deletes the student and everything about them (check-ins and their verification
+        links, overrides, enrolments, credentials) in one transaction; rows deleted per table."""
+        ...
+
     async def add_credential(
         self, credential_id: str, site: str, student_id: str, now_ms: int, expires_ms: int
     ) -> None: ...

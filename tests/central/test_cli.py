@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import stat
 import subprocess
@@ -173,6 +174,16 @@ def test_provisioning_writes_a_bundle(config: pathlib.Path, tmp_path: pathlib.Pa
         str(config),
     )
     assert done.returncode == 0, done.stderr
+    who = ("--site", "campus", "--student-id", "s1", "--config", str(config))
+    exported = run("student", "export", *who)
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout)["student_id"] == "s1"
+    refused = run("student", "erase", *who)
+    assert refused.returncode == 1 and "--yes" in refused.stderr
+    erased = run("student", "erase", *who, "--yes")
+    assert erased.returncode == 0 and "1 students" in erased.stdout
+    gone = run("student", "export", *who)
+    assert gone.returncode == 1 and "no student campus/s1" in gone.stderr
     token = run(
         "token", "create", "--role", "auditor", "--name", "grafana", "--config", str(config)
     )

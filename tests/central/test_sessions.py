@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
+import contextlib
 import datetime
 import json
 import pathlib
+import sqlite3
 import sys
 import typing
 import zoneinfo
@@ -369,3 +371,41 @@ async def test_bad_timetable_input_is_refused(week: Week) -> None:
     )
     assert status == 401
     assert await central.db.list_sessions(site, None, None, 10, 0) == []
+
+
+async def test_a_student_is_exported_then_erased_without_a_trace(week: Week) -> None:
+    central = week.central
+    site = central.site
+    await week.api("POST", "/api/v1/courses", {"site": site, "course": "c9", "timezone": "UTC"})
+    await week.api("PUT", f"/api/v1/courses/{site}/c9/roster", {"students": ["s1", "s2"]})
+    await week.at(START + 60_000)
+    first = (await week.scan("s1"))[1]["checkin"]
+    assert (await week.scan("s2"))[0] == 201
+    link = (await week.api("POST", f"/api/v1/checkins/{first['id']}/links", {}))["link"]
+
+    status, data = await central.request(
+        "GET", f"/api/v1/students/{site}/s1/export", token=central.admin_token
+    )
+    assert status == 200 and data["courses"] == ["c9"]
+    assert [c["id"] for c in data["checkins"]] == [first["id"]]
+    assert "pin" not in json.dumps(data).replace("the PIN is stored only", "")
+
+    status, data = await central.request(
+        "DELETE", f"/api/v1/students/{site}/s1", token=central.admin_token
+    )
+    assert status == 200
+    assert data["deleted"]["checkins"] == 1 and data["deleted"]["verify_links"] == 1
+    assert data["deleted"]["enrolments"] == 1 and data["deleted"]["students"] == 1
+    status, _ = await central.request(
+        "GET", f"/api/v1/students/{site}/s1/export", token=central.admin_token
+    )
+    assert status == 404
+    assert (await central.request("GET", link["url"].removeprefix(central.url)))[0] == 404
+    assert [c.student_id for c in await central.db.list_checkins(site, None, None, 100)] == ["s2"]
+    assert await central.db.roster(site, "c9") == ["s2"]
+    status, again = await week.scan("s1")  # the remembered browser no longer works
+    assert status == 401 and again["error"]["code"] == "bad_credentials"
+    # Nothing of s1 is left in any table of the database file.
+    with contextlib.closing(sqlite3.connect(central.settings.db_path)) as raw:
+        dump = "\n".join(raw.iterdump())
+    assert "'s1'" not in dump and '"s1"' not in dump

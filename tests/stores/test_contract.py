@@ -632,3 +632,34 @@ async def test_admin_tokens_are_listed_by_id_and_revoked(db: store.Store) -> Non
     assert await db.admin_role("ab" * 32) is None
     assert await db.admin_role("cd" * 32) == "auditor"
     assert not await db.revoke_admin_token("abababababab")
+
+
+async def test_erasing_a_student_removes_them_and_only_them(db: store.Store) -> None:
+    await provision(db)
+    await db.add_course(store.Course(SITE, "law-101", "Law", "UTC"))
+    for student in ("s1", "s2"):
+        await db.add_student(SITE, student, f"hash-{student}")
+        await db.add_credential(f"cred-{student}", SITE, student, 1, 10**13)
+    await db.set_roster(SITE, "law-101", ["s1", "s2"])
+    mine = await db.add_checkin(new_checkin("s1", 10))
+    theirs = await db.add_checkin(new_checkin("s2", 10))
+    await db.add_link("h" * 64, mine.id, 1, 10**13)
+    await db.add_link("g" * 64, theirs.id, 1, 10**13)
+    deleted = await db.erase_student(SITE, "s1")
+    assert deleted == {
+        "verify_links": 1,
+        "checkins": 1,
+        "attendance_overrides": 0,
+        "enrolments": 1,
+        "credentials": 1,
+        "students": 1,
+    }
+    assert await db.get_student(SITE, "s1") is None
+    assert await db.get_checkin(mine.id) is None
+    assert await db.find_link("h" * 64) is None
+    assert not await db.credential_active("cred-s1", 2)
+    assert await db.roster(SITE, "law-101") == ["s2"]
+    assert await db.get_checkin(theirs.id) is not None
+    assert await db.find_link("g" * 64) is not None
+    assert await db.credential_active("cred-s2", 2)
+    assert await db.erase_student(SITE, "s1") == dict.fromkeys(deleted, 0)
