@@ -270,3 +270,14 @@ async def test_check_in_page_escapes_the_url(enrolled: tuple) -> None:
         assert response.status == 200
         assert "<script>alert(1)" not in page and "</script>alert" not in page
         assert "const VALID = false" in page
+
+
+async def test_pages_say_what_is_recorded(enrolled: tuple) -> None:
+    central, device = enrolled
+    good = qrtoken.parse(url(central, device, current_slot())).path
+    for path in (good, "/otp"):
+        async with central.http.get(central.url + path) as response:
+            page = await response.text()
+        assert response.status == 200
+        assert "What is recorded" in page and "random id this browser keeps" in page
+        assert "We do not track your location" in page
