@@ -14,6 +14,7 @@ import typing
 
 from aiohttp import web
 
+from central import audit
 from central import auth
 from central import bridge as bridge_mod
 from central import checkins
@@ -118,6 +119,7 @@ class Api:
         app.router.add_post("/api/v1/alerts/{id}/clear", self.clear_alert)
         app.router.add_get("/api/v1/chain-events", self.chain_events)
         app.router.add_get("/api/v1/tokens", self.tokens)
+        app.router.add_get("/api/v1/audit", self.audit_log)
         app.router.add_delete("/api/v1/tokens/{id}", self.revoke_token)
         app.router.add_route("*", "/api/{tail:.*}", self.not_found)
 
@@ -378,6 +380,7 @@ class Api:
         if self.bridge is not None:
             self.bridge.forget_room(site, name)
         self.service.rooms.forget((site, name))
+        await audit.api(request, self.db, "room_geofence", f"{site}/{name}", json.dumps(body))
         updated = await self.db.get_room(site, name)
         assert updated is not None
         return web.json_response({"room": dataclasses.asdict(updated)})
@@ -414,6 +417,7 @@ class Api:
             )
         except profiles.ProfileError as exc:
             raise errors.ApiError(exc.status, exc.code, str(exc)) from exc
+        await audit.api(request, self.db, f"profile_{body['action']}", f"{site}/{room}")
         return web.json_response({"profile": profile_json(profile)})
 
     async def alerts(self, request: web.Request) -> web.Response:
@@ -450,9 +454,32 @@ class Api:
             if not existing or existing[0].id != alert_id:
                 raise errors.ApiError(404, "not_found", f"no alert {alert_id}")
             raise errors.ApiError(409, "already_cleared", f"alert {alert_id} is already cleared")
+        target = f"{cleared.site}/{cleared.device}"
+        await audit.api(request, self.db, "alert_clear", target, cleared.kind)
         body = bridge_mod.alert_json(cleared, "cleared")
         self.hub.publish("alert", body)
         return web.json_response({"alert": body})
+
+    async def audit_log(self, request: web.Request) -> web.Response:
+        await auth.require(request, self.db, roles=("admin", "auditor"))
+        limit = params.int_param(request, "limit", 100, 1, 1000)
+        rows = await self.db.list_audit(limit, params.int_param(request, "after", 0, 0, 2**62))
+        return web.json_response(
+            {
+                "audit": [
+                    {
+                        "id": e.id,
+                        "at": params.iso(e.at),
+                        "actor": e.actor,
+                        "action": e.action,
+                        "target": e.target,
+                        "detail": e.detail,
+                    }
+                    for e in rows
+                ],
+                "next_after": rows[-1].id if len(rows) == limit else None,
+            }
+        )
 
     async def tokens(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, roles=("admin",))
@@ -476,6 +503,7 @@ class Api:
         token_id = request.match_info["id"]
         if not await self.db.revoke_admin_token(token_id):
             raise errors.ApiError(404, "not_found", "no token with this id")
+        await audit.api(request, self.db, "token_revoke", token_id)
         return web.json_response({"revoked": token_id})
 
     async def chain_events(self, request: web.Request) -> web.Response:

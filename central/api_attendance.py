@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import typing
 
 from aiohttp import web
 
 from central import attendance
+from central import audit
 from central import auth
 from central import checkins
 from central import clientip
@@ -138,6 +140,7 @@ class AttendanceApi:
             raise errors.ApiError(404, "not_found", str(exc)) from exc
         except store.Conflict as exc:
             raise errors.ApiError(409, "exists", f"course {course.course} exists") from exc
+        await audit.api(request, self.db, "course_add", f"{course.site}/{course.course}")
         return web.json_response({"course": course.__dict__}, status=201)
 
     async def courses(self, request: web.Request) -> web.Response:
@@ -187,6 +190,8 @@ class AttendanceApi:
         await self.db.set_roster(course.site, course.course, students)
         self.service.rosters.clear()
         roster = await self.db.roster(course.site, course.course)
+        target = f"{course.site}/{course.course}"
+        await audit.api(request, self.db, "roster_set", target, f"{len(roster)} students")
         return web.json_response({"course": course.course, "students": roster})
 
     # -- sessions --------------------------------------------------------------------------
@@ -242,6 +247,8 @@ class AttendanceApi:
             raise errors.ApiError(400, "invalid_request", str(exc), {"field": exc.field}) from exc
         session = await self.db.add_session(session)
         self.service.sessions.clear()
+        detail = json.dumps(session_json(session))
+        await audit.api(request, self.db, "session_add", str(session.id), detail)
         return web.json_response({"session": session_json(session)}, status=201)
 
     async def sessions(self, request: web.Request) -> web.Response:
@@ -329,6 +336,8 @@ class AttendanceApi:
                 session.id, occurrence.key, student, status, _text(body, "note", "", 500), role, now
             )
         )
+        target = f"{session.id}/{occurrence.key}/{student}"
+        await audit.api(request, self.db, "attendance_set", target, status)
         rows = await attendance.report(self.db, occurrence, now)
         row = next(r for r in rows if r.student_id == student)
         self.hub.publish(
@@ -370,6 +379,7 @@ class AttendanceApi:
             data = await privacy.export(self.db, site, student)
         except privacy.NoSuchStudent as exc:
             raise errors.ApiError(404, "not_found", str(exc)) from exc
+        await audit.api(request, self.db, "student_export", f"{site}/{student}")
         return web.json_response(data)
 
     async def erase_student(self, request: web.Request) -> web.Response:
@@ -384,6 +394,8 @@ class AttendanceApi:
             raise errors.ApiError(404, "not_found", str(exc)) from exc
         self.service.rosters.clear()
         self.service.forget_credentials()
+        target = f"{site}/{student}"
+        await audit.api(request, self.db, "student_erase", target, json.dumps(deleted))
         return web.json_response({"erased": f"{site}/{student}", "deleted": deleted})
 
     async def checkout(self, request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ import typing
 
 from aiohttp import web
 
+from central import audit
 from central import auth
 from central import clientip
 from central import clock as clock_mod
@@ -95,6 +96,7 @@ class EvidenceApi:
         link = await self.db.add_link(
             records.link_hash(token), checkin.id, now, now + int(ttl_days * 86400_000)
         )
+        await audit.api(request, self.db, "link_create", str(checkin.id), f"link {link.id}")
         return web.json_response(
             {
                 "link": {
@@ -112,6 +114,7 @@ class EvidenceApi:
         link_id = params.path_int(request, "id")
         if not await self.db.revoke_link(link_id, self.clock.now_ms()):
             raise errors.ApiError(404, "not_found", f"no active link {link_id}")
+        await audit.api(request, self.db, "link_revoke", str(link_id))
         return web.json_response({"revoked": link_id})
 
     async def _link(self, request: web.Request) -> tuple[store.Checkin | None, str]:

@@ -11,6 +11,7 @@ from central import errors
 from central import store
 
 ROLES = ("admin", "teacher", "auditor")
+ACTOR = web.RequestKey("actor", str)  # "<role>:<token id>" of the request, for the audit log
 
 
 def new_token() -> str:
@@ -31,4 +32,5 @@ async def require(request: web.Request, db: store.Store, roles: tuple[str, ...] 
         raise errors.ApiError(401, "unauthorized", "unknown or revoked token")
     if role not in roles:
         raise errors.ApiError(403, "forbidden", f"role {role} may not do this")
+    request[ACTOR] = f"{role}:{token_hash(token.strip())[: store.TOKEN_ID_CHARS]}"
     return role

@@ -13,6 +13,7 @@ import sys
 import time
 import typing
 
+from central import audit
 from central import auth
 from central import keyring
 from central import privacy
@@ -209,6 +210,9 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
             lon = args.lon if args.lon is not None else room.lon
             radius = args.radius_m if args.radius_m is not None else room.radius_m
             await db.update_room(args.site, args.room, lat, lon, radius)
+            await audit.cli(
+                db, "room_geofence", f"{args.site}/{args.room}", f"{lat} {lon} {radius}"
+            )
             print(f"room {args.site}/{args.room}: centre {lat}, {lon}, radius {radius:g} m")
 
         asyncio.run(_with_store(settings, set_room))
@@ -263,6 +267,7 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
                 data = await privacy.export(db, args.site, args.student_id)
             except privacy.NoSuchStudent as exc:
                 raise CommandError(str(exc)) from exc
+            await audit.cli(db, "student_export", f"{args.site}/{args.student_id}")
             text = json.dumps(data, indent=2) + "\n"
             if args.out is None:
                 sys.stdout.write(text)
@@ -280,6 +285,7 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
                 deleted = await privacy.erase(db, args.site, args.student_id)
             except privacy.NoSuchStudent as exc:
                 raise CommandError(str(exc)) from exc
+            await audit.cli(db, "student_erase", f"{args.site}/{args.student_id}", str(deleted))
             counts = ", ".join(f"{n} {table}" for table, n in deleted.items() if n)
             print(f"erased {args.site}/{args.student_id}: {counts}")
 
@@ -297,6 +303,7 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
         async def revoke_token(db: store.Store) -> None:
             if not await db.revoke_admin_token(args.id):
                 raise CommandError(f"no token with id {args.id!r} (see `token list`)")
+            await audit.cli(db, "token_revoke", args.id)
             print(f"token {args.id} revoked")
 
         asyncio.run(_with_store(settings, revoke_token))
@@ -305,6 +312,8 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
 
         async def add_token(db: store.Store) -> None:
             await db.add_admin_token(auth.token_hash(secret), args.role, args.name, _now_ms())
+            token_id = auth.token_hash(secret)[: store.TOKEN_ID_CHARS]
+            await audit.cli(db, "token_create", token_id, f"{args.role} {args.name}")
 
         asyncio.run(_with_store(settings, add_token))
         print(f"{args.role} token (shown once; only its hash is stored):", file=sys.stderr)

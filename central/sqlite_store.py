@@ -17,7 +17,7 @@ from central import environment
 from central import store
 from central import timetable
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 RECENT_REJECTIONS = 200
 
 _SCHEMA = """
@@ -114,6 +114,11 @@ CREATE TABLE verify_links (
     id INTEGER PRIMARY KEY AUTOINCREMENT, token_hash TEXT NOT NULL UNIQUE,
     checkin_id INTEGER NOT NULL REFERENCES checkins(id), created_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL, revoked_at INTEGER);
+""",
+    5: """
+CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,
+    action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL);
 """,
 }
 
@@ -669,6 +674,21 @@ class SqliteStore:
             "INSERT INTO admin_tokens (hash, role, name, created_at) VALUES (?, ?, ?, ?)",
             (token_hash, role, name, now_ms),
         )
+
+    @_serialized
+    async def audit(self, actor: str, action: str, target: str, detail: str, now_ms: int) -> None:
+        await self._write(
+            "INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+            (now_ms, actor[:80], action[:80], target[:200], detail[:1000]),
+        )
+
+    async def list_audit(self, limit: int, after_id: int) -> list[store.AuditEntry]:
+        rows = await self._all(
+            "SELECT id, at, actor, action, target, detail FROM audit_log WHERE id > ?"
+            " ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+        return [store.AuditEntry(*row) for row in rows]
 
     async def list_admin_tokens(self) -> list[store.AdminToken]:
         rows = await self._all(

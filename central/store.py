@@ -93,6 +93,16 @@ class ChainEvent:
 
 
 @dataclasses.dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at: int
+    actor: str  # "token:<id>" (role) for the API, "cli" for the command line
+    action: str
+    target: str
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True)
 class AdminToken:
     id: str  # the first 12 hex digits of the token's SHA-256: names it, reveals nothing
     role: str
@@ -279,6 +289,10 @@ class Store(typing.Protocol):
     async def add_admin_token(self, token_hash: str, role: str, name: str, now_ms: int) -> None: ...
     async def admin_role(self, token_hash: str) -> str | None: ...
     async def list_admin_tokens(self) -> list[AdminToken]: ...
+    async def audit(
+        self, actor: str, action: str, target: str, detail: str, now_ms: int
+    ) -> None: ...
+    async def list_audit(self, limit: int, after_id: int) -> list[AuditEntry]: ...
     async def revoke_admin_token(self, token_id: str) -> bool:
         """Deletes the token whose id (the first 12 hex digits of its hash) is given."""
         ...

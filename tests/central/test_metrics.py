@@ -98,3 +98,26 @@ async def test_tokens_are_listed_and_revoked_by_admins_only(central: conftest.Ce
         "DELETE", f"/api/v1/tokens/{row['id']}", token=central.admin_token
     )
     assert status == 404
+
+
+async def test_admin_actions_are_audited(central: conftest.Central) -> None:
+    auditor = auth.new_token()
+    await central.db.add_admin_token(auth.token_hash(auditor), "auditor", "audit desk", 5)
+    path = f"/api/v1/rooms/{central.site}/{central.room}"
+    token = central.admin_token
+    assert (await central.request("PATCH", path, {"radius_m": 80}, token=token))[0] == 200
+    body = {"site": central.site, "course": "c1", "timezone": "UTC"}
+    assert (await central.request("POST", "/api/v1/courses", body, token=token))[0] == 201
+    assert (await central.request("PATCH", path, {"radius_m": 0}, token=token))[0] == 400
+    status, body = await central.request("GET", "/api/v1/audit", token=auditor)
+    assert status == 200
+    entries = [(e["action"], e["target"]) for e in body["audit"]]
+    assert entries == [
+        ("room_geofence", f"{central.site}/{central.room}"),
+        ("course_add", f"{central.site}/c1"),
+    ]  # the refused change is not an action
+    admin_id = auth.token_hash(token)[:12]
+    assert {e["actor"] for e in body["audit"]} == {f"admin:{admin_id}"}
+    assert '"radius_m": 80' in body["audit"][0]["detail"]
+    status, page = await central.request("GET", "/api/v1/audit?limit=1", token=auditor)
+    assert len(page["audit"]) == 1 and page["next_after"] == page["audit"][0]["id"]

@@ -663,3 +663,13 @@ async def test_erasing_a_student_removes_them_and_only_them(db: store.Store) -> 
     assert await db.find_link("g" * 64) is not None
     assert await db.credential_active("cred-s2", 2)
     assert await db.erase_student(SITE, "s1") == dict.fromkeys(deleted, 0)
+
+
+async def test_audit_log_keeps_order_and_pages(db: store.Store) -> None:
+    for n in range(3):
+        await db.audit("admin:abc", f"action-{n}", "site/room", "x" * 2000, 1_000 + n)
+    first = await db.list_audit(2, 0)
+    assert [e.action for e in first] == ["action-0", "action-1"]
+    assert len(first[0].detail) == 1000  # bounded
+    rest = await db.list_audit(2, first[-1].id)
+    assert [e.action for e in rest] == ["action-2"] and rest[0].at == 1_002

@@ -1,0 +1,27 @@
+"""The audit log of admin actions: who (the token's role and id, or the CLI's user), what,
+on which target, when. Written after the action succeeded; read at GET /api/v1/audit."""
+
+from __future__ import annotations
+
+import getpass
+import time
+
+from aiohttp import web
+
+from central import auth
+from central import store
+
+
+async def api(
+    request: web.Request, db: store.Store, action: str, target: str, detail: str = ""
+) -> None:
+    actor = request.get(auth.ACTOR, "unknown")
+    await db.audit(actor, action, target, detail, int(time.time() * 1000))
+
+
+async def cli(db: store.Store, action: str, target: str, detail: str = "") -> None:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        user = "unknown"
+    await db.audit(f"cli:{user}", action, target, detail, int(time.time() * 1000))
