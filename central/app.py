@@ -20,6 +20,7 @@ from central import errors
 from central import events
 from central import keyring
 from central import metrics
+from central import retention
 from central import settings as settings_mod
 from central import store
 from central import stores
@@ -61,6 +62,7 @@ def build(
             if bridge
             else []
         )
+        tasks.append(asyncio.create_task(retention.run(db, settings, clock), name="retention"))
         notifier = sdnotify.Notifier.from_env()
         tasks.append(asyncio.create_task(_health(notifier, db, bridge), name="systemd-health"))
         yield

@@ -689,6 +689,23 @@ class PgStore:
         )
         return store.Student(*tuple(row)) if row else None
 
+    async def purge_before(self, before_ms: int) -> dict[str, int]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            checkins = await conn.execute(
+                "UPDATE checkins SET browser = NULL,"
+                " evidence = ((evidence::jsonb - 'network') - 'browser_students')::json"
+                " WHERE created_at < $1 AND (browser IS NOT NULL"
+                " OR (evidence::jsonb) ? 'network')",
+                before_ms,
+            )
+            proofs = await conn.execute(
+                "UPDATE proofs SET jws = '' WHERE received_at < $1 AND jws != ''"
+                " AND NOT EXISTS (SELECT 1 FROM checkins c WHERE c.site = proofs.site"
+                " AND c.device = proofs.device AND c.slot = proofs.slot)",
+                before_ms,
+            )
+        return {"checkins": _changed(checkins), "proofs": _changed(proofs)}
+
     async def erase_student(self, site: str, student_id: str) -> dict[str, int]:
         deleted: dict[str, int] = {}
         statements = [

@@ -62,6 +62,7 @@ class CentralSettings(tomlsettings.EnvOverTomlSettings):
     checkin_require_verified: bool = False
     flag_off_campus: bool = False
     campus_networks: dict[str, list[str]] = pydantic.Field(default_factory=dict)
+    retention_days: float = pydantic.Field(180, gt=0, le=36500)
     verify_link_ttl_days: float = pydantic.Field(30, gt=0, le=3650)
     log_level: typing.Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

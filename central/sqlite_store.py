@@ -631,6 +631,28 @@ class SqliteStore:
         return store.Student(*row) if row else None
 
     @_serialized
+    async def purge_before(self, before_ms: int) -> dict[str, int]:
+        try:
+            checkins = await self.db.execute(
+                "UPDATE checkins SET browser = NULL,"
+                " evidence = json_remove(evidence, '$.network', '$.browser_students')"
+                " WHERE created_at < ? AND (browser IS NOT NULL"
+                " OR json_extract(evidence, '$.network') IS NOT NULL)",
+                (before_ms,),
+            )
+            proofs = await self.db.execute(
+                "UPDATE proofs SET jws = '' WHERE received_at < ? AND jws != ''"
+                " AND NOT EXISTS (SELECT 1 FROM checkins c WHERE c.site = proofs.site"
+                " AND c.device = proofs.device AND c.slot = proofs.slot)",
+                (before_ms,),
+            )
+            await self.db.commit()
+        except sqlite3.Error:
+            await self.db.rollback()
+            raise
+        return {"checkins": checkins.rowcount, "proofs": proofs.rowcount}
+
+    @_serialized
     async def erase_student(self, site: str, student_id: str) -> dict[str, int]:
         deleted: dict[str, int] = {}
         statements = [

@@ -275,6 +275,13 @@ class Store(typing.Protocol):
 
     async def add_student(self, site: str, student_id: str, pin_hash: str) -> None: ...
     async def get_student(self, site: str, student_id: str) -> Student | None: ...
+    async def purge_before(self, before_ms: int) -> dict[str, int]:
+        """Retention: check-ins older than `before_ms` lose their client network and browser
+        evidence (status, flags and verdicts stay); proofs older than that lose their JWS
+        (the room's raw environment) unless a check-in's evidence needs it (seq, hash, slot
+        and verdict stay). Returns how many rows were purged of each kind."""
+        ...
+
     async def erase_student(self, site: str, student_id: str) -> dict[str, int]:
         """Deletes the student and everything about them (check-ins and their verification
         links, overrides, enrolments, credentials) in one transaction; rows deleted per table."""

@@ -673,3 +673,31 @@ async def test_audit_log_keeps_order_and_pages(db: store.Store) -> None:
     assert len(first[0].detail) == 1000  # bounded
     rest = await db.list_audit(2, first[-1].id)
     assert [e.action for e in rest] == ["action-2"] and rest[0].at == 1_002
+
+
+async def test_retention_purges_details_and_keeps_records(db: store.Store) -> None:
+    await provision(db)
+    await db.add_student(SITE, "s1", "hash")
+    old_proof = proof_row(1, slot=10)
+    await db.store_proof(old_proof, 20, 30, 0)
+    evidence_proof = proof_row(2, slot=11)
+    await db.store_proof(evidence_proof, 20, 30, 0)
+    new = new_checkin("s1", 11, browser="b" * 32)
+    old = await db.add_checkin(
+        dataclasses.replace(
+            new,
+            evidence={"network": "off_campus", "browser_students": 2, "device_verdict": "verified"},
+        )
+    )
+    purged = await db.purge_before(10**13)
+    assert purged == {"checkins": 1, "proofs": 1}
+    kept = await db.get_checkin(old.id)
+    assert kept is not None and kept.status == old.status and kept.flags == old.flags
+    assert kept.evidence == {"device_verdict": "verified"}
+    assert await db.browser_students("b" * 32, "s2", None, None, ROOM, 0) == 0
+    stripped = await db.get_proof(SITE, DEVICE, 1)
+    assert stripped is not None and stripped.jws == "" and stripped.hash == old_proof.hash
+    assert stripped.verdict == old_proof.verdict
+    needed = await db.get_proof(SITE, DEVICE, 2)
+    assert needed is not None and needed.jws == evidence_proof.jws  # a check-in's evidence
+    assert await db.purge_before(10**13) == {"checkins": 0, "proofs": 0}
