@@ -14,7 +14,7 @@ EXPORT_DAYS = 400
 
 
 class NoSuchStudent(Exception):
-    pass
+    """The site has no student with this id."""
 
 
 async def export(db: store.Store, site: str, student_id: str) -> dict[str, typing.Any]:

@@ -25,7 +25,8 @@ from central import app as app_mod
 from central import auth
 from central import clock as clock_mod
 from central import settings as settings_mod
-from central import sqlite_store
+from central import store
+from central import stores
 from central import students
 from edge_agent.protocol import b64
 from edge_agent.protocol import chain
@@ -100,7 +101,7 @@ class ScriptedDevice:
 class Central:
     url: str
     settings: settings_mod.CentralSettings
-    db: sqlite_store.SqliteStore
+    db: store.Store  # a second handle on central's store (SQLite, or PostgreSQL when set)
     mqtt: aiomqtt.Client
     http: aiohttp.ClientSession
     admin_token: str
@@ -207,7 +208,7 @@ async def central(
     app = app_mod.build(settings, clock=clock)
     server = test_utils.TestServer(app, host="127.0.0.1", port=port)
     await server.start_server()
-    db = sqlite_store.SqliteStore(settings.db_path)
+    db = stores.make(settings)
     await db.open()
     site, room = f"s{unique}", "a-101"
     await db.add_site(site, "Test campus")

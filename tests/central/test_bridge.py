@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import time
+import typing
 
+from central import sqlite_store
 from edge_agent.protocol import b64
 from edge_agent.protocol import chain
 from tests.central import conftest
@@ -105,7 +107,8 @@ async def test_enrollment_rejections(central: conftest.Central) -> None:
     assert stored.enroll_code is None
 
     expired, expired_code = await central.add_device("pi-two")
-    await central.db.db.execute("UPDATE devices SET enroll_expires_ms = 1 WHERE device = 'pi-two'")
-    await central.db.db.commit()
+    raw = typing.cast(sqlite_store.SqliteStore, central.db).db
+    await raw.execute("UPDATE devices SET enroll_expires_ms = 1 WHERE device = 'pi-two'")
+    await raw.commit()
     reply = await central.enroll(expired, expired_code)
     assert reply["type"] == "enroll_rejected" and reply["reason"] == "code_expired"

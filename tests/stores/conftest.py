@@ -42,3 +42,9 @@ async def db(backend: Backend) -> collections.abc.AsyncIterator[store.Store]:
     await handle.open()
     yield handle
     await handle.close()
+
+
+# The in-process central of tests/central, for test_central_pg.py (which sets database_url).
+from tests.central.conftest import central  # noqa: E402, F401
+from tests.central.conftest import central_overrides  # noqa: E402, F401
+from tests.central.conftest import clock  # noqa: E402, F401

@@ -4,92 +4,27 @@ check-in, its evidence bundle and a verification link, read back through the API
 from __future__ import annotations
 
 import asyncio
-import collections.abc
 import json
-import pathlib
 import typing
-import uuid
 
-import aiohttp
-import aiomqtt
 import asyncpg
 import pytest
-from aiohttp import test_utils
 
-from central import app as app_mod
-from central import auth
 from central import evidence
-from central import pg_store
-from central import settings as settings_mod
-from central import sqlite_store
 from edge_agent.protocol import b64
 from edge_agent.protocol import qrtoken
-from tests import broker as broker_mod
 from tests.central import conftest
 from tests.stores import pg
 
 
 @pytest.fixture()
-async def pg_central(
-    tmp_path: pathlib.Path, broker: broker_mod.Broker, pg_dsn: str
-) -> collections.abc.AsyncIterator[conftest.Central]:
-    """tests/central's `central` fixture with `database_url` set; `db` is a second PgStore on
-    the same database, for direct reads."""
-    port = broker_mod.free_port()
-    unique = uuid.uuid4().hex[:10]
-    settings = settings_mod.CentralSettings(
-        data_dir=tmp_path / "central",
-        database_url=pg_dsn,
-        http_host="127.0.0.1",
-        http_port=port,
-        public_url=f"http://127.0.0.1:{port}",
-        mqtt_url=broker.url,
-        mqtt_client_id=f"central-{unique}",
-        mqtt_share_group=f"g{unique}",
-        profile_learn_proofs=3,
-    )
-    server = test_utils.TestServer(app_mod.build(settings), host="127.0.0.1", port=port)
-    await server.start_server()
-    db = pg_store.PgStore(pg_dsn)
-    await db.open()
-    site, room = f"s{unique}", "a-101"
-    await db.add_site(site, "Test campus")
-    await db.add_room(site, room, "Hall A-101", None, None, 50)
-    token = auth.new_token()
-    await db.add_admin_token(auth.token_hash(token), "admin", "tests", 0)
-    async with (
-        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http,
-        aiomqtt.Client(
-            "127.0.0.1",
-            broker.port,
-            identifier=f"pub-{unique}",
-            protocol=aiomqtt.ProtocolVersion.V5,
-        ) as mqtt,
-    ):
-        # conftest.Central annotates `db` as SqliteStore; it only calls Store methods.
-        handle = conftest.Central(
-            f"http://127.0.0.1:{port}",
-            settings,
-            typing.cast(sqlite_store.SqliteStore, db),
-            mqtt,
-            http,
-            token,
-            site,
-            room,
-        )
-
-        async def connected() -> bool:
-            status, body = await handle.request("GET", "/healthz")
-            return status == 200 and body["mqtt"] == "connected"
-
-        await conftest.poll(connected, 15, "central's MQTT bridge to connect")
-        yield handle
-    await db.close()
-    await server.close()
+def central_overrides(pg_dsn: str) -> dict[str, typing.Any]:
+    """tests/central's in-process central (fixture `central`), here on PostgreSQL: the same
+    fixture, so that both stores are driven by the very same code."""
+    return {"database_url": pg_dsn}
 
 
-async def test_ingest_checkin_and_evidence_on_postgres(pg_central: conftest.Central) -> None:
-    central = pg_central
+async def test_ingest_checkin_and_evidence_on_postgres(central: conftest.Central) -> None:
     device, code = await central.add_device("pi-a101")
     assert (await central.enroll(device, code))["type"] == "enrolled"
     topic = device.topic("proof")
@@ -178,11 +113,10 @@ async def test_ingest_checkin_and_evidence_on_postgres(pg_central: conftest.Cent
 
 
 async def test_a_database_outage_loses_no_proof(
-    pg_central: conftest.Central, pg_dsn: str, caplog: pytest.LogCaptureFixture
+    central: conftest.Central, pg_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The database refuses connections while a proof arrives: central does not acknowledge
     it, reconnects, and stores it once the database is back (nothing counted as rejected)."""
-    central = pg_central
     device, code = await central.add_device("pi-a101")
     assert (await central.enroll(device, code))["type"] == "enrolled"
     topic = device.topic("proof")
