@@ -31,6 +31,7 @@ from central import profiles
 from central import ratelimit
 from central import store
 from edge_agent.protocol import b64
+from edge_agent.protocol import command
 from edge_agent.protocol import names
 from edge_agent.protocol import qrtoken
 
@@ -119,6 +120,8 @@ class Api:
         app.router.add_post("/api/v1/alerts/{id}/clear", self.clear_alert)
         app.router.add_get("/api/v1/chain-events", self.chain_events)
         app.router.add_get("/api/v1/tokens", self.tokens)
+        app.router.add_post("/api/v1/devices/{site}/{device}/commands", self.send_command)
+        app.router.add_get("/api/v1/devices/{site}/{device}/commands", self.list_commands)
         app.router.add_get("/api/v1/audit", self.audit_log)
         app.router.add_delete("/api/v1/tokens/{id}", self.revoke_token)
         app.router.add_route("*", "/api/{tail:.*}", self.not_found)
@@ -460,6 +463,47 @@ class Api:
         self.hub.publish("alert", body)
         return web.json_response({"alert": body})
 
+    async def _device_of(self, request: web.Request) -> store.Device:
+        site, name = request.match_info["site"], request.match_info["device"]
+        found = None
+        if names.is_valid(site) and names.is_valid(name):
+            found = await self.db.get_device(site, name)
+        if found is None or found.ed25519 is None:
+            raise errors.ApiError(404, "not_found", "no such enrolled device")
+        return found
+
+    async def send_command(self, request: web.Request) -> web.Response:
+        """`{"kind": "show_message", "args": {"text", "seconds"}, "ttl_s": 300}` or
+        `{"kind": "status_report"}`: signed by central, delivered on the device's cmd topic."""
+        await auth.require(request, self.db, roles=("admin",))
+        device = await self._device_of(request)
+        body = await params.json_object(request)
+        unknown = sorted(set(body) - {"kind", "args", "ttl_s"})
+        if unknown:
+            raise errors.ApiError(400, "invalid_request", "unknown fields", {"fields": unknown})
+        ttl_s = body.get("ttl_s", 300)
+        if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or not 1 <= ttl_s <= 86400:
+            raise errors.ApiError(400, "invalid_request", "ttl_s: 1..86400", {"field": "ttl_s"})
+        if self.bridge is None:
+            raise errors.ApiError(503, "broker_unavailable", "this central has no broker link")
+        try:
+            sent = await self.bridge.send_command(
+                device.site, device.device, str(body.get("kind")), body.get("args") or {}, ttl_s
+            )
+        except command.CommandError as exc:
+            raise errors.ApiError(400, "invalid_request", str(exc), {"field": "kind"}) from exc
+        except ConnectionError as exc:
+            raise errors.ApiError(503, "broker_unavailable", str(exc)) from exc
+        target = f"{device.site}/{device.device}"
+        await audit.api(request, self.db, f"command_{sent['kind']}", target, sent["nonce"])
+        return web.json_response({"command": _command_json(sent)}, status=201)
+
+    async def list_commands(self, request: web.Request) -> web.Response:
+        await auth.require(request, self.db)
+        device = await self._device_of(request)
+        sent = self.bridge.commands.get((device.site, device.device), ()) if self.bridge else ()
+        return web.json_response({"commands": [_command_json(c) for c in sent]})
+
     async def audit_log(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, roles=("admin", "auditor"))
         limit = params.int_param(request, "limit", 100, 1, 1000)
@@ -565,6 +609,14 @@ class Api:
         finally:
             self.hub.unsubscribe(queue)
         return response
+
+
+def _command_json(sent: dict[str, typing.Any]) -> dict[str, typing.Any]:
+    return {
+        **sent,
+        "sent_at": params.iso(sent["sent_at"]),
+        "expires_at": params.iso(sent["expires_at"]),
+    }
 
 
 def profile_json(profile: environment.Profile) -> dict[str, typing.Any]:

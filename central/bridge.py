@@ -9,10 +9,12 @@ so redelivery stores nothing twice.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import json
 import logging
 import random
+import secrets
 import ssl
 import time
 import typing
@@ -31,6 +33,7 @@ from central import settings as settings_mod
 from central import store
 from central import stores
 from central import verifier
+from edge_agent.protocol import command
 from edge_agent.protocol import proof
 from edge_agent.protocol import topics
 
@@ -59,6 +62,8 @@ class Bridge:
         self.metrics = metrics_ or metrics.Metrics()
         self.telemetry: dict[tuple[str, str], dict[str, typing.Any]] = {}
         self.open_alerts: set[tuple[str, str, str]] = set()
+        # Commands this process sent, per device (the last 50), with their reported outcome.
+        self.commands: dict[tuple[str, str], collections.deque[dict[str, typing.Any]]] = {}
         self._rooms: dict[tuple[str, str], tuple[float, store.Room | None]] = {}
         self.settings = settings
         self.db = db
@@ -203,6 +208,9 @@ class Bridge:
             if len(payload) > TELEMETRY_MAX_BYTES:
                 raise ValueError("oversize")
             data = json.loads(payload)
+            if isinstance(data, dict) and data.get("type") == "command_result":
+                await self._command_result(where, topic, payload, data)
+                return
             depth = data["outbox_depth"]
             proofs = depth.get("proof", 0)
             if not isinstance(data, dict) or not isinstance(proofs, int) or not 0 <= proofs < 2**53:
@@ -223,6 +231,53 @@ class Bridge:
             "clock": data.get("clock") if isinstance(data.get("clock"), dict) else {},
         }
         self.metrics.outbox_depth.labels(site=where.site, device=where.device).set(proofs)
+
+    async def send_command(
+        self, site: str, device: str, kind: str, args: dict[str, typing.Any], ttl_s: int
+    ) -> dict[str, typing.Any]:
+        """Signs and publishes a command on the device's `cmd` topic (QoS 1: the broker keeps
+        it for a device that is offline); its outcome arrives as the device's telemetry."""
+        if self._client is None:
+            raise ConnectionError("central is not connected to the broker")
+        now = self.clock.now_ms()
+        nonce = secrets.token_hex(12)
+        signed = command.sign(
+            self.keys.signing, site, device, kind, args, nonce, now, now + ttl_s * 1000
+        )
+        await self._client.publish(topics.topic(site, device, "cmd"), signed.encode(), qos=1)
+        sent = {
+            "nonce": nonce,
+            "kind": kind,
+            "args": args,
+            "sent_at": now,
+            "expires_at": now + ttl_s * 1000,
+            "outcome": "sent",
+            "reason": "",
+        }
+        history = self.commands.setdefault((site, device), collections.deque(maxlen=50))
+        history.append(sent)
+        return sent
+
+    async def _command_result(
+        self, where: topics.Topic, topic: str, payload: bytes, data: dict[str, typing.Any]
+    ) -> None:
+        outcome, reason = data.get("outcome"), data.get("reason", "")
+        if outcome not in ("applied", "rejected") or not isinstance(reason, str):
+            await self._reject("bad_telemetry", topic, payload, "malformed command result")
+            return
+        for sent in self.commands.get((where.site, where.device), ()):
+            if sent["nonce"] == data.get("nonce"):
+                sent["outcome"], sent["reason"] = outcome, reason[:100]
+        self.hub.publish(
+            "command",
+            {
+                "site": where.site,
+                "device": where.device,
+                "nonce": data.get("nonce") if isinstance(data.get("nonce"), str) else None,
+                "outcome": outcome,
+                "reason": reason[:100],
+            },
+        )
 
     async def _proof(self, topic: str, payload: bytes) -> None:
         received = self.clock.now_ms()

@@ -20,6 +20,7 @@ import aiomqtt
 
 from edge_agent import agentclock
 from edge_agent import bundle as bundle_mod
+from edge_agent import commands
 from edge_agent import enrollment
 from edge_agent import keystore
 from edge_agent import metrics
@@ -31,6 +32,7 @@ from edge_agent import timesource
 from edge_agent.display import frame
 from edge_agent.display import sinks
 from edge_agent.protocol import b64
+from edge_agent.protocol import command
 from edge_agent.protocol import proof
 from edge_agent.protocol import qrtoken
 from edge_agent.protocol import slots
@@ -156,6 +158,14 @@ class Agent:
         self.storage_failed_at: float | None = None
         self.last_frame_at: float | None = None  # monotonic; a sink showed a frame
         self.notifier = sdnotify.Notifier.from_env()
+        self.commands = commands.Commands(
+            state_dir,
+            self.bundle.site,
+            self.bundle.device,
+            b64.decode(self.bundle.central_ed25519),
+        )
+        self.message: tuple[str, float] | None = None  # text shown until (monotonic)
+        self.report_now = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -281,6 +291,8 @@ class Agent:
             return "waiting for time: the clock is not synchronised (NTP or GPS)"
         if self.storage_error is not None:
             return self.storage_error
+        if self.message is not None and time.monotonic() < self.message[1]:
+            return self.message[0]
         state = (
             self.link_state
             if self.enrolled.is_set() or self.link_state != "online"
@@ -395,7 +407,9 @@ class Agent:
     async def _telemetry_loop(self) -> None:
         topic = topics.topic(self.bundle.site, self.bundle.device, "telemetry")
         while True:
-            await asyncio.sleep(self.settings.telemetry_interval_s)
+            with contextlib.suppress(TimeoutError):  # a status_report command wakes it early
+                await asyncio.wait_for(self.report_now.wait(), self.settings.telemetry_interval_s)
+            self.report_now.clear()
             depth = await asyncio.to_thread(self.outbox.depth)
             payload = json.dumps(
                 {
@@ -472,8 +486,34 @@ class Agent:
             if not self.enrolled.is_set():
                 if self.enrollment.handle_reply(payload):
                     self.enrolled.set()
+            elif command.is_command(payload):
+                await self._command(payload)
             else:
-                log.info("ignored a command on %s (no commands are defined yet)", message.topic)
+                log.info("ignored a message on %s that is not a command", message.topic)
+
+    async def _command(self, payload: bytes) -> None:
+        """Apply a genuine command; report every outcome (as telemetry) so central knows."""
+        try:
+            found = self.commands.check(payload, self.clock.now_ms())
+        except command.CommandError as exc:
+            log.warning("refused a command: %s (%s)", exc.reason, exc)
+            report = commands.result(commands.claimed_nonce(payload), None, "rejected", exc.reason)
+        else:
+            if found.kind == "show_message":
+                self.message = (found.args["text"], time.monotonic() + found.args["seconds"])
+            elif found.kind == "status_report":
+                self.report_now.set()
+            log.info("applied command %s (%s)", found.kind, found.nonce)
+            report = commands.result(found.nonce, found.kind, "applied")
+        topic = topics.topic(self.bundle.site, self.bundle.device, "telemetry")
+        try:
+            await asyncio.to_thread(
+                self.outbox.put, outbox_mod.TELEMETRY, topic, json.dumps(report).encode()
+            )
+        except STORAGE_ERRORS as exc:
+            self._storage_failed("command result dropped", exc)
+            return
+        self.outbox_changed.set()
 
     async def _enroll(self, client: mqttlink.Client) -> None:
         b = self.bundle

@@ -7,14 +7,17 @@ import pathlib
 import signal
 import subprocess
 import sys
+import time
 import typing
 
 import pytest
 import zxingcpp
 from PIL import Image
 
+from edge_agent import keystore
 from edge_agent.protocol import b64
 from edge_agent.protocol import chain
+from edge_agent.protocol import command
 from edge_agent.protocol import jws
 from edge_agent.protocol import keys
 from edge_agent.protocol import proof
@@ -349,3 +352,80 @@ def test_central_status_screen(room: dict[str, typing.Any]) -> None:
     done = central.cli("status", check=False)
     assert done.returncode == 1
     assert "central is not running" in done.stdout
+
+
+def publish_raw(broker: broker_mod.Broker, topic: str, payload: str) -> None:
+    done = subprocess.run(
+        ["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", topic, "-m", payload],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_signed_commands_are_applied_and_forgeries_refused(room: dict[str, typing.Any]) -> None:
+    admin, agent, broker = room["admin"], room["agent"], room["broker"]
+    system.wait_for(lambda: device_row(admin), 60, "the device's first proof")
+    path = "/api/v1/devices/campus/pi-a101/commands"
+    status, body, _ = admin.request(
+        "POST", path, {"kind": "show_message", "args": {"text": "Exam moved to B-2", "seconds": 60}}
+    )
+    assert status == 201, body
+    nonce = body["command"]["nonce"]
+
+    def outcome() -> str | None:
+        _, listed, _ = admin.request("GET", path)
+        found = [c for c in listed["commands"] if c["nonce"] == nonce]
+        return found[0]["outcome"] if found and found[0]["outcome"] != "sent" else None
+
+    assert system.wait_for(outcome, 30, "the device's report") == "applied"
+    assert "applied command show_message" in agent.log.read_text()
+    status, body, _ = admin.request("POST", path, {"kind": "reboot"})
+    assert status == 400
+
+    # Commands made by hand: forged, expired, and a genuine one sent twice.
+    central_key = keys.SigningKey(
+        keystore.read_or_create(room["central"].workdir / "data" / "central-ed25519.key")
+    )
+    now = int(time.time() * 1000)
+    topic = "roomproof/v1/campus/pi-a101/cmd"
+    forged = command.sign(
+        keys.SigningKey.generate(),
+        "campus",
+        "pi-a101",
+        "status_report",
+        {},
+        "f" * 16,
+        now,
+        now + 60_000,
+    )
+    expired = command.sign(
+        central_key, "campus", "pi-a101", "status_report", {}, "e" * 16, now - 120_000, now - 60_000
+    )
+    other = command.sign(
+        central_key, "campus", "pi-b202", "status_report", {}, "o" * 16, now, now + 60_000
+    )
+    genuine = command.sign(
+        central_key, "campus", "pi-a101", "status_report", {}, "g" * 16, now, now + 60_000
+    )
+    for payload in (forged, expired, other, genuine, genuine):
+        publish_raw(broker, topic, payload)
+
+    def refused() -> list[str] | None:
+        text = agent.log.read_text()
+        reasons = [
+            r
+            for r in ("bad_signature", "expired", "wrong_device", "replay")
+            if f"refused a command: {r}" in text
+        ]
+        return reasons if len(reasons) == 4 else None
+
+    assert system.wait_for(refused, 30, "the four refusals") == [
+        "bad_signature",
+        "expired",
+        "wrong_device",
+        "replay",
+    ]
+    assert agent.log.read_text().count("applied command status_report") == 1
