@@ -301,6 +301,7 @@ class Api:
 
     async def list_checkins(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
+        auth.refuse_teachers(request, "GET /api/v1/sessions/{id}/attendance")
         limit = params.int_param(request, "limit", 1000, 1, 10000)
         rows = await self.db.list_checkins(
             params.name_param(request, "site"),
@@ -536,6 +537,7 @@ class Api:
                         "role": t.role,
                         "name": t.name,
                         "created_at": params.iso(t.created_at),
+                        "courses": list(t.courses),
                     }
                     for t in rows
                 ]
@@ -582,6 +584,7 @@ class Api:
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-Sent Events: `proof`, `checkin` and `device` as they happen."""
         await auth.require(request, self.db)
+        auth.refuse_teachers(request, "the event stream is site-wide")
         queue = self.hub.subscribe()
         response = web.StreamResponse(
             headers={

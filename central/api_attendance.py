@@ -146,6 +146,7 @@ class AttendanceApi:
     async def courses(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
         rows = await self.db.list_courses(params.name_param(request, "site"))
+        rows = [c for c in rows if auth.sees_course(request, c.site, c.course)]
         return web.json_response({"courses": [c.__dict__ for c in rows]})
 
     async def _course(self, request: web.Request) -> store.Course:
@@ -155,6 +156,7 @@ class AttendanceApi:
             found = await self.db.get_course(site, course)
         if found is None:
             raise errors.ApiError(404, "not_found", "no such course")
+        auth.require_course(request, found.site, found.course)
         return found
 
     async def get_roster(self, request: web.Request) -> web.Response:
@@ -261,9 +263,10 @@ class AttendanceApi:
             limit,
             params.int_param(request, "after", 0, 0, 2**62),
         )
+        visible = [s for s in rows if auth.sees_course(request, s.site, s.course)]
         return web.json_response(
             {
-                "sessions": [session_json(s) for s in rows],
+                "sessions": [session_json(s) for s in visible],
                 "next_after": rows[-1].id if len(rows) == limit else None,
             }
         )
@@ -272,6 +275,7 @@ class AttendanceApi:
         session = await self.db.get_session(params.path_int(request, "id"))
         if session is None:
             raise errors.ApiError(404, "not_found", "no such session")
+        auth.require_course(request, session.site, session.course)
         return session
 
     def _occurrence(self, session: timetable.Session, text: str | None) -> timetable.Occurrence:
@@ -358,7 +362,13 @@ class AttendanceApi:
         end = params.time_param(request, "to") or now
         limit = params.int_param(request, "limit", 100, 1, 1000)
         offset = params.int_param(request, "offset", 0, 0, 10**6)
-        history = await attendance.student_history(self.db, site, student, start, end, now)
+        history = [
+            (occurrence, row)
+            for occurrence, row in await attendance.student_history(
+                self.db, site, student, start, end, now
+            )
+            if auth.sees_course(request, site, occurrence.session.course)
+        ]
         page = history[offset : offset + limit]
         counts: dict[str, int] = {}
         for _, row in history:

@@ -53,10 +53,19 @@ class EvidenceApi:
         app.router.add_get("/v/{token}", self.verify_page)
         app.router.add_get("/v/{token}/bundle.json", self.link_bundle)
 
-    async def _checkin(self, checkin_id: int) -> store.Checkin:
+    async def _checkin(self, request: web.Request, checkin_id: int) -> store.Checkin:
         checkin = await self.db.get_checkin(checkin_id)
         if checkin is None:
             raise errors.ApiError(404, "not_found", f"no check-in {checkin_id}")
+        if auth.SCOPE in request:  # a teacher: only check-ins of their courses' sessions
+            session = (
+                await self.db.get_session(checkin.session_id)
+                if checkin.session_id is not None
+                else None
+            )
+            if session is None:
+                raise errors.ApiError(403, "not_your_course", "this check-in is in no session")
+            auth.require_course(request, session.site, session.course)
         return checkin
 
     async def _bundle(self, checkin: store.Checkin) -> tuple[bytes, bytes]:
@@ -67,7 +76,7 @@ class EvidenceApi:
 
     async def download(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
-        checkin = await self._checkin(params.path_int(request, "id"))
+        checkin = await self._checkin(request, params.path_int(request, "id"))
         data, _ = await self._bundle(checkin)
         return web.Response(
             body=data,
@@ -79,7 +88,7 @@ class EvidenceApi:
 
     async def add_link(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, LINK_ROLES)
-        checkin = await self._checkin(params.path_int(request, "id"))
+        checkin = await self._checkin(request, params.path_int(request, "id"))
         body = await params.json_object(request) if request.can_read_body else {}
         ttl_days = body.get("ttl_days", self.settings.verify_link_ttl_days)
         if (

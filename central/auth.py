@@ -12,6 +12,8 @@ from central import store
 
 ROLES = ("admin", "teacher", "auditor")
 ACTOR = web.RequestKey("actor", str)  # "<role>:<token id>" of the request, for the audit log
+# For a teacher's request: the (site, course) pairs it may see. Absent: the whole site.
+SCOPE = web.RequestKey("scope", frozenset)
 
 
 def new_token() -> str:
@@ -33,4 +35,23 @@ async def require(request: web.Request, db: store.Store, roles: tuple[str, ...] 
     if role not in roles:
         raise errors.ApiError(403, "forbidden", f"role {role} may not do this")
     request[ACTOR] = f"{role}:{token_hash(token.strip())[: store.TOKEN_ID_CHARS]}"
+    if role == "teacher":
+        request[SCOPE] = await db.token_courses(token_hash(token.strip()))
     return role
+
+
+def sees_course(request: web.Request, site: str, course: str) -> bool:
+    scope = request.get(SCOPE)
+    return scope is None or (site, course) in scope
+
+
+def require_course(request: web.Request, site: str, course: str) -> None:
+    """Teachers only in their courses (after `require`)."""
+    if not sees_course(request, site, course):
+        raise errors.ApiError(403, "not_your_course", f"course {site}/{course} is not yours")
+
+
+def refuse_teachers(request: web.Request, instead: str) -> None:
+    """For views across courses that a course filter cannot make safe (yet)."""
+    if SCOPE in request:
+        raise errors.ApiError(403, "forbidden", f"teachers read this per course: {instead}")

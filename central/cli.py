@@ -126,6 +126,13 @@ def _parser() -> argparse.ArgumentParser:
     add = token.add_parser("create", parents=[common])
     add.add_argument("--role", choices=auth.ROLES, required=True)
     add.add_argument("--name", default="")
+    add.add_argument(
+        "--course",
+        action="append",
+        default=[],
+        metavar="SITE/COURSE",
+        help="teachers: a course the token is limited to (repeat for several)",
+    )
     token.add_parser("list", parents=[common], help="ids, roles and names (never the secrets)")
     revoke = token.add_parser("revoke", parents=[common], help="revoke a token by its id")
     revoke.add_argument("id", help="the 12-character id that `token list` shows")
@@ -295,7 +302,8 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
         async def list_tokens(db: store.Store) -> None:
             for item in await db.list_admin_tokens():
                 created = datetime.datetime.fromtimestamp(item.created_at / 1000, datetime.UTC)
-                print(f"{item.id}  {item.role:<8} {created:%Y-%m-%d %H:%M}  {item.name}")
+                courses = f"  [{', '.join(item.courses)}]" if item.courses else ""
+                print(f"{item.id}  {item.role:<8} {created:%Y-%m-%d %H:%M}  {item.name}{courses}")
 
         asyncio.run(_with_store(settings, list_tokens))
     elif key == ("token", "revoke"):
@@ -309,9 +317,24 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
         asyncio.run(_with_store(settings, revoke_token))
     elif key == ("token", "create"):
         secret = auth.new_token()
+        if args.role == "teacher" and not args.course:
+            raise CommandError("a teacher token needs at least one --course SITE/COURSE")
+        if args.role != "teacher" and args.course:
+            raise CommandError("--course limits teacher tokens only")
+        scope = []
+        for item in args.course:
+            site, _, course = item.partition("/")
+            if not (names.is_valid(site) and names.is_valid(course)):
+                raise CommandError(f"--course {item!r}: expected SITE/COURSE")
+            scope.append((site, course))
 
         async def add_token(db: store.Store) -> None:
-            await db.add_admin_token(auth.token_hash(secret), args.role, args.name, _now_ms())
+            for site, course in scope:
+                if await db.get_course(site, course) is None:
+                    raise CommandError(f"course {site}/{course} does not exist")
+            await db.add_admin_token(
+                auth.token_hash(secret), args.role, args.name, _now_ms(), tuple(scope)
+            )
             token_id = auth.token_hash(secret)[: store.TOKEN_ID_CHARS]
             await audit.cli(db, "token_create", token_id, f"{args.role} {args.name}")
 

@@ -23,7 +23,7 @@ from central import environment
 from central import store
 from central import timetable
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RECENT_REJECTIONS = 200
 POOL_MAX = 10
 # pg_advisory_lock key held while migrating ("roomprof" in ASCII), so that centrals starting
@@ -126,6 +126,12 @@ CREATE TABLE verify_links (
 CREATE TABLE audit_log (
     id BIGSERIAL PRIMARY KEY, at BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
     target TEXT NOT NULL, detail TEXT NOT NULL);
+""",
+    3: """
+CREATE TABLE token_courses (
+    hash TEXT NOT NULL REFERENCES admin_tokens(hash) ON DELETE CASCADE,
+    site TEXT COLLATE "C" NOT NULL, course TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (hash, site, course));
 """,
 }
 
@@ -740,14 +746,34 @@ class PgStore:
     async def revoke_credential(self, credential_id: str) -> None:
         await self._write("UPDATE credentials SET revoked = TRUE WHERE id = $1", credential_id)
 
-    async def add_admin_token(self, token_hash: str, role: str, name: str, now_ms: int) -> None:
-        await self._write(
-            "INSERT INTO admin_tokens (hash, role, name, created_at) VALUES ($1, $2, $3, $4)",
-            token_hash,
-            role,
-            name,
-            now_ms,
-        )
+    async def add_admin_token(
+        self,
+        token_hash: str,
+        role: str,
+        name: str,
+        now_ms: int,
+        courses: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "INSERT INTO admin_tokens (hash, role, name, created_at)"
+                    " VALUES ($1, $2, $3, $4)",
+                    token_hash,
+                    role,
+                    name,
+                    now_ms,
+                )
+                await conn.executemany(
+                    "INSERT INTO token_courses (hash, site, course) VALUES ($1, $2, $3)",
+                    [(token_hash, site, course) for site, course in sorted(set(courses))],
+                )
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise store.Conflict(str(exc)) from exc
+
+    async def token_courses(self, token_hash: str) -> frozenset[tuple[str, str]]:
+        rows = await self._all("SELECT site, course FROM token_courses WHERE hash = $1", token_hash)
+        return frozenset((row[0], row[1]) for row in rows)
 
     async def audit(self, actor: str, action: str, target: str, detail: str, now_ms: int) -> None:
         await self._write(
@@ -772,9 +798,8 @@ class PgStore:
         rows = await self._all(
             "SELECT hash, role, name, created_at FROM admin_tokens ORDER BY created_at, hash"
         )
-        return [
-            store.AdminToken(row[0][: store.TOKEN_ID_CHARS], row[1], row[2], row[3]) for row in rows
-        ]
+        scopes = await self._all("SELECT hash, site, course FROM token_courses")
+        return store.tokens_with_courses(rows, scopes)
 
     async def revoke_admin_token(self, token_id: str) -> bool:
         if len(token_id) != store.TOKEN_ID_CHARS or not all(

@@ -17,7 +17,7 @@ from central import environment
 from central import store
 from central import timetable
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 RECENT_REJECTIONS = 200
 
 _SCHEMA = """
@@ -119,6 +119,11 @@ CREATE TABLE verify_links (
 CREATE TABLE audit_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL);
+""",
+    6: """
+CREATE TABLE token_courses (
+    hash TEXT NOT NULL REFERENCES admin_tokens(hash) ON DELETE CASCADE, site TEXT NOT NULL,
+    course TEXT NOT NULL, PRIMARY KEY (hash, site, course));
 """,
 }
 
@@ -691,11 +696,33 @@ class SqliteStore:
         await self._write("UPDATE credentials SET revoked = 1 WHERE id = ?", (credential_id,))
 
     @_serialized
-    async def add_admin_token(self, token_hash: str, role: str, name: str, now_ms: int) -> None:
-        await self._write(
-            "INSERT INTO admin_tokens (hash, role, name, created_at) VALUES (?, ?, ?, ?)",
-            (token_hash, role, name, now_ms),
+    async def add_admin_token(
+        self,
+        token_hash: str,
+        role: str,
+        name: str,
+        now_ms: int,
+        courses: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        try:
+            await self.db.execute(
+                "INSERT INTO admin_tokens (hash, role, name, created_at) VALUES (?, ?, ?, ?)",
+                (token_hash, role, name, now_ms),
+            )
+            await self.db.executemany(
+                "INSERT INTO token_courses (hash, site, course) VALUES (?, ?, ?)",
+                [(token_hash, site, course) for site, course in sorted(set(courses))],
+            )
+            await self.db.commit()
+        except sqlite3.IntegrityError as exc:
+            await self.db.rollback()
+            raise store.Conflict(str(exc)) from exc
+
+    async def token_courses(self, token_hash: str) -> frozenset[tuple[str, str]]:
+        rows = await self._all(
+            "SELECT site, course FROM token_courses WHERE hash = ?", (token_hash,)
         )
+        return frozenset((row[0], row[1]) for row in rows)
 
     @_serialized
     async def audit(self, actor: str, action: str, target: str, detail: str, now_ms: int) -> None:
@@ -716,9 +743,8 @@ class SqliteStore:
         rows = await self._all(
             "SELECT hash, role, name, created_at FROM admin_tokens ORDER BY created_at, hash", ()
         )
-        return [
-            store.AdminToken(row[0][: store.TOKEN_ID_CHARS], row[1], row[2], row[3]) for row in rows
-        ]
+        scopes = await self._all("SELECT hash, site, course FROM token_courses", ())
+        return store.tokens_with_courses(rows, scopes)
 
     @_serialized
     async def revoke_admin_token(self, token_id: str) -> bool:
@@ -726,6 +752,10 @@ class SqliteStore:
             c in "0123456789abcdef" for c in token_id
         ):
             return False
+        await self.db.execute(
+            "DELETE FROM token_courses WHERE substr(hash, 1, ?) = ?",
+            (store.TOKEN_ID_CHARS, token_id),
+        )
         changed = await self._write(
             "DELETE FROM admin_tokens WHERE substr(hash, 1, ?) = ?",
             (store.TOKEN_ID_CHARS, token_id),

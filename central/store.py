@@ -108,9 +108,27 @@ class AdminToken:
     role: str
     name: str
     created_at: int
+    courses: tuple[str, ...] = ()  # "site/course" a teacher token is limited to
 
 
 TOKEN_ID_CHARS = 12
+
+
+def tokens_with_courses(
+    rows: typing.Sequence[typing.Any], scopes: typing.Sequence[typing.Any]
+) -> list[AdminToken]:
+    """Admin tokens (hash, role, name, created_at rows) with the courses each teacher token
+    is limited to ((hash, site, course) rows): shared by both stores."""
+    courses: dict[str, list[str]] = {}
+    for token_hash, site, course in scopes:
+        courses.setdefault(token_hash, []).append(f"{site}/{course}")
+    return [
+        AdminToken(
+            row[0][:TOKEN_ID_CHARS], row[1], row[2], row[3], tuple(sorted(courses.get(row[0], [])))
+        )
+        for row in rows
+    ]
+
 
 # What erasing a student deletes, in order (children first); {site} and {student} are the
 # store's placeholders. Shared so that both stores forget exactly the same things.
@@ -293,7 +311,18 @@ class Store(typing.Protocol):
     async def credential_active(self, credential_id: str, now_ms: int) -> bool: ...
     async def revoke_credential(self, credential_id: str) -> None: ...
 
-    async def add_admin_token(self, token_hash: str, role: str, name: str, now_ms: int) -> None: ...
+    async def add_admin_token(
+        self,
+        token_hash: str,
+        role: str,
+        name: str,
+        now_ms: int,
+        courses: tuple[tuple[str, str], ...] = (),
+    ) -> None: ...
+    async def token_courses(self, token_hash: str) -> frozenset[tuple[str, str]]:
+        """The (site, course) pairs a teacher token is limited to."""
+        ...
+
     async def admin_role(self, token_hash: str) -> str | None: ...
     async def list_admin_tokens(self) -> list[AdminToken]: ...
     async def audit(

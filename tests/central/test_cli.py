@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -188,7 +190,21 @@ def test_provisioning_writes_a_bundle(config: pathlib.Path, tmp_path: pathlib.Pa
         "token", "create", "--role", "auditor", "--name", "grafana", "--config", str(config)
     )
     assert token.returncode == 0 and token.stdout.strip().startswith("rp_")
+    no_course = run("token", "create", "--role", "teacher", "--config", str(config))
+    assert no_course.returncode == 1 and "needs at least one --course" in no_course.stderr
+    unknown = run(
+        "token", "create", "--role", "teacher", "--course", "campus/law", "--config", str(config)
+    )
+    assert unknown.returncode == 1 and "course campus/law does not exist" in unknown.stderr
+    with contextlib.closing(sqlite3.connect(tmp_path / "data" / "central.db")) as raw:
+        raw.execute("INSERT INTO courses VALUES ('campus', 'law', 'Law', 'UTC')")
+        raw.commit()
+    teacher = run(
+        "token", "create", "--role", "teacher", "--course", "campus/law", "--config", str(config)
+    )
+    assert teacher.returncode == 0, teacher.stderr
     listed = run("token", "list", "--config", str(config))
+    assert "teacher" in listed.stdout and "[campus/law]" in listed.stdout
     assert listed.returncode == 0 and "auditor" in listed.stdout and "grafana" in listed.stdout
     token_id = next(line for line in listed.stdout.splitlines() if "grafana" in line).split()[0]
     assert token.stdout.strip() not in listed.stdout

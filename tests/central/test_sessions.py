@@ -19,6 +19,7 @@ import zoneinfo
 import aiohttp
 import pytest
 
+from central import auth
 from central import clock as clock_mod
 from central import evidence
 from edge_agent.protocol import b64
@@ -409,3 +410,69 @@ async def test_a_student_is_exported_then_erased_without_a_trace(week: Week) -> 
     with contextlib.closing(sqlite3.connect(central.settings.db_path)) as raw:
         dump = "\n".join(raw.iterdump())
     assert "'s1'" not in dump and '"s1"' not in dump
+
+
+async def test_teachers_see_only_their_courses(week: Week) -> None:
+    central = week.central
+    site, room = central.site, central.room
+    sessions = {}
+    for course in ("mine", "theirs"):
+        body = {"site": site, "course": course, "timezone": "Europe/Berlin"}
+        await week.api("POST", "/api/v1/courses", body)
+        await week.api("PUT", f"/api/v1/courses/{site}/{course}/roster", {"students": ["s1"]})
+    for course, start, end in (("mine", "09:00", "10:00"), ("theirs", "10:00", "11:00")):
+        body = {"site": site, "course": course, "room": room, "first_date": "2027-03-22"}
+        made = await week.api("POST", "/api/v1/sessions", {**body, "start": start, "end": end})
+        sessions[course] = made["session"]["id"]
+    await week.at(local("2027-03-22T09:01:00"))
+    mine = (await week.scan("s1"))[1]["checkin"]
+    assert mine["session_id"] == sessions["mine"]
+    await week.at(local("2027-03-22T10:01:00"))
+    theirs = (await week.scan("s1", phone="s1-later"))[1]["checkin"]
+    assert theirs["session_id"] == sessions["theirs"]
+
+    teacher = auth.new_token()
+    await central.db.add_admin_token(
+        auth.token_hash(teacher), "teacher", "ms. a", 1, ((site, "mine"),)
+    )
+
+    async def as_teacher(method: str, path: str, body: object = None) -> tuple[int, typing.Any]:
+        return await central.request(method, path, body, token=teacher)
+
+    status, body = await as_teacher("GET", "/api/v1/courses")
+    assert [c["course"] for c in body["courses"]] == ["mine"]
+    status, body = await as_teacher("GET", "/api/v1/sessions")
+    assert [s["id"] for s in body["sessions"]] == [sessions["mine"]]
+    date = "2027-03-22"
+    assert (await as_teacher("GET", f"/api/v1/sessions/{sessions['mine']}/attendance?date={date}"))[
+        0
+    ] == 200
+    status, body = await as_teacher(
+        "GET", f"/api/v1/sessions/{sessions['theirs']}/attendance?date={date}"
+    )
+    assert status == 403 and body["error"]["code"] == "not_your_course"
+    excuse = {"status": "excused"}
+    assert (
+        await as_teacher("PUT", f"/api/v1/sessions/{sessions['mine']}/attendance/{date}/s1", excuse)
+    )[0] == 200
+    assert (
+        await as_teacher(
+            "PUT", f"/api/v1/sessions/{sessions['theirs']}/attendance/{date}/s1", excuse
+        )
+    )[0] == 403
+    assert (await as_teacher("GET", f"/api/v1/courses/{site}/theirs/roster"))[0] == 403
+    assert (await as_teacher("PUT", f"/api/v1/courses/{site}/theirs/roster", {"students": []}))[
+        0
+    ] == 403
+    status, body = await as_teacher(
+        "GET", f"/api/v1/students/{site}/s1/attendance?from=2027-03-01T00:00:00Z"
+    )
+    assert {row["course"] for row in body["attendance"]} == {"mine"}
+    assert (await as_teacher("GET", "/api/v1/checkins"))[0] == 403
+    assert (await as_teacher("GET", "/api/v1/events"))[0] == 403
+    assert (await as_teacher("GET", f"/api/v1/checkins/{mine['id']}/evidence"))[0] == 200
+    assert (await as_teacher("GET", f"/api/v1/checkins/{theirs['id']}/evidence"))[0] == 403
+    assert (await as_teacher("POST", f"/api/v1/checkins/{theirs['id']}/links", {}))[0] == 403
+    # The admin still sees everything.
+    status, body = await central.request("GET", "/api/v1/sessions", token=central.admin_token)
+    assert len(body["sessions"]) == 2

@@ -701,3 +701,15 @@ async def test_retention_purges_details_and_keeps_records(db: store.Store) -> No
     needed = await db.get_proof(SITE, DEVICE, 2)
     assert needed is not None and needed.jws == evidence_proof.jws  # a check-in's evidence
     assert await db.purge_before(10**13) == {"checkins": 0, "proofs": 0}
+
+
+async def test_teacher_tokens_carry_their_courses(db: store.Store) -> None:
+    await provision(db)
+    await db.add_admin_token(
+        "ef" * 32, "teacher", "ms. a", 1, (("campus", "law"), ("campus", "art"))
+    )
+    assert await db.token_courses("ef" * 32) == frozenset({("campus", "law"), ("campus", "art")})
+    (token,) = await db.list_admin_tokens()
+    assert token.courses == ("campus/art", "campus/law")
+    assert await db.revoke_admin_token("efefefefefef")
+    assert await db.token_courses("ef" * 32) == frozenset()
