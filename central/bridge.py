@@ -508,7 +508,13 @@ class Bridge:
 
     async def _reject(self, reason: str, topic: str, payload: bytes, message: str) -> None:
         self._count(reason)
-        log.info("rejected message on %s: %s (%s)", topic[:200], reason, message[:200])
+        log.info(
+            "rejected message on %s: %s (%s)",
+            topic[:200],
+            reason,
+            message[:200],
+            extra={"topic": topic[:200], "reason": reason},
+        )
         await self.db.count_rejection(reason, topic, len(payload), self.clock.now_ms())
 
 

@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = settings_mod.load(args.config)
-        logsetup.configure(settings.log_level)
+        logsetup.configure(settings.log_level, settings.log_format)
         if args.command == "serve":
             from central import app
 

@@ -76,7 +76,13 @@ async def middleware(
         response = await handler(request)
     except ApiError as exc:
         log.info(
-            "%s %s -> %d %s [%s]", request.method, request.path, exc.status, exc.code, request_id
+            "%s %s -> %d %s [%s]",
+            request.method,
+            request.path,
+            exc.status,
+            exc.code,
+            request_id,
+            extra={"request_id": request_id, "status": exc.status, "code": exc.code},
         )
         response = web.json_response(
             body(request, exc.code, exc.message, exc.details),
@@ -90,7 +96,13 @@ async def middleware(
         code = _HTTP_CODES.get(exc.status, "http_error")
         response = web.json_response(body(request, code, exc.reason, {}), status=exc.status)
     except Exception:
-        log.exception("internal error on %s %s [%s]", request.method, request.path, request_id)
+        log.exception(
+            "internal error on %s %s [%s]",
+            request.method,
+            request.path,
+            request_id,
+            extra={"request_id": request_id},
+        )
         response = web.json_response(
             body(request, "internal", "internal error; quote the request id", {}), status=500
         )

@@ -65,6 +65,7 @@ class CentralSettings(tomlsettings.EnvOverTomlSettings):
     retention_days: float = pydantic.Field(180, gt=0, le=36500)
     verify_link_ttl_days: float = pydantic.Field(30, gt=0, le=3650)
     log_level: typing.Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: typing.Literal["text", "json"] = "text"
 
     @pydantic.field_validator("trusted_proxies")
     @classmethod

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         settings = settings_mod.load(args.settings)
-        logsetup.configure(settings.log_level)
+        logsetup.configure(settings.log_level, settings.log_format)
         if args.command == "sensors":
             return asyncio.run(survey.run(settings, args.duration, args.json))
         runner = _run if args.command == "run" else _render

@@ -40,6 +40,7 @@ class AgentSettings(tomlsettings.EnvOverTomlSettings):
     reconnect_max_s: float = pydantic.Field(30, ge=1)
     enroll_retry_s: float = pydantic.Field(10, ge=1)
     log_level: typing.Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: typing.Literal["text", "json"] = "text"
 
     # Sensors (docs: README "Sensors"); each source is one string, `off` disables it.
     wifi_source: str = "off"

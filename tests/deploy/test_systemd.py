@@ -3,6 +3,7 @@ sd_notify to a real notify socket: READY, STATUS, a watchdog fed only while heal
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -230,3 +231,29 @@ def test_central_notifies_systemd(tmp_path: pathlib.Path, broker: broker_mod.Bro
         central.stop()
         notify.socket.close()
         os.unlink(notify.path)
+
+
+def test_central_logs_json_lines_with_request_ids(
+    tmp_path: pathlib.Path, broker: broker_mod.Broker
+) -> None:
+    central = system.Central(tmp_path / "central", broker.url)
+    with central.config.open("a") as config:
+        config.write('log_format = "json"\n')
+    central.start()
+    try:
+        status, _, headers = system.Http(central.url).request("GET", "/api/v1/devices")
+        assert status == 401
+        request_id = headers["X-Request-Id"]
+
+        def logged() -> dict | None:
+            for line in central.log.read_text().splitlines():
+                entry = json.loads(line)  # every line is JSON
+                if entry.get("request_id") == request_id:
+                    return entry
+            return None
+
+        entry = system.wait_for(logged, 10, "the request's log line")
+        assert entry["level"] == "INFO" and entry["code"] == "unauthorized"
+        assert entry["status"] == 401 and entry["logger"] == "central.errors"
+    finally:
+        central.stop()
