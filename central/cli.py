@@ -15,6 +15,7 @@ import typing
 
 from central import audit
 from central import auth
+from central import dynsec
 from central import keyring
 from central import privacy
 from central import profiles
@@ -100,6 +101,11 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--bundle", type=pathlib.Path, required=True, help="enrollment bundle to write"
     )
+    revoke = device.add_parser(
+        "revoke", parents=[common], help="forget a device's keys (and disable its broker account)"
+    )
+    revoke.add_argument("--site", type=_name("site"), required=True)
+    revoke.add_argument("--device", type=_name("device"), required=True)
 
     student = commands.add_parser("student", help="students").add_subparsers(
         dest="action", required=True
@@ -256,6 +262,20 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
         asyncio.run(_with_store(settings, profile))
     elif key == ("device", "add"):
         _device_add(args, settings)
+    elif key == ("device", "revoke"):
+
+        async def revoke_device(db: store.Store) -> None:
+            if not await db.revoke_device(args.site, args.device):
+                raise CommandError(f"device {args.site}/{args.device} does not exist")
+            await audit.cli(db, "device_revoke", f"{args.site}/{args.device}")
+
+        asyncio.run(_with_store(settings, revoke_device))
+        if settings.broker_dynsec:
+            try:
+                asyncio.run(dynsec.run(settings, dynsec.revoke_commands(args.site, args.device)))
+            except dynsec.DynsecError as exc:
+                raise CommandError(f"device revoked here, but the broker: {exc}") from exc
+        print(f"device {args.site}/{args.device} revoked")
     elif key == ("student", "add"):
         pin = sys.stdin.readline().strip() if args.pin_stdin else args.pin
         if not pin or len(pin) < 4 or len(pin) > 64:
@@ -364,14 +384,28 @@ def _device_add(args: argparse.Namespace, settings: settings_mod.CentralSettings
         except OSError as exc:
             raise CommandError(f"mqtt_ca {settings.mqtt_ca}: {exc.strerror}") from exc
     asyncio.run(_with_store(settings, add_device))
+    device_username = settings.device_mqtt_username
+    device_password = settings.device_mqtt_password
+    if settings.broker_dynsec:
+        device_username = dynsec.username(args.site, args.device)
+        device_password = secrets.token_urlsafe(24)
+        try:
+            asyncio.run(dynsec.grant_central(settings))
+            asyncio.run(
+                dynsec.run(
+                    settings, dynsec.device_commands(args.site, args.device, device_password)
+                )
+            )
+        except dynsec.DynsecError as exc:
+            raise CommandError(f"broker account for {args.site}/{args.device}: {exc}") from exc
     fields: dict[str, object | None] = {
         "site": args.site,
         "room": args.room,
         "room_name": room_name[0],
         "device": args.device,
         "mqtt_url": settings.device_mqtt_url or settings.mqtt_url,
-        "mqtt_username": settings.device_mqtt_username,
-        "mqtt_password": settings.device_mqtt_password,
+        "mqtt_username": device_username,
+        "mqtt_password": device_password,
         "mqtt_ca": ca,
         "public_url": settings.public_base,
         "central_ed25519": b64.encode(keys.signing.public),

@@ -377,6 +377,15 @@ class PgStore:
         if changed != 1:
             raise store.Conflict(f"device {site}/{device} has no enrollment code to burn")
 
+    async def revoke_device(self, site: str, device: str) -> bool:
+        changed = await self._write(
+            "UPDATE devices SET ed25519 = NULL, x25519 = NULL, enroll_code = NULL,"
+            " enroll_expires_ms = NULL WHERE site = $1 AND device = $2",
+            site,
+            device,
+        )
+        return changed == 1
+
     async def set_online(self, site: str, device: str, online: bool, now_ms: int) -> bool:
         changed = await self._write(
             "UPDATE devices SET online = $1, status_at = $2 WHERE site = $3 AND device = $4"

@@ -45,6 +45,7 @@ class CentralSettings(tomlsettings.EnvOverTomlSettings):
     device_mqtt_url: str | None = pydantic.Field(None, pattern=r"^mqtts?://[^/:\s]+(:\d+)?/?$")
     device_mqtt_username: str | None = None
     device_mqtt_password: str | None = None
+    broker_dynsec: bool = False
     clock_tolerance_s: float = pydantic.Field(900, gt=0)
     clock_alert_s: float = pydantic.Field(60, gt=0)
     token_slots_accepted: int = pydantic.Field(2, ge=1, le=10)

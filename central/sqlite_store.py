@@ -347,6 +347,15 @@ class SqliteStore:
             raise store.Conflict(f"device {site}/{device} has no enrollment code to burn")
 
     @_serialized
+    async def revoke_device(self, site: str, device: str) -> bool:
+        changed = await self._write(
+            "UPDATE devices SET ed25519 = NULL, x25519 = NULL, enroll_code = NULL,"
+            " enroll_expires_ms = NULL WHERE site = ? AND device = ?",
+            (site, device),
+        )
+        return changed == 1
+
+    @_serialized
     async def set_online(self, site: str, device: str, online: bool, now_ms: int) -> bool:
         changed = await self._write(
             "UPDATE devices SET online = ?, status_at = ? WHERE site = ? AND device = ?"

@@ -255,6 +255,9 @@ class Store(typing.Protocol):
         self, site: str, device: str, ed25519: bytes, x25519: bytes, now_ms: int
     ) -> None: ...
     async def set_online(self, site: str, device: str, online: bool, now_ms: int) -> bool: ...
+    async def revoke_device(self, site: str, device: str) -> bool:
+        """Forgets the device's keys and enrollment code: its proofs and tokens stop counting."""
+        ...
 
     async def store_proof(
         self, row: ProofRow, slot_s: int, otp_step_s: int, clock_offset_ms: int
