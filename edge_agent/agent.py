@@ -29,6 +29,7 @@ from edge_agent import outbox as outbox_mod
 from edge_agent import sdnotify
 from edge_agent import settings as settings_mod
 from edge_agent import timesource
+from edge_agent import timing as timing_mod
 from edge_agent.display import frame
 from edge_agent.display import sinks
 from edge_agent.protocol import b64
@@ -131,7 +132,9 @@ class Agent:
         state_dir: pathlib.Path,
         settings: settings_mod.AgentSettings,
     ) -> None:
-        self.settings = settings
+        # A set_timing command from central outlives restarts: it wins over the settings file.
+        self.settings = settings.model_copy(update=timing_mod.load(state_dir))
+        settings = self.settings
         self.state_dir = state_dir
         self.bundle = bundle_mod.load(bundle_path)
         self.keys = keystore.load(state_dir)
@@ -214,27 +217,32 @@ class Agent:
         return self.time_status.trusted or not self.settings.require_trusted_time
 
     async def _proof_loop(self) -> None:
-        slot_s = self.settings.slot_s
-        last_slot = self.outbox.chain_state().slot
+        last_iat = self.outbox.chain_state().iat
         while True:
+            slot_s = self.settings.slot_s  # a set_timing command may change it
             now = self.clock.now_ms()
             slot = slots.slot_of(now, slot_s)
             self.time_status = timesource.current(self.window.last_gps)
-            if slot > last_slot and self.showing_tokens:
+            # One proof per slot, compared by time so that a new slot_s keeps working.
+            due = last_iat == 0 or slots.slot_of(last_iat, slot_s) < slot
+            if due and self.showing_tokens:
                 env = self.window.env(self.sensors.missing())
                 clock = self.time_status.claim()
                 try:
-                    seq = await asyncio.to_thread(self._append_proof, slot, now, env, clock)
+                    timing = (slot_s, self.settings.otp_step_s)
+                    seq = await asyncio.to_thread(self._append_proof, slot, now, env, clock, timing)
                 except STORAGE_ERRORS as exc:
                     # Disk full or state dir unwritable: keep showing codes, retry each second.
                     self._storage_failed("proofs paused", exc)
                     await asyncio.sleep(1.0)
                     continue
                 self._storage_ok()
-                last_slot = slot
+                last_iat = now
                 self.outbox_changed.set()
                 log.debug("proof seq %d for slot %d queued", seq, slot)
-            await asyncio.sleep((slots.slot_end_ms(slot, slot_s) - self.clock.now_ms()) / 1000)
+            await asyncio.sleep(
+                min(1.0, (slots.slot_end_ms(slot, slot_s) - self.clock.now_ms()) / 1000)
+            )
 
     def _storage_failed(self, what: str, exc: BaseException) -> None:
         """Logged once per kind of failure until storage works again (not once a second)."""
@@ -253,9 +261,16 @@ class Agent:
             self.storage_failed_at = None
 
     def _append_proof(
-        self, slot: int, now_ms: int, env: dict[str, object], clock: dict[str, object]
+        self,
+        slot: int,
+        now_ms: int,
+        env: dict[str, object],
+        clock: dict[str, object],
+        timing: tuple[int, int],
     ) -> int:
+        """Runs in a thread: `timing` (slot_s, otp_step_s) is taken with `slot`, in the loop."""
         b = self.bundle
+        slot_s, otp_step_s = timing
 
         def build(seq: int, prev: str) -> str:
             claims = proof.Claims.model_validate(
@@ -268,8 +283,8 @@ class Agent:
                     "iat": now_ms,
                     "clock": clock,
                     "slot": slot,
-                    "slot_s": self.settings.slot_s,
-                    "otp_step_s": self.settings.otp_step_s,
+                    "slot_s": slot_s,
+                    "otp_step_s": otp_step_s,
                     "qr": b64.encode(self.room.token(slot)),
                     "prev": prev,
                     "env": env,
@@ -491,6 +506,13 @@ class Agent:
             else:
                 log.info("ignored a message on %s that is not a command", message.topic)
 
+    def _set_timing(self, timing: dict[str, int]) -> None:
+        """New rotation period / code step: kept in the state dir (so a restart keeps them),
+        applied at once: the next slot of the new length gets the next proof."""
+        timing_mod.save(self.state_dir, timing)
+        self.settings = self.settings.model_copy(update=timing)
+        self.room.settings = self.settings
+
     async def _command(self, payload: bytes) -> None:
         """Apply a genuine command; report every outcome (as telemetry) so central knows."""
         try:
@@ -503,6 +525,8 @@ class Agent:
                 self.message = (found.args["text"], time.monotonic() + found.args["seconds"])
             elif found.kind == "status_report":
                 self.report_now.set()
+            elif found.kind == "set_timing":
+                self._set_timing(found.args)
             log.info("applied command %s (%s)", found.kind, found.nonce)
             report = commands.result(found.nonce, found.kind, "applied")
         topic = topics.topic(self.bundle.site, self.bundle.device, "telemetry")

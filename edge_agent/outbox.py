@@ -94,11 +94,12 @@ class Outbox:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                seq, prev, last_slot = self._db.execute(
-                    "SELECT seq, hash, slot FROM chain WHERE id = 1"
+                seq, prev, last_iat = self._db.execute(
+                    "SELECT seq, hash, iat FROM chain WHERE id = 1"
                 ).fetchone()
-                if slot <= last_slot:
-                    raise ValueError(f"slot {slot} is not after the last proof's slot {last_slot}")
+                # By time, not slot number: after a slot_s change, slot numbers change scale.
+                if seq > 0 and iat <= last_iat:
+                    raise ValueError(f"iat {iat} is not after the last proof's iat {last_iat}")
                 compact = build(seq + 1, prev)
                 self._db.execute(
                     "INSERT INTO items (kind, topic, payload, created_ms) VALUES (?, ?, ?, ?)",

@@ -4,7 +4,8 @@ A command is a compact JWS (EdDSA, kid `central`, typ `roomproof-command+jws`) o
 `{"v": 1, "type": "command", "site", "device", "kind", "args", "nonce", "iat", "exp"}`.
 The device accepts it only with central's signature, for itself, not expired (and not dated
 more than CLOCK_SKEW_MS ahead), and with a nonce it has not seen; it reports the outcome.
-Kinds: `show_message` {text, seconds}, `status_report` {}.
+Kinds: `show_message` {text, seconds}, `status_report` {}, `set_timing` {slot_s, otp_step_s}
+(QR rotation period 5..300 s and one-time code step 10..300 s; either or both).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ KID = "central"
 MAX_BYTES = 4096
 MAX_LIFETIME_MS = 24 * 3600 * 1000
 CLOCK_SKEW_MS = 5 * 60 * 1000
-KINDS = frozenset({"show_message", "status_report"})
+KINDS = frozenset({"show_message", "status_report", "set_timing"})
 MAX_MESSAGE = 200
 
 
@@ -54,6 +55,15 @@ def check_args(kind: str, args: object) -> dict[str, typing.Any]:
         if not isinstance(seconds, int) or isinstance(seconds, bool) or not 1 <= seconds <= 86400:
             raise CommandError("bad_args", "seconds: 1..86400")
         return {"text": text, "seconds": seconds}
+    if kind == "set_timing":
+        ranges = {"slot_s": (5, 300), "otp_step_s": (10, 300)}
+        if not args or set(args) - set(ranges):
+            raise CommandError("bad_args", "set_timing takes slot_s and/or otp_step_s")
+        for key, value in args.items():
+            low, high = ranges[key]
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise CommandError("bad_args", f"{key}: {low}..{high}")
+        return dict(args)
     if args:
         raise CommandError("bad_args", f"{kind} takes no arguments")
     return {}

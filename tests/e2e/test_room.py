@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import pathlib
 import signal
@@ -429,3 +430,40 @@ def test_signed_commands_are_applied_and_forgeries_refused(room: dict[str, typin
         "replay",
     ]
     assert agent.log.read_text().count("applied command status_report") == 1
+
+
+@pytest.mark.slow
+def test_set_timing_command_changes_the_rotation(room: dict[str, typing.Any]) -> None:
+    admin, http = room["admin"], room["http"]
+    system.wait_for(lambda: device_row(admin), 60, "the device's first proof")
+    status, body, _ = admin.request(
+        "POST",
+        "/api/v1/devices/campus/pi-a101/commands",
+        {"kind": "set_timing", "args": {"slot_s": 7, "otp_step_s": 20}},
+    )
+    assert status == 201, body
+
+    def new_timing() -> list[dict[str, typing.Any]] | None:
+        rows = stored_proofs(admin)
+        slots_s = [proof.decode(r["jws"])[1].slot_s for r in rows]
+        return rows if slots_s[-1] == 7 and SLOT_S in slots_s else None
+
+    rows = system.wait_for(new_timing, 40, "a proof with the new rotation period")
+    assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
+    claims = [proof.decode(r["jws"])[1] for r in rows]
+    assert claims[-1].otp_step_s == 20
+    assert all(a.iat < b.iat for a, b in itertools.pairwise(claims))
+    assert (room["agent"].state / "timing.json").exists()  # kept across restarts
+
+    # The screen now shows 7-second tokens, and central takes them.
+    url = system.wait_for(
+        lambda: (u := read_qr(room["fb"])) and qrtoken.parse(u).slot == claims[-1].slot and u,
+        20,
+        "the QR of the new slot",
+    )
+    status, body, _ = http.request(
+        "POST", "/api/v1/checkins", {"token": url, "student_id": "s1", "pin": "4321"}
+    )
+    assert status == 201, body
+    status, body, _ = admin.request("GET", "/api/v1/rejections")
+    assert not {"schema", "clock", "chain_broken"} & set(body["counts"]), body["counts"]

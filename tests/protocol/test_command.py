@@ -85,6 +85,10 @@ def test_every_changed_byte_is_refused() -> None:
         ("show_message", {"text": "hi\nthere"}),
         ("show_message", {"text": "hi", "seconds": 0}),
         ("status_report", {"x": 1}),
+        ("set_timing", {}),
+        ("set_timing", {"slot_s": 4}),
+        ("set_timing", {"otp_step_s": 301}),
+        ("set_timing", {"slot_s": True}),
     ],
 )
 def test_bad_commands_cannot_be_signed(kind: str, args: dict) -> None:
