@@ -5,7 +5,6 @@ pending before)."""
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import typing
 
 from central import store
@@ -73,18 +72,11 @@ def running_of(
     return min(found, key=lambda o: (o.start_ms, o.session.id)) if found else None
 
 
-async def running(
-    db: store.Store, site: str, room: str, now_ms: int, opens_before_ms: int
-) -> timetable.Occurrence | None:
-    """The session occurrence open for check-in in this room now (the earliest if several)."""
-    return running_of(await room_sessions(db, site, room), now_ms, opens_before_ms)
-
-
 async def checkout_target(
     db: store.Store, site: str, room: str, now_ms: int, after_end_ms: int
 ) -> timetable.Occurrence | None:
     """A check-out session occurrence in this room that is running or ended recently."""
-    for session in await db.list_sessions(site, None, room, 500, 0):
+    for session in await room_sessions(db, site, room):
         if not session.checkout:
             continue
         item = timetable.running(session, now_ms - after_end_ms, 0) or timetable.running(
@@ -152,7 +144,3 @@ async def student_history(
                 history.append((occurrence, Row(student_id, status, True, checkin, override)))
     history.sort(key=lambda item: (item[0].start_ms, item[0].session.id))
     return history
-
-
-def parse_date(text: str) -> datetime.date:
-    return timetable.parse_date("date", text)

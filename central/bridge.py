@@ -71,7 +71,6 @@ class Bridge:
         self.hub = hub
         self.offsets = verifier.ClockOffsets()
         self.connected = False
-        self.counts: dict[str, int] = {}
         self._client: aiomqtt.Client | None = None
 
     def _client_options(self) -> aiomqtt.Client:
@@ -503,7 +502,6 @@ class Bridge:
             )
 
     def _count(self, reason: str) -> None:
-        self.counts[reason] = self.counts.get(reason, 0) + 1
         self.metrics.proofs.labels(outcome=reason).inc()
 
     async def _reject(self, reason: str, topic: str, payload: bytes, message: str) -> None:
