@@ -152,26 +152,36 @@ class NotifySocket:
         self.socket.bind(str(path))
         self.socket.settimeout(0.2)
         self.messages: list[tuple[float, str]] = []
+        self._cursor = 0  # messages before it were seen by collect or wait_for
 
     def collect(self, seconds: float) -> list[str]:
-        deadline = time.monotonic() + seconds
-        got = []
-        while time.monotonic() < deadline:
-            try:
-                data = self.socket.recv(4096).decode()
-            except TimeoutError:
-                continue
-            self.messages.append((time.monotonic(), data))
-            got.append(data)
+        """Every message not seen yet, after waiting `seconds` for more."""
+        self._receive(seconds)
+        got = [message for _, message in self.messages[self._cursor :]]
+        self._cursor = len(self.messages)
         return got
 
-    def wait_for(self, needle: str, seconds: float) -> str:
+    def _receive(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            for message in self.collect(0.3):
+            try:
+                self.messages.append((time.monotonic(), self.socket.recv(4096).decode()))
+            except TimeoutError:
+                continue
+
+    def wait_for(self, needle: str, seconds: float) -> str:
+        """The first message with `needle` after the one the last call returned (messages
+        that arrived together with that one are not lost)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            while self._cursor < len(self.messages):
+                message = self.messages[self._cursor][1]
+                self._cursor += 1
                 if needle in message:
                     return message
-        raise AssertionError(f"no {needle!r} in {seconds} s: {self.messages[-5:]}")
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"no {needle!r} in {seconds} s: {self.messages[-5:]}")
+            self._receive(0.3)
 
 
 def test_agent_notifies_systemd_and_feeds_the_watchdog_only_while_healthy(
