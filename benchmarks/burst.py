@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import pathlib
 import sys
@@ -59,6 +60,12 @@ def outcome(results: list[httpload.Result], wall_s: float) -> Outcome:
     )
 
 
+def phone_address(student_id: str) -> str:
+    """A stable campus-WiFi address per student (10.0.0.0/8), as X-Forwarded-For reports it."""
+    digest = hashlib.sha256(student_id.encode()).digest()
+    return f"10.{digest[0]}.{digest[1]}.{digest[2]}"
+
+
 class Requests:
     """Check-in requests built at send time: the QR token of the device's current slot."""
 
@@ -73,12 +80,11 @@ class Requests:
 
     def returning(self, student: campus.Student) -> typing.Callable[[], bytes]:
         cookie = f"{campus.COOKIE}={student.credential}; {campus.BROWSER_COOKIE}={student.browser}"
+        headers = {"Cookie": cookie, "X-Forwarded-For": phone_address(student.student_id)}
 
         def build() -> bytes:
             body = json.dumps({"token": self.token(student.room_index)}).encode()
-            return httpload.post(
-                "127.0.0.1", self.port, "/api/v1/checkins", body, {"Cookie": cookie}
-            )
+            return httpload.post("127.0.0.1", self.port, "/api/v1/checkins", body, headers)
 
         return build
 
@@ -237,7 +243,9 @@ def measure(
     central = campus.Central(
         workdir / "central",
         broker.url,
-        extra={"offline_grace_s": 3600},
+        # The load generator stands for a campus reverse proxy in front of many phones: each
+        # student's requests carry their own address, as a proxy reports it.
+        extra={"offline_grace_s": 3600, "trusted_proxies": ["127.0.0.1/32"]},
         profile=args.profile,
     )
     common.progress(f"provisioning {rooms} rooms of {args.students} students")

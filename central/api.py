@@ -24,6 +24,7 @@ from central import csrf
 from central import environment
 from central import errors
 from central import events
+from central import i18n
 from central import keyring
 from central import metrics
 from central import params
@@ -122,11 +123,26 @@ class Api:
         app.router.add_get("/api/v1/tokens", self.tokens)
         app.router.add_post("/api/v1/devices/{site}/{device}/commands", self.send_command)
         app.router.add_get("/api/v1/devices/{site}/{device}/commands", self.list_commands)
+        app.router.add_get("/api/v1/devices/{site}/{device}/keys", self.device_keys)
         app.router.add_get("/api/v1/audit", self.audit_log)
         app.router.add_delete("/api/v1/tokens/{id}", self.revoke_token)
         app.router.add_route("*", "/api/{tail:.*}", self.not_found)
 
     async def not_found(self, request: web.Request) -> web.Response:
+        """Unknown /api/ paths: 404; a known path with another method: 405 with Allow (the
+        catch-all would otherwise hide aiohttp's own 405)."""
+        allowed: set[str] = set()
+        for resource in request.app.router.resources():
+            if resource is not request.match_info.route.resource:
+                allowed |= (await resource.resolve(request))[1]
+        if allowed:
+            raise errors.ApiError(
+                405,
+                "method_not_allowed",
+                f"{request.method} is not allowed on {request.path}",
+                {"allowed": sorted(allowed)},
+                headers={"Allow": ", ".join(sorted(allowed))},
+            )
         raise errors.ApiError(
             404, "not_found", f"no such endpoint: {request.method} {request.path}"
         )
@@ -155,7 +171,9 @@ class Api:
     # -- students --------------------------------------------------------------------------
     async def checkin_html(self, request: web.Request) -> web.Response:
         site, device_name = request.match_info["site"], request.match_info["device"]
-        room_label = "this room"
+        lang = i18n.choose(request.headers.get("Accept-Language"))
+        strings = i18n.catalogs()[lang]
+        room_label = strings["this_room"]
         try:
             qrtoken.parse(request.path)
         except qrtoken.TokenError:
@@ -165,13 +183,19 @@ class Api:
             if device is not None:
                 room = await self.db.get_room(site, device.room)
                 room_label = room.name if room else device.room
+        data = {
+            "token": request.path,
+            "valid": bool(room_label),
+            "remembered": bool(request.cookies.get(COOKIE)),
+            "strings": strings,
+        }
         page = self.checkin_page.substitute(
-            room=html.escape(room_label or "unknown room"),
-            token=_script_json(request.path),
-            valid="true" if room_label else "false",
-            remembered="true" if request.cookies.get(COOKIE) else "false",
+            room=html.escape(room_label or strings["unknown_room"]),
+            lang=lang,
+            data=i18n.script_json(data),
+            **i18n.html_values(lang),
         )
-        return web.Response(text=page, content_type="text/html", headers=_page_headers())
+        return web.Response(text=page, content_type="text/html", headers=_page_headers(lang))
 
     async def stylesheet(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -179,10 +203,12 @@ class Api:
         )
 
     async def otp_html(self, request: web.Request) -> web.Response:
+        lang = i18n.choose(request.headers.get("Accept-Language"))
+        data = {"remembered": bool(request.cookies.get(COOKIE)), "strings": i18n.catalogs()[lang]}
         page = self.otp_page.substitute(
-            remembered="true" if request.cookies.get(COOKIE) else "false"
+            lang=lang, data=i18n.script_json(data), **i18n.html_values(lang)
         )
-        return web.Response(text=page, content_type="text/html", headers=_page_headers())
+        return web.Response(text=page, content_type="text/html", headers=_page_headers(lang))
 
     async def post_checkin(self, request: web.Request) -> web.Response:
         settings = self.service.settings
@@ -426,7 +452,12 @@ class Api:
 
     async def alerts(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
-        open_only = request.query.get("open", "false").lower() in ("1", "true", "yes")
+        open_text = request.query.get("open", "false").lower()
+        if open_text not in ("1", "true", "yes", "0", "false", "no"):
+            raise errors.ApiError(
+                400, "invalid_request", "open must be true or false", {"field": "open"}
+            )
+        open_only = open_text in ("1", "true", "yes")
         limit = params.int_param(request, "limit", 100, 1, 1000)
         kind = request.query.get("kind")
         if kind is not None and kind not in ALERT_KINDS:
@@ -504,6 +535,30 @@ class Api:
         device = await self._device_of(request)
         sent = self.bridge.commands.get((device.site, device.device), ()) if self.bridge else ()
         return web.json_response({"commands": [_command_json(c) for c in sent]})
+
+    async def device_keys(self, request: web.Request) -> web.Response:
+        """The device's key history (each key, the seq it signs from, and the signed message
+        that introduced it), for auditors re-verifying old proofs."""
+        await auth.require(request, self.db, roles=("admin", "auditor"))
+        device = await self._device_of(request)
+        history = await self.db.device_keys(device.site, device.device)
+        return web.json_response(
+            {
+                "keys": [
+                    {
+                        "kind": k.kind,
+                        "room": k.room,
+                        "from_seq": k.from_seq,
+                        "public_key": b64.encode(k.ed25519),
+                        "x25519_public_key": b64.encode(k.x25519),
+                        "added_at": params.iso(k.added_at),
+                        "current": k.ed25519 == device.ed25519,
+                        "evidence": k.evidence,
+                    }
+                    for k in history
+                ]
+            }
+        )
 
     async def audit_log(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, roles=("admin", "auditor"))
@@ -632,17 +687,14 @@ def profile_json(profile: environment.Profile) -> dict[str, typing.Any]:
     }
 
 
-def _script_json(value: str) -> str:
-    """JSON safe inside <script>: no way to close the element or open a comment."""
-    encoded = json.dumps(value)
-    return encoded.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def _page_headers() -> dict[str, str]:
+def _page_headers(lang: str) -> dict[str, str]:
     return {
         "Cache-Control": "no-store",
+        "Content-Language": lang,
+        "Vary": "Accept-Language, Cookie",
         "Content-Security-Policy": "default-src 'none'; style-src 'self';"
-        " script-src 'unsafe-inline'; connect-src 'self'; form-action 'self'",
+        " script-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none';"
+        " frame-ancestors 'none'",
         "Referrer-Policy": "no-referrer",
         "X-Content-Type-Options": "nosniff",
     }

@@ -93,6 +93,71 @@ def _unknown(body: dict[str, typing.Any], allowed: set[str]) -> None:
         raise errors.ApiError(400, "invalid_request", "unknown fields", {"fields": unknown})
 
 
+def course_from_body(body: dict[str, typing.Any]) -> store.Course:
+    """A course's rules, shared by `POST /api/v1/courses` and the CSV import."""
+    _unknown(body, {"site", "course", "name", "timezone"})
+    timezone = _text(body, "timezone", "UTC", 64)
+    try:
+        timetable.zone(timezone)
+    except timetable.TimetableError as exc:
+        raise errors.ApiError(400, "invalid_request", str(exc), {"field": "timezone"}) from exc
+    return store.Course(
+        _name(body, "site"), _name(body, "course"), _text(body, "name", ""), timezone
+    )
+
+
+SESSION_FIELDS = frozenset(
+    {
+        "site",
+        "course",
+        "room",
+        "first_date",
+        "start",
+        "end",
+        "weekly",
+        "until",
+        "grace_min",
+        "checkout",
+        "timezone",
+    }
+)
+
+
+def session_from_body(
+    body: dict[str, typing.Any], course: store.Course, room: str
+) -> timetable.Session:
+    """A session's rules (once its course and room exist), shared by `POST /api/v1/sessions`
+    and the CSV import."""
+    grace = body.get("grace_min", 5)
+    if not isinstance(grace, int) or isinstance(grace, bool):
+        raise errors.ApiError(
+            400, "invalid_request", "grace_min must be an integer", {"field": "grace_min"}
+        )
+    try:
+        session = timetable.Session(
+            id=0,
+            site=course.site,
+            course=course.course,
+            room=room,
+            timezone=_text(body, "timezone", course.timezone, 64),
+            first_date=timetable.parse_date("first_date", body.get("first_date")),
+            start=timetable.parse_time("start", body.get("start")),
+            end=timetable.parse_time("end", body.get("end")),
+            weekly=_bool(body, "weekly"),
+            until=(
+                timetable.parse_date("until", body["until"])
+                if body.get("until") is not None
+                else None
+            ),
+            grace_min=grace,
+            checkout=_bool(body, "checkout"),
+        )
+        timetable.validate(session)
+    except timetable.TimetableError as exc:
+        raise errors.ApiError(400, "invalid_request", str(exc), {"field": exc.field}) from exc
+    return session
+
+
 class AttendanceApi:
     def __init__(
         self,
@@ -125,15 +190,7 @@ class AttendanceApi:
     async def add_course(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, WRITERS)
         body = await params.json_object(request)
-        _unknown(body, {"site", "course", "name", "timezone"})
-        timezone = _text(body, "timezone", "UTC", 64)
-        try:
-            timetable.zone(timezone)
-        except timetable.TimetableError as exc:
-            raise errors.ApiError(400, "invalid_request", str(exc), {"field": "timezone"}) from exc
-        course = store.Course(
-            _name(body, "site"), _name(body, "course"), _text(body, "name", ""), timezone
-        )
+        course = course_from_body(body)
         try:
             await self.db.add_course(course)
         except store.NotFound as exc:
@@ -200,53 +257,14 @@ class AttendanceApi:
     async def add_session(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, WRITERS)
         body = await params.json_object(request)
-        _unknown(
-            body,
-            {
-                "site",
-                "course",
-                "room",
-                "first_date",
-                "start",
-                "end",
-                "weekly",
-                "until",
-                "grace_min",
-                "checkout",
-                "timezone",
-            },
-        )
+        _unknown(body, set(SESSION_FIELDS))
         site, course_name, room = _name(body, "site"), _name(body, "course"), _name(body, "room")
         course = await self.db.get_course(site, course_name)
         if course is None:
             raise errors.ApiError(404, "not_found", f"no course {course_name}")
         if await self.db.get_room(site, room) is None:
             raise errors.ApiError(404, "not_found", f"no room {room}")
-        grace = body.get("grace_min", 5)
-        if not isinstance(grace, int) or isinstance(grace, bool):
-            raise errors.ApiError(400, "invalid_request", "grace_min must be an integer")
-        try:
-            session = timetable.Session(
-                id=0,
-                site=site,
-                course=course_name,
-                room=room,
-                timezone=_text(body, "timezone", course.timezone, 64),
-                first_date=timetable.parse_date("first_date", body.get("first_date")),
-                start=timetable.parse_time("start", body.get("start")),
-                end=timetable.parse_time("end", body.get("end")),
-                weekly=_bool(body, "weekly"),
-                until=(
-                    timetable.parse_date("until", body["until"])
-                    if body.get("until") is not None
-                    else None
-                ),
-                grace_min=grace,
-                checkout=_bool(body, "checkout"),
-            )
-            timetable.validate(session)
-        except timetable.TimetableError as exc:
-            raise errors.ApiError(400, "invalid_request", str(exc), {"field": exc.field}) from exc
+        session = session_from_body(body, course, room)
         session = await self.db.add_session(session)
         self.service.sessions.clear()
         detail = json.dumps(session_json(session))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections.abc
 import contextlib
+import gc
 import logging
 import ssl
 
@@ -12,7 +13,10 @@ from aiohttp import web
 
 from central import api
 from central import api_attendance
+from central import api_dashboard
 from central import api_evidence
+from central import api_reports
+from central import api_webhooks
 from central import bridge as bridge_mod
 from central import checkins
 from central import clock as clock_mod
@@ -20,14 +24,17 @@ from central import errors
 from central import events
 from central import keyring
 from central import metrics
+from central import openapi
 from central import retention
 from central import settings as settings_mod
 from central import store
 from central import stores
+from central import webhooks
 from edge_agent import sdnotify
 
 log = logging.getLogger("central")
 MAX_BODY_BYTES = 16 * 1024
+GC_THRESHOLD = 20_000  # allocations between young collections (CPython's default: 700)
 
 
 def build(
@@ -50,6 +57,11 @@ def build(
     )
     api_attendance.AttendanceApi(db, service, hub, clock).routes(app)
     api_evidence.EvidenceApi(db, keys, settings, clock).routes(app)
+    api_dashboard.DashboardApi(db, clock).routes(app)
+    dispatcher = webhooks.Dispatcher(db, settings, hub, clock)
+    api_webhooks.WebhooksApi(db, clock.now_ms, dispatcher.webhooks_changed).routes(app)
+    openapi.routes(app)
+    api_reports.ReportsApi(db, keys, settings, service, clock).routes(app)
     routes.routes(app)  # last: it ends with the catch-all for unknown /api/ paths
 
     async def lifecycle(app: web.Application) -> collections.abc.AsyncIterator[None]:
@@ -63,6 +75,7 @@ def build(
             else []
         )
         tasks.append(asyncio.create_task(retention.run(db, settings, clock), name="retention"))
+        tasks.append(asyncio.create_task(dispatcher.run(), name="webhooks"))
         notifier = sdnotify.Notifier.from_env()
         tasks.append(asyncio.create_task(_health(notifier, db, bridge), name="systemd-health"))
         yield
@@ -118,6 +131,11 @@ def serve(settings: settings_mod.CentralSettings) -> None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(str(settings.http_tls_cert), str(settings.http_tls_key))
+    # Everything loaded so far lives as long as the process: out of the collector's sight,
+    # and young collections made rarer, so a burst is not paused by full collections.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 50)
     web.run_app(
         app,
         host=settings.http_host,

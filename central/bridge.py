@@ -14,7 +14,6 @@ import dataclasses
 import json
 import logging
 import random
-import secrets
 import ssl
 import time
 import typing
@@ -24,6 +23,7 @@ import paho.mqtt.packettypes
 import paho.mqtt.properties
 
 from central import clock as clock_mod
+from central import devicecmd
 from central import enrollment
 from central import environment
 from central import events
@@ -33,7 +33,6 @@ from central import settings as settings_mod
 from central import store
 from central import stores
 from central import verifier
-from edge_agent.protocol import command
 from edge_agent.protocol import proof
 from edge_agent.protocol import topics
 
@@ -70,6 +69,7 @@ class Bridge:
         self.keys = keys
         self.hub = hub
         self.offsets = verifier.ClockOffsets()
+        self.key_starts = verifier.KeyStarts()
         self.connected = False
         self._client: aiomqtt.Client | None = None
 
@@ -238,21 +238,10 @@ class Bridge:
         it for a device that is offline); its outcome arrives as the device's telemetry."""
         if self._client is None:
             raise ConnectionError("central is not connected to the broker")
-        now = self.clock.now_ms()
-        nonce = secrets.token_hex(12)
-        signed = command.sign(
-            self.keys.signing, site, device, kind, args, nonce, now, now + ttl_s * 1000
+        signed, sent = await devicecmd.prepare(
+            self.db, self.keys, self.clock.now_ms(), site, device, kind, args, ttl_s
         )
         await self._client.publish(topics.topic(site, device, "cmd"), signed.encode(), qos=1)
-        sent = {
-            "nonce": nonce,
-            "kind": kind,
-            "args": args,
-            "sent_at": now,
-            "expires_at": now + ttl_s * 1000,
-            "outcome": "sent",
-            "reason": "",
-        }
         history = self.commands.setdefault((site, device), collections.deque(maxlen=50))
         history.append(sent)
         return sent
@@ -290,6 +279,7 @@ class Bridge:
                 received,
                 self.settings.proof_max_bytes,
                 int(self.settings.clock_tolerance_s * 1000),
+                self.key_starts,
             )
             row = await self._judge(accepted, received)
             await self.db.store_proof(

@@ -32,6 +32,7 @@ BOUNDARY_GRACE_MS = 2000
 BROWSER_ID = re.compile(r"[A-Za-z0-9_-]{22,64}")
 SAME_BROWSER_WINDOW_MS = 3600_000
 CREDENTIAL_RECHECK_S = 5.0
+GENUINE_TOKENS_KEPT = 10_000
 VERDICT_SEVERITY = {"verified": 0, "weak": 1, "mismatch": 2}
 
 
@@ -134,9 +135,10 @@ class CheckinService:
         self.sessions: ttlcache.TTLCache[tuple[str, str], list[timetable.Session]] = (
             ttlcache.TTLCache(5.0)
         )
-        self.rosters: ttlcache.TTLCache[tuple[str, str, str], bool] = ttlcache.TTLCache(5.0)
+        self.rosters: ttlcache.TTLCache[tuple[str, str], frozenset[str]] = ttlcache.TTLCache(5.0)
         self._slot_proofs: dict[tuple[str, str, int], store.ProofRow] = {}
         self._credentials: dict[str, float] = {}
+        self._genuine_tokens: set[tuple[bytes, str, str, str, int, bytes]] = set()
 
     async def check_in(self, request: Request, client_ip: str, now_ms: int | None = None) -> Result:
         now_ms = self.clock.now_ms() if now_ms is None else now_ms
@@ -144,8 +146,8 @@ class CheckinService:
             device, slot, age, method = await self._by_token(request.token, now_ms)
         else:
             device, slot, age, method = None, 0, 0, "otp"
-        student_id, site, by_pin = await self._student(
-            request, device.site if device else None, now_ms
+        student_id, site, credential_id = await self._student(
+            request, device.site if device else None, now_ms, check_credential=False
         )
         if device is None:
             device, slot, age = await self._by_otp(request, student_id, client_ip, now_ms)
@@ -160,38 +162,54 @@ class CheckinService:
             sessions, now_ms, self.settings.checkin_opens_min * 60_000
         )
         facts = await self._facts(
-            request, device, student_id, slot, age, method, client_ip, browser, occurrence, now_ms
+            request, device, student_id, slot, age, method, client_ip, occurrence
         )
-        evidence, flags = policy.judge(
-            facts,
-            policy.Rules(self.settings.checkin_require_verified, self.settings.flag_off_campus),
-        )
-        if flags:
-            status = "flagged"
-        elif occurrence is not None and now_ms > occurrence.late_after_ms:
-            status = "late"
-        else:
-            status = "present"
-        if occurrence is not None:
-            evidence["timing"] = "late" if now_ms > occurrence.late_after_ms else "on_time"
-        new = store.NewCheckin(
-            site=device.site,
-            room=device.room,
-            device=device.device,
-            student_id=student_id,
-            slot=slot,
-            method=method,
-            created_at=now_ms,
-            token_age_ms=age,
-            status=status,
-            flags=tuple(flags),
-            evidence=evidence,
+        rules = policy.Rules(self.settings.checkin_require_verified, self.settings.flag_off_campus)
+
+        def decide(browser_students: int) -> store.NewCheckin:
+            """Runs inside the store's transaction, once the same-browser count is known."""
+            evidence, flags = policy.judge(
+                dataclasses.replace(facts, browser_students=browser_students), rules
+            )
+            if flags:
+                status = "flagged"
+            elif occurrence is not None and now_ms > occurrence.late_after_ms:
+                status = "late"
+            else:
+                status = "present"
+            if occurrence is not None:
+                evidence["timing"] = "late" if now_ms > occurrence.late_after_ms else "on_time"
+            return store.NewCheckin(
+                site=device.site,
+                room=device.room,
+                device=device.device,
+                student_id=student_id,
+                slot=slot,
+                method=method,
+                created_at=now_ms,
+                token_age_ms=age,
+                status=status,
+                flags=tuple(flags),
+                evidence=evidence,
+                browser=browser,
+                session_id=occurrence.session.id if occurrence else None,
+                session_date=occurrence.key if occurrence else None,
+            )
+
+        context = store.CheckinContext(
+            credential_id=credential_id,
             browser=browser,
+            student_id=student_id,
             session_id=occurrence.session.id if occurrence else None,
             session_date=occurrence.key if occurrence else None,
+            room=device.room,
+            since_ms=now_ms - SAME_BROWSER_WINDOW_MS,
+            now_ms=now_ms,
         )
         try:
-            checkin = await self.db.add_checkin(new)
+            checkin = await self.db.record_checkin(context, decide)
+        except store.CredentialInactive as exc:
+            raise _credential_expired() from exc
         except store.Conflict as exc:
             message = (
                 "you are already checked in for this session"
@@ -199,6 +217,7 @@ class CheckinService:
                 else "you are already checked in for this code"
             )
             raise errors.ApiError(409, "duplicate", message) from exc
+        by_pin = credential_id is None
         issued = await self._remember_browser(site, student_id, now_ms) if by_pin else None
         return Result(checkin, issued, browser, occurrence)
 
@@ -211,10 +230,10 @@ class CheckinService:
         age: int,
         method: str,
         client_ip: str,
-        browser: str,
         occurrence: timetable.Occurrence | None,
-        now_ms: int,
     ) -> policy.Facts:
+        """Everything the policy needs but the same-browser count, which the store reads in
+        the insert's transaction."""
         proof = await self._slot_proof(device, slot)
         room = await self.rooms.get(
             (device.site, device.room), lambda: self.db.get_room(device.site, device.room)
@@ -230,18 +249,10 @@ class CheckinService:
         on_roster = None
         if occurrence is not None:
             course = occurrence.session.course
-            on_roster = await self.rosters.get(
-                (device.site, course, student_id),
-                lambda: self.db.on_roster(device.site, course, student_id),
+            roster = await self.rosters.get(
+                (device.site, course), lambda: self._roster(device.site, course)
             )
-        others = await self.db.browser_students(
-            browser,
-            student_id,
-            occurrence.session.id if occurrence else None,
-            occurrence.key if occurrence else None,
-            device.room,
-            now_ms - SAME_BROWSER_WINDOW_MS,
-        )
+            on_roster = student_id in roster
         return policy.Facts(
             token_slot=slot,
             token_age_ms=age,
@@ -250,7 +261,7 @@ class CheckinService:
             verdict_reasons=proof.reasons if proof else (),
             verdict_of_slot=proof is not None,
             network=policy.network_of(client_ip, self.settings.campus_networks),
-            browser_students=others,
+            browser_students=0,  # counted by the store (record_checkin)
             geo_band=band,
             on_roster=on_roster,
         )
@@ -296,8 +307,8 @@ class CheckinService:
         )
         if device is None or device.ed25519 is None:
             raise errors.ApiError(404, "unknown_device", "this code belongs to no enrolled device")
-        if not qrtoken.verify(
-            device.ed25519, device.site, device.device, device.room, token.slot, token.signature
+        if not self._genuine(device, token) and not await self._signed_before_rotation(
+            device, token, now_ms
         ):
             raise errors.ApiError(
                 403, "forged_token", "this code was not shown by the room's device"
@@ -349,23 +360,27 @@ class CheckinService:
         raise errors.ApiError(403, "wrong_code", "this code is not the room's current code")
 
     async def _student(
-        self, request: Request, site: str | None, now_ms: int
-    ) -> tuple[str, str, bool]:
-        """(student_id, site, whether the student signed in with a PIN)."""
+        self, request: Request, site: str | None, now_ms: int, check_credential: bool = True
+    ) -> tuple[str, str, str | None]:
+        """(student_id, site, the remembered-browser credential's id or None after a PIN).
+        With `check_credential` False the caller has the store check it is still active."""
         if request.credential is not None and not (request.student_id and request.pin):
             credential = self.credentials.read(request.credential)
-            if credential is None or not await self._credential_active(credential.id, now_ms):
-                raise errors.ApiError(
-                    401, "bad_credentials", "this browser's sign-in expired; enter your id and PIN"
-                )
-            return credential.student_id, credential.site, False
+            if credential is None or (
+                check_credential and not await self._credential_active(credential.id, now_ms)
+            ):
+                raise _credential_expired()
+            return credential.student_id, credential.site, credential.id
         site = site or request.site
         assert site and request.student_id and request.pin
         if not names.is_valid(request.student_id):
             raise errors.ApiError(401, "bad_credentials", "unknown student id or wrong PIN")
         if not await students.verify_pin(self.db, site, request.student_id, request.pin):
             raise errors.ApiError(401, "bad_credentials", "unknown student id or wrong PIN")
-        return request.student_id, site, True
+        return request.student_id, site, None
+
+    async def _roster(self, site: str, course: str) -> frozenset[str]:
+        return frozenset(await self.db.roster(site, course))
 
     async def _slot_proof(self, device: store.Device, slot: int) -> store.ProofRow | None:
         """A stored proof never changes: remembered once found (not while still missing)."""
@@ -378,6 +393,39 @@ class CheckinService:
                     self._slot_proofs.clear()
                 self._slot_proofs[key] = found
         return found
+
+    def _genuine(self, device: store.Device, token: qrtoken.Token) -> bool:
+        """The token's signature checks with the device's key. A hall scans the same token
+        within one slot: each (key, room, token) is verified once, not once per student."""
+        assert device.ed25519 is not None
+        key = (device.ed25519, device.room, token.site, token.device, token.slot, token.signature)
+        if key in self._genuine_tokens:
+            return True
+        if not qrtoken.verify(
+            device.ed25519, device.site, device.device, device.room, token.slot, token.signature
+        ):
+            return False
+        if len(self._genuine_tokens) >= GENUINE_TOKENS_KEPT:
+            self._genuine_tokens.clear()
+        self._genuine_tokens.add(key)
+        return True
+
+    async def _signed_before_rotation(
+        self, device: store.Device, token: qrtoken.Token, now_ms: int
+    ) -> bool:
+        """Just after a key rotation the screen may still show a token signed with the old
+        key: it counts while it could still be current (a slot's acceptance window plus one
+        slot). Not after a re-enrollment, whose old key may be compromised."""
+        history = await self.db.device_keys(device.site, device.device)
+        if len(history) < 2 or history[-1].kind != "rotate":
+            return False
+        window_ms = (self.settings.token_slots_accepted + 1) * (device.slot_s or 0) * 1000
+        if now_ms - history[-1].added_at > window_ms + BOUNDARY_GRACE_MS:
+            return False
+        previous = history[-2]
+        return previous.room == device.room and qrtoken.verify(
+            previous.ed25519, device.site, device.device, device.room, token.slot, token.signature
+        )
 
     def forget_credentials(self) -> None:
         """After an erase or a revocation: every credential is checked with the store again."""
@@ -404,3 +452,9 @@ class CheckinService:
         expires = now_ms + int(self.credentials.ttl_s * 1000)
         await self.db.add_credential(credential.id, site, student_id, now_ms, expires)
         return token
+
+
+def _credential_expired() -> errors.ApiError:
+    return errors.ApiError(
+        401, "bad_credentials", "this browser's sign-in expired; enter your id and PIN"
+    )

@@ -13,12 +13,16 @@ import sys
 import time
 import typing
 
+import aiomqtt
+
 from central import audit
 from central import auth
+from central import devicecmd
 from central import dynsec
 from central import keyring
 from central import privacy
 from central import profiles
+from central import reports_cmd
 from central import settings as settings_mod
 from central import status
 from central import store
@@ -28,6 +32,7 @@ from central import verify_cmd
 from edge_agent import logsetup
 from edge_agent import tomlsettings
 from edge_agent.protocol import b64
+from edge_agent.protocol import command
 from edge_agent.protocol import names
 
 
@@ -106,6 +111,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     revoke.add_argument("--site", type=_name("site"), required=True)
     revoke.add_argument("--device", type=_name("device"), required=True)
+    rotate = device.add_parser(
+        "rotate-keys", parents=[common], help="have a device make and announce new keys"
+    )
+    reenroll = device.add_parser(
+        "re-enroll", parents=[common], help="re-bind a device with new keys (optionally elsewhere)"
+    )
+    reenroll.add_argument(
+        "--room", type=_name("room"), help="bind it to this room (default: its own)"
+    )
+    for sub in (rotate, reenroll):
+        sub.add_argument("site", type=_name("site"))
+        sub.add_argument("device", type=_name("device"))
+        sub.add_argument("--ttl-s", type=int, default=3600, help="the command expires after this")
+        sub.add_argument(
+            "--wait", type=float, default=30.0, help="seconds to wait for the device's result"
+        )
 
     student = commands.add_parser("student", help="students").add_subparsers(
         dest="action", required=True
@@ -142,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_parser("list", parents=[common], help="ids, roles and names (never the secrets)")
     revoke = token.add_parser("revoke", parents=[common], help="revoke a token by its id")
     revoke.add_argument("id", help="the 12-character id that `token list` shows")
+    reports_cmd.add_parsers(commands, common)
     return parser
 
 
@@ -175,6 +197,8 @@ def _now_ms() -> int:
 def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings) -> int:
     """Runs one provisioning command; returns the exit code (errors raise CommandError)."""
     key = (args.command, getattr(args, "action", None))
+    if args.command in ("import", "export"):
+        return reports_cmd.main(args, settings)
     if key == ("site", "add"):
 
         async def add_site(db: store.Store) -> None:
@@ -276,10 +300,13 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
             except dynsec.DynsecError as exc:
                 raise CommandError(f"device revoked here, but the broker: {exc}") from exc
         print(f"device {args.site}/{args.device} revoked")
+    elif key in (("device", "rotate-keys"), ("device", "re-enroll")):
+        _device_command(args, settings)
     elif key == ("student", "add"):
         pin = sys.stdin.readline().strip() if args.pin_stdin else args.pin
-        if not pin or len(pin) < 4 or len(pin) > 64:
-            raise CommandError("the PIN must have 4 to 64 characters")
+        problem = students.pin_problem(pin or "")
+        if problem:
+            raise CommandError(problem)
         pin_hash = students.hash_pin(pin)
 
         async def add_student(db: store.Store) -> None:
@@ -362,6 +389,53 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
         print(f"{args.role} token (shown once; only its hash is stored):", file=sys.stderr)
         print(secret)
     return 0
+
+
+def _device_command(args: argparse.Namespace, settings: settings_mod.CentralSettings) -> None:
+    """rotate-keys / re-enroll: signed with central's key, published with a client of our own;
+    the device reports the outcome as for any command (re-enroll: once central bound it)."""
+    kind = "rotate_keys" if args.action == "rotate-keys" else "re_enroll"
+    if not 1 <= args.ttl_s <= 86400:
+        raise CommandError("--ttl-s: 1..86400")
+    keys = keyring.load(settings.data_dir)
+    prepared: list[tuple[str, dict[str, typing.Any]]] = []
+
+    async def prepare(db: store.Store) -> None:
+        found = await db.get_device(args.site, args.device)
+        if found is None or found.ed25519 is None:
+            raise CommandError(f"no enrolled device {args.site}/{args.device}")
+        wanted = {"room": args.room} if kind == "re_enroll" and args.room else {}
+        try:
+            prepared.append(
+                await devicecmd.prepare(
+                    db, keys, _now_ms(), args.site, args.device, kind, wanted, args.ttl_s
+                )
+            )
+        except command.CommandError as exc:
+            raise CommandError(str(exc)) from exc
+        await audit.cli(
+            db, f"command_{kind}", f"{args.site}/{args.device}", prepared[0][1]["nonce"]
+        )
+
+    asyncio.run(_with_store(settings, prepare))
+    signed, sent = prepared[0]
+    try:
+        result = asyncio.run(
+            devicecmd.publish(settings, args.site, args.device, signed, sent["nonce"], args.wait)
+        )
+    except aiomqtt.MqttError as exc:
+        raise CommandError(f"broker {settings.mqtt_url}: {exc}") from exc
+    print(f"{kind} sent to {args.site}/{args.device} (nonce {sent['nonce']})")
+    if result is None:
+        if args.wait > 0:
+            print(
+                f"no result within {args.wait:g} s; the broker keeps the command until it expires"
+            )
+        return
+    reason = f": {result.get('reason')}" if result.get("reason") else ""
+    print(f"device reported: {result.get('outcome')}{reason}")
+    if result.get("outcome") != "applied":
+        raise CommandError(f"the device refused {kind}{reason}")
 
 
 def _device_add(args: argparse.Namespace, settings: settings_mod.CentralSettings) -> None:

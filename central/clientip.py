@@ -4,23 +4,37 @@ trust (anyone can send that header)."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from aiohttp import web
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@functools.lru_cache(maxsize=65536)
+def address(text: str) -> Address | None:
+    """Parsed once per distinct address (ipaddress parsing costs more than a check-in's
+    database work); None when `text` is not an IP address."""
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=1024)
+def network(cidr: str) -> Network:
+    return ipaddress.ip_network(cidr, strict=False)
 
 
 def networks(cidrs: list[str]) -> list[Network]:
-    return [ipaddress.ip_network(cidr, strict=False) for cidr in cidrs]
+    return [network(cidr) for cidr in cidrs]
 
 
-def _trusted(address: str, trusted: list[Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in trusted)
+def _trusted(text: str, trusted: list[Network]) -> bool:
+    ip = address(text)
+    return ip is not None and any(ip in net for net in trusted)
 
 
 def client_ip(request: web.Request, trusted: list[Network]) -> str:
@@ -31,8 +45,6 @@ def client_ip(request: web.Request, trusted: list[Network]) -> str:
     hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
     for hop in reversed(hops):
         if not _trusted(hop, trusted):
-            try:
-                return str(ipaddress.ip_address(hop))
-            except ValueError:
-                return remote
+            ip = address(hop)
+            return remote if ip is None else str(ip)
     return remote

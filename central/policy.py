@@ -9,9 +9,9 @@ band, never as coordinates.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import typing
 
+from central import clientip
 from central import environment
 
 GEO_BANDS = (("in_room", 0.0), ("near", 200.0), ("on_campus", 1000.0))  # then "far"
@@ -62,12 +62,11 @@ def network_of(client_ip: str, networks: dict[str, list[str]]) -> str:
     """The building whose subnet holds the client, "off_campus", or "unknown"."""
     if not networks:
         return "unknown"
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
+    address = clientip.address(client_ip)
+    if address is None:
         return "unknown"
     for building, subnets in sorted(networks.items()):
-        if any(address in ipaddress.ip_network(subnet, strict=False) for subnet in subnets):
+        if any(address in clientip.network(subnet) for subnet in subnets):
             return f"campus:{building}"
     return "off_campus"
 

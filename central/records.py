@@ -44,10 +44,14 @@ async def bundle(
 ) -> tuple[bytes, bytes]:
     """(bundle bytes, the device's public key). The record is countersigned once, on first
     request, and the same signature is served from then on."""
-    device = await db.get_device(checkin.site, checkin.device)
     proof_row = await db.proof_for_slot(checkin.site, checkin.device, checkin.slot)
-    if device is None or device.ed25519 is None or proof_row is None:
+    if proof_row is None:
         raise Pending(f"no proof of slot {checkin.slot} from {checkin.device} yet")
+    # The key that signed that proof (and the token in it), not the device's current one:
+    # after a rotation, older records still verify.
+    epoch = await db.device_key_at(checkin.site, checkin.device, proof_row.seq)
+    if epoch is None:
+        raise Pending(f"no key of {checkin.device} covers seq {proof_row.seq}")
     _, claims = proof.decode(proof_row.jws, len(proof_row.jws))
     token = b64.decode(claims.qr)
     record_jws = checkin.record_jws
@@ -56,7 +60,7 @@ async def bundle(
             record_claims(checkin, proof_row, now_ms), token, proof_row.jws, keys.signing
         )
         record_jws = await db.set_record_jws(checkin.id, signed)
-    return evidence.make_bundle(record_jws, token, proof_row.jws), device.ed25519
+    return evidence.make_bundle(record_jws, token, proof_row.jws), epoch.ed25519
 
 
 def new_link_token() -> str:

@@ -64,6 +64,14 @@ class CentralSettings(tomlsettings.EnvOverTomlSettings):
     flag_off_campus: bool = False
     campus_networks: dict[str, list[str]] = pydantic.Field(default_factory=dict)
     retention_days: float = pydantic.Field(180, gt=0, le=36500)
+    # Outbound webhooks: attempts per event, the first retry delay (doubling, with jitter, up
+    # to the cap), the per-attempt timeout, and how often due deliveries and ended sessions
+    # are looked for.
+    webhook_max_attempts: int = pydantic.Field(8, ge=1, le=50)
+    webhook_backoff_s: float = pydantic.Field(10, gt=0, le=3600)
+    webhook_backoff_max_s: float = pydantic.Field(3600, gt=0, le=86400)
+    webhook_timeout_s: float = pydantic.Field(10, gt=0, le=120)
+    webhook_poll_s: float = pydantic.Field(1, gt=0, le=60)
     verify_link_ttl_days: float = pydantic.Field(30, gt=0, le=3650)
     log_level: typing.Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: typing.Literal["text", "json"] = "text"

@@ -17,7 +17,7 @@ from central import environment
 from central import store
 from central import timetable
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 8
 RECENT_REJECTIONS = 200
 
 _SCHEMA = """
@@ -125,6 +125,32 @@ CREATE TABLE token_courses (
     hash TEXT NOT NULL REFERENCES admin_tokens(hash) ON DELETE CASCADE, site TEXT NOT NULL,
     course TEXT NOT NULL, PRIMARY KEY (hash, site, course));
 """,
+    7: """
+ALTER TABLE devices ADD COLUMN enroll_room TEXT;
+CREATE TABLE device_keys (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, site TEXT NOT NULL, device TEXT NOT NULL,
+    room TEXT NOT NULL, from_seq INTEGER NOT NULL, ed25519 BLOB NOT NULL, x25519 BLOB NOT NULL,
+    kind TEXT NOT NULL, added_at INTEGER NOT NULL, evidence TEXT NOT NULL DEFAULT '');
+CREATE INDEX device_keys_device ON device_keys (site, device, from_seq);
+INSERT INTO device_keys (site, device, room, from_seq, ed25519, x25519, kind, added_at)
+    SELECT site, device, room, 1, ed25519, x25519, 'enroll', COALESCE(enrolled_at, 0)
+    FROM devices WHERE ed25519 IS NOT NULL AND x25519 IS NOT NULL;
+""",
+    8: """
+CREATE TABLE webhooks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, url TEXT NOT NULL, events TEXT NOT NULL,
+    description TEXT NOT NULL, secret TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE webhook_deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    webhook_id INTEGER NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+    event_id TEXT NOT NULL, event_type TEXT NOT NULL, body TEXT NOT NULL,
+    created_at INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_status INTEGER,
+    last_error TEXT, next_attempt_at INTEGER, delivered_at INTEGER,
+    UNIQUE (webhook_id, event_id));
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+    WHERE next_attempt_at IS NOT NULL;
+CREATE TABLE webhook_cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+""",
 }
 
 _DEVICE_COLUMNS = (
@@ -145,6 +171,12 @@ _SESSION_COLUMNS = (
     "id, site, course, room, timezone, first_date, starts, ends, weekly, until, grace_min, checkout"
 )
 _LINK_COLUMNS = "id, checkin_id, created_at, expires_at, revoked_at"
+_KEY_COLUMNS = "id, site, device, room, from_seq, ed25519, x25519, kind, added_at, evidence"
+_WEBHOOK_COLUMNS = "id, url, events, description, secret, created_at"
+_DELIVERY_COLUMNS = (
+    "id, webhook_id, event_id, event_type, body, created_at, attempts, last_status, last_error,"
+    " next_attempt_at, delivered_at"
+)
 
 
 def _device(row: typing.Any) -> store.Device:
@@ -153,6 +185,12 @@ def _device(row: typing.Any) -> store.Device:
     values[4] = bytes(values[4]) if values[4] is not None else None
     values[16] = bool(values[16])
     return store.Device(*values)
+
+
+def _key(row: typing.Any) -> store.DeviceKey:
+    values = list(row)
+    values[5], values[6] = bytes(values[5]), bytes(values[6])
+    return store.DeviceKey(*values)
 
 
 def _checkin(row: typing.Any) -> store.Checkin:
@@ -186,6 +224,149 @@ def _proof(row: typing.Any) -> store.ProofRow:
     return store.ProofRow(*row[:8], bool(row[8]), row[9], tuple(json.loads(row[10] or "[]")))
 
 
+WRITE_BATCH = 256
+_BatchedWrite = typing.Callable[..., typing.Any]
+_PendingWrite = tuple[_BatchedWrite, tuple[typing.Any, ...], asyncio.Future[typing.Any]]
+_INSERT_CHECKIN = (
+    "INSERT INTO checkins (site, room, device, student_id, slot, method, created_at,"
+    " token_age_ms, status, flags, evidence, browser, session_id, session_date)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_BROWSER_STUDENTS = (
+    "SELECT COUNT(DISTINCT student_id) FROM checkins WHERE browser = ?"
+    " AND student_id != ? AND ((? IS NOT NULL AND session_id = ? AND session_date = ?)"
+    " OR (? IS NULL AND room = ? AND created_at >= ?))"
+)
+
+
+def _checkin_params(new: store.NewCheckin) -> tuple[typing.Any, ...]:
+    return (
+        new.site,
+        new.room,
+        new.device,
+        new.student_id,
+        new.slot,
+        new.method,
+        new.created_at,
+        new.token_age_ms,
+        new.status,
+        json.dumps(list(new.flags)),
+        json.dumps(new.evidence),
+        new.browser,
+        new.session_id,
+        new.session_date,
+    )
+
+
+def _new_checkin(new: store.NewCheckin, new_id: int) -> store.Checkin:
+    fields = {f.name: getattr(new, f.name) for f in dataclasses.fields(new)}  # shallow
+    fields.pop("browser")
+    return store.Checkin(id=new_id, **fields)
+
+
+def _run_batch(
+    conn: sqlite3.Connection, batch: list[_PendingWrite]
+) -> list[typing.Any | Exception]:
+    """In aiosqlite's thread: each write in its own savepoint, one commit for all. A write's
+    own failure (a duplicate, a refused credential) ends only that write."""
+    outcomes: list[typing.Any | Exception] = []
+    try:
+        if not conn.in_transaction:
+            conn.execute("BEGIN")
+        for write, args, _ in batch:
+            conn.execute("SAVEPOINT write")
+            try:
+                outcomes.append(write(conn, *args))
+            except sqlite3.IntegrityError as exc:
+                conn.execute("ROLLBACK TO write")
+                outcomes.append(store.Conflict(str(exc)))
+            except sqlite3.Error:
+                raise  # the database itself failed: the whole batch fails
+            except Exception as exc:  # CredentialInactive, or a decision that failed
+                conn.execute("ROLLBACK TO write")
+                outcomes.append(exc)
+            conn.execute("RELEASE write")
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return outcomes
+
+
+def _store_proof(
+    conn: sqlite3.Connection,
+    row: store.ProofRow,
+    slot_s: int,
+    otp_step_s: int,
+    clock_offset_ms: int,
+) -> None:
+    conn.execute(
+        "INSERT INTO proofs (site, device, seq, slot, iat, received_at, jws, hash,"
+        " gap_before, verdict, reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            row.site,
+            row.device,
+            row.seq,
+            row.slot,
+            row.iat,
+            row.received_at,
+            row.jws,
+            row.hash,
+            int(row.gap_before),
+            row.verdict,
+            json.dumps(list(row.reasons)),
+        ),
+    )
+    conn.execute(
+        "UPDATE devices SET last_seq = ?, last_hash = ?, last_proof_at = ?, last_iat = ?,"
+        " last_slot = ?, slot_s = ?, otp_step_s = ?, clock_offset_ms = ?,"
+        " last_verdict = ? WHERE site = ? AND device = ? AND last_seq < ?",
+        (
+            row.seq,
+            row.hash,
+            row.received_at,
+            row.iat,
+            row.slot,
+            slot_s,
+            otp_step_s,
+            clock_offset_ms,
+            row.verdict,
+            row.site,
+            row.device,
+            row.seq,
+        ),
+    )
+
+
+def _record_checkin(
+    conn: sqlite3.Connection, context: store.CheckinContext, decide: store.DecideCheckin
+) -> store.Checkin:
+    if context.credential_id is not None:
+        active = conn.execute(
+            "SELECT 1 FROM credentials WHERE id = ? AND revoked = 0 AND expires_at > ?",
+            (context.credential_id, context.now_ms),
+        ).fetchone()
+        if active is None:
+            raise store.CredentialInactive(context.credential_id)
+    session = context.session_id
+    (others,) = conn.execute(
+        _BROWSER_STUDENTS,
+        (
+            context.browser,
+            context.student_id,
+            session,
+            session,
+            context.session_date,
+            session,
+            context.room,
+            context.since_ms,
+        ),
+    ).fetchone()
+    new = decide(int(others))
+    cursor = conn.execute(_INSERT_CHECKIN, _checkin_params(new))
+    return _new_checkin(new, int(cursor.lastrowid or 0))
+
+
 _P = typing.ParamSpec("_P")
 _R = typing.TypeVar("_R")
 
@@ -209,6 +390,8 @@ class SqliteStore:
         self.path = path
         self._db: aiosqlite.Connection | None = None
         self.write_lock = asyncio.Lock()
+        self._batch: list[_PendingWrite] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -239,6 +422,8 @@ class SqliteStore:
         await self.db.commit()
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -259,6 +444,37 @@ class SqliteStore:
 
     async def _all(self, sql: str, params: tuple[typing.Any, ...]) -> list[typing.Any]:
         return list(await self.db.execute_fetchall(sql, params))
+
+    async def _batched(self, write: _BatchedWrite, *args: typing.Any) -> typing.Any:
+        """Group commit for the hot writes (proofs, check-ins): `write(conn, *args)` runs in
+        aiosqlite's thread in its own savepoint, and every write that arrived while the store
+        was busy shares one transaction and one hop to that thread. A burst costs a few
+        commits, not one per message; each caller still returns only once its write is
+        committed (a PUBACK or a 201 never precedes durability)."""
+        future: asyncio.Future[typing.Any] = asyncio.get_running_loop().create_future()
+        self._batch.append((write, args, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._batch:
+            async with self.write_lock:
+                batch = self._batch[:WRITE_BATCH]
+                del self._batch[:WRITE_BATCH]
+                try:
+                    # aiosqlite's own mechanism: the function runs in the connection's
+                    # thread, in turn with every other statement of this store.
+                    outcomes = await self.db._execute(_run_batch, self.db._conn, batch)
+                except Exception as exc:  # the transaction itself failed (disk, I/O)
+                    outcomes = [exc] * len(batch)
+            for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():  # the caller went away; its write stands
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
 
     # -- sites, rooms, devices -------------------------------------------------------------
     @_serialized
@@ -337,14 +553,96 @@ class SqliteStore:
     async def bind_device(
         self, site: str, device: str, ed25519: bytes, x25519: bytes, now_ms: int
     ) -> None:
-        """Bind the keys and burn the code in one statement: a code works once."""
-        changed = await self._write(
+        """Bind the keys and burn the code in one transaction: a code works once. The keys
+        open the device's key history (from seq 1)."""
+        cursor = await self.db.execute(
             "UPDATE devices SET ed25519 = ?, x25519 = ?, enrolled_at = ?, enroll_code = NULL,"
-            " enroll_expires_ms = NULL WHERE site = ? AND device = ? AND enroll_code IS NOT NULL",
+            " enroll_expires_ms = NULL WHERE site = ? AND device = ? AND enroll_code IS NOT NULL"
+            " AND ed25519 IS NULL",
             (ed25519, x25519, now_ms, site, device),
         )
-        if changed != 1:
+        if cursor.rowcount != 1:
+            await self.db.rollback()
             raise store.Conflict(f"device {site}/{device} has no enrollment code to burn")
+        await self.db.execute(
+            "INSERT INTO device_keys (site, device, room, from_seq, ed25519, x25519, kind,"
+            " added_at) SELECT site, device, room, 1, ?, ?, 'enroll', ? FROM devices"
+            " WHERE site = ? AND device = ?",
+            (ed25519, x25519, now_ms, site, device),
+        )
+        await self.db.commit()
+
+    async def device_keys(self, site: str, device: str) -> list[store.DeviceKey]:
+        rows = await self._all(
+            f"SELECT {_KEY_COLUMNS} FROM device_keys WHERE site = ? AND device = ? ORDER BY id",
+            (site, device),
+        )
+        return [_key(row) for row in rows]
+
+    async def device_key_at(self, site: str, device: str, seq: int) -> store.DeviceKey | None:
+        row = await self._one(
+            f"SELECT {_KEY_COLUMNS} FROM device_keys WHERE site = ? AND device = ?"
+            " AND from_seq <= ? ORDER BY from_seq DESC, id DESC LIMIT 1",
+            (site, device, seq),
+        )
+        return _key(row) if row else None
+
+    @_serialized
+    async def change_device_keys(
+        self, key: store.DeviceKey, previous: bytes, code: str | None
+    ) -> None:
+        cursor = await self.db.execute(
+            "UPDATE devices SET ed25519 = ?, x25519 = ?, room = ?, enroll_code = NULL,"
+            " enroll_expires_ms = NULL, enroll_room = NULL WHERE site = ? AND device = ?"
+            " AND ed25519 = ? AND last_seq < ? AND (? IS NULL OR enroll_code = ?)",
+            (
+                key.ed25519,
+                key.x25519,
+                key.room,
+                key.site,
+                key.device,
+                previous,
+                key.from_seq,
+                code,
+                code,
+            ),
+        )
+        if cursor.rowcount != 1:
+            await self.db.rollback()
+            raise store.Conflict(f"device {key.site}/{key.device}: key or chain head moved")
+        await self.db.execute(
+            "INSERT INTO device_keys (site, device, room, from_seq, ed25519, x25519, kind,"
+            " added_at, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                key.site,
+                key.device,
+                key.room,
+                key.from_seq,
+                key.ed25519,
+                key.x25519,
+                key.kind,
+                key.added_at,
+                key.evidence,
+            ),
+        )
+        await self.db.commit()
+
+    @_serialized
+    async def arm_reenroll(
+        self, site: str, device: str, code: str, expires_ms: int, room: str
+    ) -> bool:
+        changed = await self._write(
+            "UPDATE devices SET enroll_code = ?, enroll_expires_ms = ?, enroll_room = ?"
+            " WHERE site = ? AND device = ? AND ed25519 IS NOT NULL",
+            (code, expires_ms, room, site, device),
+        )
+        return changed == 1
+
+    async def reenroll_room(self, site: str, device: str) -> str | None:
+        row = await self._one(
+            "SELECT enroll_room FROM devices WHERE site = ? AND device = ?", (site, device)
+        )
+        return row[0] if row else None
 
     @_serialized
     async def revoke_device(self, site: str, device: str) -> bool:
@@ -365,52 +663,11 @@ class SqliteStore:
         return changed == 1
 
     # -- proofs ----------------------------------------------------------------------------
-    @_serialized
     async def store_proof(
         self, row: store.ProofRow, slot_s: int, otp_step_s: int, clock_offset_ms: int
     ) -> None:
         """Insert the proof and advance the device's chain head in one transaction."""
-        try:
-            await self.db.execute(
-                "INSERT INTO proofs (site, device, seq, slot, iat, received_at, jws, hash,"
-                " gap_before, verdict, reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    row.site,
-                    row.device,
-                    row.seq,
-                    row.slot,
-                    row.iat,
-                    row.received_at,
-                    row.jws,
-                    row.hash,
-                    int(row.gap_before),
-                    row.verdict,
-                    json.dumps(list(row.reasons)),
-                ),
-            )
-            await self.db.execute(
-                "UPDATE devices SET last_seq = ?, last_hash = ?, last_proof_at = ?, last_iat = ?,"
-                " last_slot = ?, slot_s = ?, otp_step_s = ?, clock_offset_ms = ?,"
-                " last_verdict = ? WHERE site = ? AND device = ? AND last_seq < ?",
-                (
-                    row.seq,
-                    row.hash,
-                    row.received_at,
-                    row.iat,
-                    row.slot,
-                    slot_s,
-                    otp_step_s,
-                    clock_offset_ms,
-                    row.verdict,
-                    row.site,
-                    row.device,
-                    row.seq,
-                ),
-            )
-            await self.db.commit()
-        except sqlite3.IntegrityError as exc:
-            await self.db.rollback()
-            raise store.Conflict(str(exc)) from exc
+        await self._batched(_store_proof, row, slot_s, otp_step_s, clock_offset_ms)
 
     async def proof_hash(self, site: str, device: str, seq: int) -> str | None:
         row = await self._one(
@@ -779,34 +1036,18 @@ class SqliteStore:
     @_serialized
     async def add_checkin(self, new: store.NewCheckin) -> store.Checkin:
         try:
-            cursor = await self.db.execute(
-                "INSERT INTO checkins (site, room, device, student_id, slot, method, created_at,"
-                " token_age_ms, status, flags, evidence, browser, session_id, session_date)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    new.site,
-                    new.room,
-                    new.device,
-                    new.student_id,
-                    new.slot,
-                    new.method,
-                    new.created_at,
-                    new.token_age_ms,
-                    new.status,
-                    json.dumps(list(new.flags)),
-                    json.dumps(new.evidence),
-                    new.browser,
-                    new.session_id,
-                    new.session_date,
-                ),
-            )
+            cursor = await self.db.execute(_INSERT_CHECKIN, _checkin_params(new))
             await self.db.commit()
         except sqlite3.IntegrityError as exc:
             await self.db.rollback()
             raise store.Conflict(str(exc)) from exc
-        fields = {f.name: getattr(new, f.name) for f in dataclasses.fields(new)}  # shallow
-        fields.pop("browser")
-        return store.Checkin(id=int(cursor.lastrowid or 0), **fields)
+        return _new_checkin(new, int(cursor.lastrowid or 0))
+
+    async def record_checkin(
+        self, context: store.CheckinContext, decide: store.DecideCheckin
+    ) -> store.Checkin:
+        checkin: store.Checkin = await self._batched(_record_checkin, context, decide)
+        return checkin
 
     async def get_checkin(self, checkin_id: int) -> store.Checkin | None:
         row = await self._one(
@@ -851,19 +1092,8 @@ class SqliteStore:
         """Other students this browser checked in for the same occurrence (or, without a
         session, in the same room since `since_ms`)."""
         row = await self._one(
-            "SELECT COUNT(DISTINCT student_id) FROM checkins WHERE browser = ?"
-            " AND student_id != ? AND ((? IS NOT NULL AND session_id = ? AND session_date = ?)"
-            " OR (? IS NULL AND room = ? AND created_at >= ?))",
-            (
-                browser,
-                student_id,
-                session_id,
-                session_id,
-                session_date,
-                session_id,
-                room,
-                since_ms,
-            ),
+            _BROWSER_STUDENTS,
+            (browser, student_id, session_id, session_id, session_date, session_id, room, since_ms),
         )
         return int(row[0])
 
@@ -975,6 +1205,48 @@ class SqliteStore:
             raise store.NotFound("the course or room does not exist") from exc
         return dataclasses.replace(session, id=int(cursor.lastrowid or 0))
 
+    @_serialized
+    async def update_session(self, session: timetable.Session) -> bool:
+        try:
+            changed = await self._write(
+                "UPDATE sessions SET room = ?, timezone = ?, first_date = ?, starts = ?,"
+                " ends = ?, weekly = ?, until = ?, grace_min = ?, checkout = ? WHERE id = ?",
+                (
+                    session.room,
+                    session.timezone,
+                    session.first_date.isoformat(),
+                    session.start.isoformat("minutes"),
+                    session.end.isoformat("minutes"),
+                    int(session.weekly),
+                    session.until.isoformat() if session.until else None,
+                    session.grace_min,
+                    int(session.checkout),
+                    session.id,
+                ),
+            )
+        except store.Conflict as exc:
+            raise store.NotFound("the room does not exist") from exc
+        return changed > 0
+
+    async def site_exists(self, site: str) -> bool:
+        return await self._one("SELECT 1 FROM sites WHERE site = ?", (site,)) is not None
+
+    @_serialized
+    async def set_student_pin(self, site: str, student_id: str, pin_hash: str) -> bool:
+        changed = await self._write(
+            "UPDATE students SET pin_hash = ? WHERE site = ? AND student_id = ?",
+            (pin_hash, site, student_id),
+        )
+        return changed > 0
+
+    @_serialized
+    async def update_course(self, course: store.Course) -> bool:
+        changed = await self._write(
+            "UPDATE courses SET name = ?, timezone = ? WHERE site = ? AND course = ?",
+            (course.name, course.timezone, course.site, course.course),
+        )
+        return changed > 0
+
     async def get_session(self, session_id: int) -> timetable.Session | None:
         row = await self._one(
             f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
@@ -1056,3 +1328,107 @@ class SqliteStore:
             (now_ms, link_id),
         )
         return changed == 1
+
+    # -- webhooks --------------------------------------------------------------------------
+    @_serialized
+    async def add_webhook(
+        self, url: str, events: tuple[str, ...], description: str, secret: str, now_ms: int
+    ) -> store.Webhook:
+        cursor = await self.db.execute(
+            "INSERT INTO webhooks (url, events, description, secret, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (url, json.dumps(list(events)), description, secret, now_ms),
+        )
+        await self.db.commit()
+        return store.Webhook(int(cursor.lastrowid or 0), url, events, description, secret, now_ms)
+
+    async def list_webhooks(self) -> list[store.Webhook]:
+        rows = await self._all(f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks ORDER BY id", ())
+        return [store.Webhook(r[0], r[1], tuple(json.loads(r[2])), r[3], r[4], r[5]) for r in rows]
+
+    @_serialized
+    async def delete_webhook(self, webhook_id: int) -> bool:
+        await self.db.execute("DELETE FROM webhook_deliveries WHERE webhook_id = ?", (webhook_id,))
+        return await self._write("DELETE FROM webhooks WHERE id = ?", (webhook_id,)) == 1
+
+    @_serialized
+    async def enqueue_webhook_event(
+        self, event_id: str, event_type: str, body: str, now_ms: int
+    ) -> int:
+        return await self._write(
+            "INSERT OR IGNORE INTO webhook_deliveries (webhook_id, event_id, event_type, body,"
+            " created_at, next_attempt_at) SELECT id, ?, ?, ?, ?, ? FROM webhooks"
+            " WHERE EXISTS (SELECT 1 FROM json_each(webhooks.events) WHERE value = ?)",
+            (event_id, event_type, body, now_ms, now_ms, event_type),
+        )
+
+    async def webhooks_due(self, now_ms: int) -> list[int]:
+        rows = await self._all(
+            "SELECT DISTINCT webhook_id FROM webhook_deliveries WHERE next_attempt_at <= ?"
+            " ORDER BY webhook_id",
+            (now_ms,),
+        )
+        return [int(row[0]) for row in rows]
+
+    async def due_webhook_deliveries(
+        self, webhook_id: int, now_ms: int, limit: int
+    ) -> list[store.WebhookDelivery]:
+        rows = await self._all(
+            f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries WHERE next_attempt_at <= ?"
+            " AND webhook_id = ? ORDER BY next_attempt_at, id LIMIT ?",
+            (now_ms, webhook_id, limit),
+        )
+        return [store.WebhookDelivery(*row) for row in rows]
+
+    @_serialized
+    async def claim_webhook_delivery(self, delivery_id: int, due_ms: int, until_ms: int) -> bool:
+        changed = await self._write(
+            "UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ?"
+            " AND next_attempt_at = ?",
+            (until_ms, delivery_id, due_ms),
+        )
+        return changed == 1
+
+    @_serialized
+    async def record_webhook_attempt(
+        self,
+        delivery_id: int,
+        status: int | None,
+        error: str | None,
+        next_attempt_ms: int | None,
+        delivered_ms: int | None,
+    ) -> None:
+        await self._write(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, last_status = ?,"
+            " last_error = ?, next_attempt_at = ?, delivered_at = ? WHERE id = ?",
+            (status, error[:500] if error else None, next_attempt_ms, delivered_ms, delivery_id),
+        )
+
+    async def list_webhook_deliveries(
+        self, webhook_id: int, limit: int, after_id: int
+    ) -> list[store.WebhookDelivery]:
+        rows = await self._all(
+            f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries WHERE webhook_id = ? AND id > ?"
+            " ORDER BY id LIMIT ?",
+            (webhook_id, after_id, limit),
+        )
+        return [store.WebhookDelivery(*row) for row in rows]
+
+    @_serialized
+    async def purge_webhook_deliveries(self, before_ms: int) -> int:
+        return await self._write(
+            "DELETE FROM webhook_deliveries WHERE next_attempt_at IS NULL AND created_at < ?",
+            (before_ms,),
+        )
+
+    async def webhook_cursor(self, name: str) -> int | None:
+        row = await self._one("SELECT value FROM webhook_cursors WHERE name = ?", (name,))
+        return int(row[0]) if row else None
+
+    @_serialized
+    async def set_webhook_cursor(self, name: str, value: int) -> None:
+        await self._write(
+            "INSERT INTO webhook_cursors (name, value) VALUES (?, ?)"
+            " ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )

@@ -18,6 +18,10 @@ class NotFound(Exception):
     """The record the write refers to does not exist."""
 
 
+class CredentialInactive(Exception):
+    """The remembered-browser credential was revoked, erased or has expired."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Room:
     site: str
@@ -49,6 +53,23 @@ class Device:
     online: bool
     status_at: int | None
     last_verdict: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceKey:
+    """One key epoch of a device: its keys sign every seq from `from_seq` until the next
+    epoch's. Old epochs are kept, so proofs queued before a change still verify by seq."""
+
+    id: int
+    site: str
+    device: str
+    room: str
+    from_seq: int
+    ed25519: bytes
+    x25519: bytes
+    kind: str  # enroll | rotate | re_enroll
+    added_at: int
+    evidence: str  # the signed key-change JWS or the enrollment request that introduced it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +217,24 @@ class NewCheckin:
 
 
 @dataclasses.dataclass(frozen=True)
+class CheckinContext:
+    """What `record_checkin` reads in the same transaction as its insert."""
+
+    credential_id: str | None  # a remembered-browser credential to check; None: signed in by PIN
+    browser: str
+    student_id: str
+    session_id: int | None
+    session_date: str | None
+    room: str
+    since_ms: int  # without a session: same-browser check-ins in the room since then count
+    now_ms: int
+
+
+# Builds the row from the number of other students the same browser checked in.
+DecideCheckin = typing.Callable[[int], NewCheckin]
+
+
+@dataclasses.dataclass(frozen=True)
 class Course:
     site: str
     course: str
@@ -224,6 +263,34 @@ class VerifyLink:
     created_at: int
     expires_at: int
     revoked_at: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Webhook:
+    id: int
+    url: str
+    events: tuple[str, ...]  # checkin | session_closed
+    description: str
+    secret: str  # the HMAC key; shown to the admin once, kept to sign every delivery
+    created_at: int
+
+
+@dataclasses.dataclass(frozen=True)
+class WebhookDelivery:
+    """One event for one webhook: pending while next_attempt_at is set, delivered once
+    delivered_at is, failed (given up) when neither is."""
+
+    id: int
+    webhook_id: int
+    event_id: str
+    event_type: str
+    body: str  # the exact JSON sent on every attempt
+    created_at: int
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    next_attempt_at: int | None
+    delivered_at: int | None
 
 
 class Store(typing.Protocol):
@@ -258,6 +325,35 @@ class Store(typing.Protocol):
     async def revoke_device(self, site: str, device: str) -> bool:
         """Forgets the device's keys and enrollment code: its proofs and tokens stop counting."""
         ...
+
+    async def device_keys(self, site: str, device: str) -> list[DeviceKey]:
+        """The device's key history, oldest first."""
+        ...
+
+    async def device_key_at(self, site: str, device: str, seq: int) -> DeviceKey | None:
+        """The key epoch that covers `seq` (the latest one starting at or below it)."""
+        ...
+
+    async def change_device_keys(
+        self,
+        key: DeviceKey,
+        previous: bytes,
+        code: str | None,
+    ) -> None:
+        """Makes `key` (id ignored) the device's current key and room and appends it to the
+        history, in one transaction, only while the current key is still `previous`, the
+        device's head is below `key.from_seq` and (when `code` is given) the enrollment code
+        is still `code` (which is burnt); otherwise store.Conflict."""
+        ...
+
+    async def arm_reenroll(
+        self, site: str, device: str, code: str, expires_ms: int, room: str
+    ) -> bool:
+        """Gives an enrolled device a one-time re-enrollment code (and target room); False
+        when the device does not exist or has no keys."""
+        ...
+
+    async def reenroll_room(self, site: str, device: str) -> str | None: ...
 
     async def store_proof(
         self, row: ProofRow, slot_s: int, otp_step_s: int, clock_offset_ms: int
@@ -337,6 +433,13 @@ class Store(typing.Protocol):
         ...
 
     async def add_checkin(self, new: NewCheckin) -> Checkin: ...
+    async def record_checkin(self, context: CheckinContext, decide: DecideCheckin) -> Checkin:
+        """In one transaction: the credential is still active (else CredentialInactive), the
+        other students this browser checked in are counted (`browser_students`), `decide`
+        turns that count into the row, and the row is inserted (Conflict on a duplicate).
+        Atomic, so two students on one phone at the same instant cannot both count zero."""
+        ...
+
     async def get_checkin(self, checkin_id: int) -> Checkin | None: ...
     async def list_checkins(
         self,
@@ -363,6 +466,20 @@ class Store(typing.Protocol):
         ...
 
     async def add_course(self, course: Course) -> None: ...
+    async def site_exists(self, site: str) -> bool: ...
+    async def set_student_pin(self, site: str, student_id: str, pin_hash: str) -> bool:
+        """Replaces a student's PIN hash; False when the student does not exist."""
+        ...
+
+    async def update_course(self, course: Course) -> bool:
+        """Sets an existing course's name and timezone; False when it does not exist."""
+        ...
+
+    async def update_session(self, session: timetable.Session) -> bool:
+        """Rewrites session `session.id` (room, times, recurrence, grace, check-out,
+        timezone); False when it does not exist."""
+        ...
+
     async def get_course(self, site: str, course: str) -> Course | None: ...
     async def list_courses(self, site: str | None) -> list[Course]: ...
     async def set_roster(self, site: str, course: str, students: list[str]) -> None: ...
@@ -390,3 +507,51 @@ class Store(typing.Protocol):
 
     async def find_link(self, token_hash: str) -> VerifyLink | None: ...
     async def revoke_link(self, link_id: int, now_ms: int) -> bool: ...
+
+    async def add_webhook(
+        self, url: str, events: tuple[str, ...], description: str, secret: str, now_ms: int
+    ) -> Webhook: ...
+    async def list_webhooks(self) -> list[Webhook]: ...
+    async def delete_webhook(self, webhook_id: int) -> bool:
+        """Removes the webhook and its delivery log; False when there is no such webhook."""
+        ...
+
+    async def enqueue_webhook_event(
+        self, event_id: str, event_type: str, body: str, now_ms: int
+    ) -> int:
+        """A pending delivery for each webhook subscribed to event_type, due now; an event id
+        a webhook already has is skipped (so enqueueing twice is harmless). Returns how many."""
+        ...
+
+    async def webhooks_due(self, now_ms: int) -> list[int]:
+        """The ids of webhooks with a delivery due by now_ms."""
+        ...
+
+    async def due_webhook_deliveries(
+        self, webhook_id: int, now_ms: int, limit: int
+    ) -> list[WebhookDelivery]: ...
+    async def claim_webhook_delivery(self, delivery_id: int, due_ms: int, until_ms: int) -> bool:
+        """Moves next_attempt_at from due_ms to until_ms; False when another process (or task)
+        claimed it first."""
+        ...
+
+    async def record_webhook_attempt(
+        self,
+        delivery_id: int,
+        status: int | None,
+        error: str | None,
+        next_attempt_ms: int | None,
+        delivered_ms: int | None,
+    ) -> None:
+        """Counts one attempt and its outcome."""
+        ...
+
+    async def list_webhook_deliveries(
+        self, webhook_id: int, limit: int, after_id: int
+    ) -> list[WebhookDelivery]: ...
+    async def purge_webhook_deliveries(self, before_ms: int) -> int:
+        """Deletes delivered and failed deliveries created before before_ms; returns how many."""
+        ...
+
+    async def webhook_cursor(self, name: str) -> int | None: ...
+    async def set_webhook_cursor(self, name: str, value: int) -> None: ...

@@ -19,6 +19,13 @@ _HASHER = argon2.PasswordHasher()
 _DUMMY_HASH = _HASHER.hash(secrets.token_hex(8))
 
 
+def pin_problem(pin: str) -> str | None:
+    """Why a PIN cannot be used, or None: one rule for `student add` and the CSV import."""
+    if not 4 <= len(pin) <= 64:
+        return "the PIN must have 4 to 64 characters"
+    return None
+
+
 def hash_pin(pin: str) -> str:
     return _HASHER.hash(pin)
 

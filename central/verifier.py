@@ -4,7 +4,11 @@ Returns the proof to store or a rejection reason; never raises on bad input. Rea
 oversize, malformed, bad_header, schema, topic_mismatch, unknown_device, bad_signature,
 wrong_room, duplicate (idempotent redelivery, not an error), fork (a second, different proof
 signed for a seq already stored: a cloned key or a restored state dir), chain_broken, clock,
-bad_token.
+bad_token, retired_key (signed with a key of the device that a key change retired, for a seq
+at or after the change).
+
+Each seq has one key: the device's current key from the seq its epoch starts at, an older key
+(from the key history) below it, so proofs queued before a key change still verify.
 
 A proof with a seq below the device's head whose seq is missing from the store is a late
 proof (an outbox draining after an outage, or a redelivery overtaken by a newer proof): it is
@@ -16,6 +20,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 
+from central import enrollment
 from central import store
 from edge_agent.protocol import b64
 from edge_agent.protocol import chain
@@ -26,6 +31,7 @@ from edge_agent.protocol import slots
 from edge_agent.protocol import topics
 
 OFFSET_SAMPLES = 16
+MAX_CACHED = 100_000
 
 
 class Rejected(Exception):
@@ -55,6 +61,25 @@ class ClockOffsets:
         return max(samples)
 
 
+class KeyStarts:
+    """Per device, the first seq of its current key, cached by that key: a key change (made
+    by any central process) changes the device's key, which misses the cache."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str], tuple[bytes, int]] = {}
+
+    async def get(self, db: store.Store, device: store.Device) -> int:
+        cached = self._cache.get((device.site, device.device))
+        if cached is not None and cached[0] == device.ed25519:
+            return cached[1]
+        start = await enrollment.current_from_seq(db, device)
+        if len(self._cache) > MAX_CACHED:
+            self._cache.clear()
+        if device.ed25519 is not None:
+            self._cache[(device.site, device.device)] = (device.ed25519, start)
+        return start
+
+
 async def verify(
     db: store.Store,
     offsets: ClockOffsets,
@@ -63,6 +88,7 @@ async def verify(
     received_ms: int,
     max_bytes: int,
     clock_tolerance_ms: int,
+    starts: KeyStarts | None = None,
 ) -> Accepted:
     try:
         where = topics.parse(topic)
@@ -77,10 +103,23 @@ async def verify(
     device = await db.get_device(claims.site, claims.device)
     if device is None or device.ed25519 is None:
         raise Rejected("unknown_device", f"no enrolled device {claims.site}/{claims.device}")
-    if not jws.verify(parsed, device.ed25519):
-        raise Rejected("bad_signature", "signature does not verify with the enrolled key")
-    if claims.room != device.room:
-        raise Rejected("wrong_room", f"proof names room {claims.room}, device is in {device.room}")
+    public, room = device.ed25519, device.room
+    start = await (starts or KeyStarts()).get(db, device)
+    if claims.seq < start:
+        epoch = await db.device_key_at(claims.site, claims.device, claims.seq)
+        if epoch is None:
+            raise Rejected("bad_signature", f"no key of this device covers seq {claims.seq}")
+        public, room = epoch.ed25519, epoch.room
+    if not jws.verify(parsed, public):
+        if claims.seq >= start:
+            for old in await db.device_keys(claims.site, claims.device):
+                if old.ed25519 != public and jws.verify(parsed, old.ed25519):
+                    raise Rejected("retired_key", f"seq {claims.seq} is signed with a retired key")
+        raise Rejected(
+            "bad_signature", f"signature does not verify with the key of seq {claims.seq}"
+        )
+    if claims.room != room:
+        raise Rejected("wrong_room", f"proof names room {claims.room}, device is in {room}")
 
     compact = payload.decode("ascii")
     link = chain.link(compact)
@@ -109,7 +148,7 @@ async def verify(
     if slots.slot_of(claims.iat, claims.slot_s) != claims.slot:
         raise Rejected("schema", "slot does not match iat")
     if not qrtoken.verify(
-        device.ed25519, claims.site, claims.device, claims.room, claims.slot, b64.decode(claims.qr)
+        public, claims.site, claims.device, claims.room, claims.slot, b64.decode(claims.qr)
     ):
         raise Rejected("bad_token", "the displayed QR token does not verify")
 

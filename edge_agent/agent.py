@@ -15,6 +15,7 @@ import os
 import pathlib
 import sqlite3
 import time
+import typing
 
 import aiomqtt
 
@@ -34,6 +35,8 @@ from edge_agent.display import frame
 from edge_agent.display import sinks
 from edge_agent.protocol import b64
 from edge_agent.protocol import command
+from edge_agent.protocol import enroll
+from edge_agent.protocol import keychange
 from edge_agent.protocol import proof
 from edge_agent.protocol import qrtoken
 from edge_agent.protocol import slots
@@ -59,9 +62,13 @@ class Room:
         device_keys: keystore.DeviceKeys,
         settings: settings_mod.AgentSettings,
     ) -> None:
+        self.settings = settings
+        self.rekey(b, device_keys)
+
+    def rekey(self, b: bundle_mod.Bundle, device_keys: keystore.DeviceKeys) -> None:
+        """New keys (or room): the next token and code come from them."""
         self.bundle = b
         self.keys = device_keys
-        self.settings = settings
         self.totp_key = totp.derive_key(
             device_keys.agreement, b64.decode(b.central_x25519), b.site, b.device
         )
@@ -142,6 +149,11 @@ class Agent:
         self.outbox = outbox_mod.Outbox(
             state_dir / "outbox.db", settings.outbox_max_proofs, settings.outbox_max_telemetry
         )
+        found = keystore.staged(state_dir)
+        if found is not None:  # a key change that a crash interrupted: finish it
+            log.info("finishing a staged key change (%s)", found[1].get("kind"))
+            self._finish_key_change(*found)
+        self.bundle = self.bundle.model_copy(update={"room": self.enrollment.room})
         self.clock = agentclock.AgentClock(floor_ms=self.outbox.chain_state().iat)
         self.room = Room(self.bundle, self.keys, settings)
         self.window = window.Window(settings.observation_window_s, settings.env_strongest)
@@ -169,11 +181,16 @@ class Agent:
         )
         self.message: tuple[str, float] | None = None  # text shown until (monotonic)
         self.report_now = asyncio.Event()
+        self.needs_enrollment = asyncio.Event()
+        # Held while a proof is signed and while keys change: each seq has exactly one key.
+        self.key_lock = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def run(self) -> None:
         if self.enrollment.enrolled:
             self.enrolled.set()
+        else:
+            self.needs_enrollment.set()
         for sink in self.sinks:
             if isinstance(sink, sinks.ServedSink):
                 await sink.start()
@@ -230,7 +247,10 @@ class Agent:
                 clock = self.time_status.claim()
                 try:
                     timing = (slot_s, self.settings.otp_step_s)
-                    seq = await asyncio.to_thread(self._append_proof, slot, now, env, clock, timing)
+                    async with self.key_lock:
+                        seq = await asyncio.to_thread(
+                            self._append_proof, slot, now, env, clock, timing
+                        )
                 except STORAGE_ERRORS as exc:
                     # Disk full or state dir unwritable: keep showing codes, retry each second.
                     self._storage_failed("proofs paused", exc)
@@ -527,8 +547,20 @@ class Agent:
                 self.report_now.set()
             elif found.kind == "set_timing":
                 self._set_timing(found.args)
-            log.info("applied command %s (%s)", found.kind, found.nonce)
-            report = commands.result(found.nonce, found.kind, "applied")
+            try:
+                if found.kind == "rotate_keys":
+                    await self._rotate_keys()
+                elif found.kind == "re_enroll":
+                    await self._re_enroll(found.args)
+            except command.CommandError as exc:
+                log.warning("refused a command: %s (%s)", exc.reason, exc)
+                report = commands.result(found.nonce, found.kind, "rejected", exc.reason)
+            except STORAGE_ERRORS as exc:
+                self._storage_failed("keys not changed", exc)
+                report = commands.result(found.nonce, found.kind, "rejected", "storage")
+            else:
+                log.info("applied command %s (%s)", found.kind, found.nonce)
+                report = commands.result(found.nonce, found.kind, "applied")
         topic = topics.topic(self.bundle.site, self.bundle.device, "telemetry")
         try:
             await asyncio.to_thread(
@@ -540,18 +572,98 @@ class Agent:
         self.outbox_changed.set()
 
     async def _enroll(self, client: mqttlink.Client) -> None:
+        """(Re-)enrollment: the request again and again until central's signed answer."""
         b = self.bundle
-        while not self.enrolled.is_set():
+        while True:
+            await self.needs_enrollment.wait()
+            if self.enrolled.is_set():
+                self.needs_enrollment.clear()
+                continue
             log.info("asking central to enroll %s/%s", b.site, b.device)
             await client.publish(
                 topics.topic(b.site, b.device, "enroll"), self.enrollment.request, qos=1
             )
             retry = self.settings.enroll_retry_s * (6 if self.enrollment.rejected else 1)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.enrolled.wait(), retry)
-            except TimeoutError:
-                continue
-        await asyncio.Event().wait()
+
+    # -- key changes -----------------------------------------------------------------------
+    def _finish_key_change(self, new: keystore.DeviceKeys, intent: dict[str, typing.Any]) -> None:
+        """Carry out a staged key change (again, after a crash: each step is idempotent), then
+        switch to the new keys. Blocking: call it in a thread or before the loop starts."""
+        b = self.bundle
+        if intent.get("kind") == "rotate":
+            # In the outbox, after every proof signed with the old key and before the first
+            # signed with the new one: central learns of the key before it needs it. A
+            # repeat after a crash is refused by central as a replay, harmlessly.
+            topic = topics.topic(b.site, b.device, "enroll")
+            self.outbox.put(outbox_mod.PROOF, topic, str(intent["message"]).encode("ascii"))
+        elif intent.get("kind") == "re_enroll":
+            self.enrollment.restart(str(intent["request"]).encode())
+        keystore.promote(self.state_dir, new)
+        self.keys = new
+        self.bundle = self.bundle.model_copy(update={"room": self.enrollment.room})
+
+    def _switched(self) -> None:
+        self.room.rekey(self.bundle, self.keys)
+        if not self.enrollment.enrolled:
+            self.enrolled.clear()
+            self.needs_enrollment.set()
+        self.outbox_changed.set()
+
+    async def _change_keys(self, new: keystore.DeviceKeys, intent: dict[str, typing.Any]) -> None:
+        """Stage, then finish; called with key_lock held. A failed stage changes nothing (the
+        command is refused); once staged, the change is finished whatever it takes (retried
+        each second on a full disk, proofs held meanwhile), because its announcement may
+        already be on its way to central."""
+        try:
+            await asyncio.to_thread(keystore.stage, self.state_dir, new, intent)
+        except STORAGE_ERRORS:
+            with contextlib.suppress(OSError):
+                (self.state_dir / "keys" / keystore.STAGED).unlink(missing_ok=True)
+            raise
+        while True:
+            try:
+                await asyncio.to_thread(self._finish_key_change, new, intent)
+                break
+            except STORAGE_ERRORS as exc:
+                self._storage_failed("key change pending", exc)
+                await asyncio.sleep(1.0)
+        self._storage_ok()
+        self._switched()
+
+    async def _rotate_keys(self) -> None:
+        b = self.bundle
+        async with self.key_lock:
+            new = keystore.generate()
+            from_seq = self.outbox.chain_state().seq + 1
+            message = keychange.sign(
+                self.keys.signing,
+                new.signing,
+                new.agreement.public,
+                b.site,
+                b.room,
+                b.device,
+                from_seq,
+                self.clock.now_ms(),
+            )
+            intent = {"kind": "rotate", "from_seq": from_seq, "message": message}
+            await self._change_keys(new, intent)
+        log.info("keys rotated: seq %d on is signed with the new key", from_seq)
+
+    async def _re_enroll(self, args: dict[str, typing.Any]) -> None:
+        b = self.bundle
+        code = command.open_code(self.keys.agreement, args["code"])
+        room = args.get("room", b.room)
+        async with self.key_lock:
+            new = keystore.generate()
+            from_seq = self.outbox.chain_state().seq + 1
+            request = enroll.make_request(
+                code, b.site, room, b.device, new.signing.public, new.agreement.public, from_seq
+            )
+            intent = {"kind": "re_enroll", "from_seq": from_seq, "request": request.decode()}
+            await self._change_keys(new, intent)
+        log.info("re-enrolling in room %s: seq %d on is signed with the new key", room, from_seq)
 
     async def _ack(self, item_id: int) -> None:
         """Delete a published row; on a full disk retry the delete, never the publish."""
@@ -566,9 +678,9 @@ class Agent:
     async def _drain(self, client: mqttlink.Client) -> None:
         """Publish the outbox in order; a row is deleted only after a PUBACK that says a
         subscriber (central) will get it. "No matching subscribers" keeps it for a retry."""
-        await self.enrolled.wait()
         waiting = mqttlink.Backoff(5.0)
         while True:
+            await self.enrolled.wait()  # a re-enrollment pauses the drain until central answers
             self.outbox_changed.clear()
             items = await asyncio.to_thread(self.outbox.peek, 50)
             if not items:

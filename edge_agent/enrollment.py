@@ -2,6 +2,8 @@
 
 The request (with its HMAC) is stored in the state dir and the code erased from the bundle at
 once, so a restart re-sends the same request and the code never lives longer than needed.
+A re-enrollment (`restart`) replaces the record with a new request the same way; the room the
+device is bound to is the one of its last request (central may move it), not the bundle's.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from edge_agent import keystore
 from edge_agent import tomlsettings
 from edge_agent.protocol import b64
 from edge_agent.protocol import enroll
+from edge_agent.protocol import names
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ class Enrollment:
         self.request_path = state_dir / "enroll-request.json"
         self.bundle = b
         self.rejected: str | None = None
+        self.request = b""
+        self.nonce = ""
         if self.enrolled:
             return
         if not self.request_path.exists():
@@ -71,6 +76,25 @@ class Enrollment:
     def enrolled(self) -> bool:
         return self.record_path.exists()
 
+    @property
+    def room(self) -> str:
+        """The room this device is (being) bound to."""
+        source = self.request_path if self.request_path.exists() else self.record_path
+        try:
+            room = json.loads(source.read_bytes()).get("room")
+        except (OSError, ValueError, AttributeError):
+            room = None
+        return room if isinstance(room, str) and names.is_valid(room) else self.bundle.room
+
+    def restart(self, request: bytes) -> None:
+        """Enroll again with `request` (new keys, made with a code from central's `re_enroll`
+        command). Idempotent, so a start that finds the change staged can simply repeat it."""
+        _write_atomic(self.request_path, request)
+        self.record_path.unlink(missing_ok=True)
+        self.request = request
+        self.nonce = json.loads(request)["nonce"]
+        self.rejected = None
+
     def handle_reply(self, payload: bytes) -> bool:
         """Check central's signed answer; True once enrolled."""
         try:
@@ -90,7 +114,12 @@ class Enrollment:
             return False
         if reply["type"] != "enrolled":
             return False
-        record: dict[str, typing.Any] = {"iat": reply.get("iat"), "config": reply.get("config", {})}
+        room = json.loads(self.request)["room"]
+        record: dict[str, typing.Any] = {
+            "iat": reply.get("iat"),
+            "room": room,
+            "config": reply.get("config", {}),
+        }
         _write_atomic(self.record_path, json.dumps(record).encode())
         self.request_path.unlink(missing_ok=True)
         log.info("enrolled with central as %s/%s", self.bundle.site, self.bundle.device)

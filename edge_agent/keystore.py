@@ -1,13 +1,25 @@
-"""The device's private keys: created once in the state dir (0600), never leaving it."""
+"""The device's private keys: created once in the state dir (0600), never leaving it.
+
+A key change (rotation or re-enrollment) is staged first: `stage` writes the new keys together
+with what must reach central about them (the intent) to one file, atomically; the caller then
+carries the intent out (idempotently) and `promote`s the keys, which removes the staged file
+last. A crash at any point leaves either the old keys with nothing announced, or a staged
+change that the next start finishes: never a key that central will not learn of.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pathlib
+import typing
 
 from edge_agent import tomlsettings
+from edge_agent.protocol import b64
 from edge_agent.protocol import keys
+
+STAGED = "staged.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,3 +68,67 @@ def load(state_dir: pathlib.Path) -> DeviceKeys:
         signing=keys.SigningKey(read_or_create(key_dir / "ed25519.key")),
         agreement=keys.AgreementKey(read_or_create(key_dir / "x25519.key")),
     )
+
+
+def generate() -> DeviceKeys:
+    return DeviceKeys(keys.SigningKey.generate(), keys.AgreementKey.generate())
+
+
+def _write_synced(path: pathlib.Path, data: bytes) -> None:
+    """Replace `path` atomically with `data` (0600), durable once this returns."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+    _sync_dir(path.parent)
+
+
+def _sync_dir(path: pathlib.Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def stage(state_dir: pathlib.Path, new: DeviceKeys, intent: dict[str, typing.Any]) -> None:
+    """Durably record new keys and the intent that announces them (JSON-serialisable)."""
+    body = {
+        "ed25519": b64.encode(new.signing.seed),
+        "x25519": b64.encode(new.agreement.private),
+        "intent": intent,
+    }
+    _write_synced(state_dir / "keys" / STAGED, json.dumps(body).encode())
+
+
+def staged(state_dir: pathlib.Path) -> tuple[DeviceKeys, dict[str, typing.Any]] | None:
+    """The staged key change, if a previous run did not finish it."""
+    path = state_dir / "keys" / STAGED
+    try:
+        body = json.loads(path.read_bytes())
+        new = DeviceKeys(
+            keys.SigningKey(b64.decode(body["ed25519"])),
+            keys.AgreementKey(b64.decode(body["x25519"])),
+        )
+        intent = body["intent"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise tomlsettings.ConfigError(
+            f"{path}: corrupt staged key change ({exc}); restore it from backup"
+        ) from exc
+    if not isinstance(intent, dict):
+        raise tomlsettings.ConfigError(f"{path}: corrupt staged key change (intent)")
+    return new, intent
+
+
+def promote(state_dir: pathlib.Path, new: DeviceKeys) -> None:
+    """Make the staged keys the device's keys; the staged file goes last."""
+    key_dir = state_dir / "keys"
+    _write_synced(key_dir / "ed25519.key", new.signing.seed)
+    _write_synced(key_dir / "x25519.key", new.agreement.private)
+    (key_dir / STAGED).unlink(missing_ok=True)
+    _sync_dir(key_dir)

@@ -5,7 +5,10 @@ A command is a compact JWS (EdDSA, kid `central`, typ `roomproof-command+jws`) o
 The device accepts it only with central's signature, for itself, not expired (and not dated
 more than CLOCK_SKEW_MS ahead), and with a nonce it has not seen; it reports the outcome.
 Kinds: `show_message` {text, seconds}, `status_report` {}, `set_timing` {slot_s, otp_step_s}
-(QR rotation period 5..300 s and one-time code step 10..300 s; either or both).
+(QR rotation period 5..300 s and one-time code step 10..300 s; either or both),
+`rotate_keys` {} (new keys, announced in a key change, see `keychange`), `re_enroll`
+{code, room?} (`code`: a fresh one-time enrollment code sealed to the device's X25519 key, so
+it never crosses the broker in clear; `room`: where the device is bound next, default its own).
 """
 
 from __future__ import annotations
@@ -14,16 +17,23 @@ import dataclasses
 import json
 import typing
 
+import nacl.exceptions
+import nacl.public
+
+from edge_agent.protocol import b64
 from edge_agent.protocol import jws
 from edge_agent.protocol import keys
+from edge_agent.protocol import names
 
 TYP = "roomproof-command+jws"
 KID = "central"
 MAX_BYTES = 4096
 MAX_LIFETIME_MS = 24 * 3600 * 1000
 CLOCK_SKEW_MS = 5 * 60 * 1000
-KINDS = frozenset({"show_message", "status_report", "set_timing"})
+KINDS = frozenset({"show_message", "status_report", "set_timing", "rotate_keys", "re_enroll"})
 MAX_MESSAGE = 200
+CODE_BYTES = 32
+SEALED_BYTES = CODE_BYTES + 48  # a libsodium sealed box adds an ephemeral key and a MAC
 
 
 class CommandError(ValueError):
@@ -64,6 +74,19 @@ def check_args(kind: str, args: object) -> dict[str, typing.Any]:
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise CommandError("bad_args", f"{key}: {low}..{high}")
         return dict(args)
+    if kind == "re_enroll":
+        if set(args) - {"code", "room"} or "code" not in args:
+            raise CommandError("bad_args", "re_enroll takes code and optionally room")
+        code, room = args["code"], args.get("room")
+        try:
+            sealed = b64.decode(code) if isinstance(code, str) else b""
+        except ValueError:
+            sealed = b""
+        if len(sealed) != SEALED_BYTES:
+            raise CommandError("bad_args", f"code: a base64url sealed box of {SEALED_BYTES} bytes")
+        if room is not None and not (isinstance(room, str) and names.is_valid(room)):
+            raise CommandError("bad_args", "room: a room name")
+        return {"code": code} if room is None else {"code": code, "room": room}
     if args:
         raise CommandError("bad_args", f"{kind} takes no arguments")
     return {}
@@ -138,3 +161,25 @@ def verify(payload: bytes, central_public: bytes, site: str, device: str, now_ms
         raise CommandError("malformed", "bad nonce")
     args = check_args(str(data["kind"]), data.get("args", {}))
     return Command(str(data["kind"]), args, data["nonce"], iat, exp)
+
+
+def seal_code(device_x25519: bytes, code: str) -> str:
+    """The `re_enroll` code (base64url of 32 bytes, as in a bundle) sealed to the device's
+    X25519 public key: only that device can open it."""
+    raw = b64.decode(code)
+    if len(raw) != CODE_BYTES:
+        raise ValueError(f"an enrollment code is {CODE_BYTES} bytes")
+    box = nacl.public.SealedBox(nacl.public.PublicKey(device_x25519))
+    return b64.encode(bytes(box.encrypt(raw)))
+
+
+def open_code(agreement: keys.AgreementKey, sealed: str) -> str:
+    """The enrollment code from `seal_code`; CommandError(`bad_code`) if it is not for us."""
+    try:
+        box = nacl.public.SealedBox(nacl.public.PrivateKey(agreement.private))
+        raw = box.decrypt(b64.decode(sealed))
+    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+        raise CommandError("bad_code", "the enrollment code is not sealed to this device") from exc
+    if len(raw) != CODE_BYTES:
+        raise CommandError("bad_code", f"an enrollment code is {CODE_BYTES} bytes")
+    return b64.encode(raw)

@@ -1,4 +1,8 @@
-"""Enrollment: a device proves it holds the bundle's one-time code without sending it."""
+"""Enrollment: a device proves it holds the bundle's one-time code without sending it.
+
+A re-enrollment (central's `re_enroll` command) uses the same request with one more member,
+`from_seq`: the first proof seq the new keys sign (the chain continues across it).
+"""
 
 from __future__ import annotations
 
@@ -35,12 +39,23 @@ class Request:
     nonce: str
     ts: int
     mac: bytes
+    from_seq: int | None = None  # re-enrollment only
 
 
 def mac_input(
-    site: str, room: str, device: str, ed25519: str, x25519: str, nonce: str, ts: int
+    site: str,
+    room: str,
+    device: str,
+    ed25519: str,
+    x25519: str,
+    nonce: str,
+    ts: int,
+    from_seq: int | None = None,
 ) -> bytes:
-    return "\n".join([DOMAIN, site, room, device, ed25519, x25519, nonce, str(ts)]).encode()
+    parts = [DOMAIN, site, room, device, ed25519, x25519, nonce, str(ts)]
+    if from_seq is not None:
+        parts.append(str(from_seq))
+    return "\n".join(parts).encode()
 
 
 def _mac(code: str, message: bytes) -> bytes:
@@ -48,9 +63,15 @@ def _mac(code: str, message: bytes) -> bytes:
 
 
 def make_request(
-    code: str, site: str, room: str, device: str, ed_pub: bytes, x_pub: bytes
+    code: str,
+    site: str,
+    room: str,
+    device: str,
+    ed_pub: bytes,
+    x_pub: bytes,
+    from_seq: int | None = None,
 ) -> bytes:
-    fields = {
+    fields: dict[str, typing.Any] = {
         "site": names.validate("site", site),
         "room": names.validate("room", room),
         "device": names.validate("device", device),
@@ -59,6 +80,8 @@ def make_request(
         "nonce": b64.encode(os.urandom(16)),
         "ts": int(time.time() * 1000),
     }
+    if from_seq is not None:
+        fields["from_seq"] = from_seq
     mac = _mac(code, mac_input(**fields))
     return json.dumps({"v": 1, **fields, "mac": b64.encode(mac)}, separators=(",", ":")).encode()
 
@@ -71,8 +94,13 @@ def parse_request(payload: bytes) -> Request:
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise EnrollError("enrollment request is not JSON") from exc
     expected = {"v", "site", "room", "device", "ed25519", "x25519", "nonce", "ts", "mac"}
-    if not isinstance(data, dict) or set(data) != expected or data["v"] != 1:
+    if not isinstance(data, dict) or set(data) - {"from_seq"} != expected or data["v"] != 1:
         raise EnrollError("enrollment request has the wrong members or version")
+    from_seq = data.get("from_seq")
+    if from_seq is not None and (
+        not isinstance(from_seq, int) or isinstance(from_seq, bool) or not 0 < from_seq < 2**53
+    ):
+        raise EnrollError("enrollment request from_seq must be a positive integer")
     try:
         for kind in ("site", "room", "device"):
             names.validate(kind, data[kind])
@@ -87,6 +115,7 @@ def parse_request(payload: bytes) -> Request:
             nonce=data["nonce"],
             ts=data["ts"],
             mac=b64.decode(data["mac"]),
+            from_seq=from_seq,
         )
     except (ValueError, TypeError) as exc:
         raise EnrollError(f"enrollment request is malformed: {exc}") from exc
@@ -109,6 +138,7 @@ def check_mac(request: Request, code: str) -> bool:
                 b64.encode(request.x25519),
                 request.nonce,
                 request.ts,
+                request.from_seq,
             ),
         )
     except ValueError:

@@ -60,6 +60,9 @@ def test_demo_runs_a_room_and_stops_cleanly() -> None:
 
         with urllib.request.urlopen(f"http://127.0.0.1:{screen_port}/", timeout=5) as page:
             assert "html" in page.read().decode().lower()
+        dashboard = re.search(r"dashboard: +(\S+)", output).group(1)  # type: ignore[union-attr]
+        with urllib.request.urlopen(dashboard, timeout=5) as page:
+            assert "roomproof" in page.read().decode().lower()
         with urllib.request.urlopen(f"http://127.0.0.1:{screen_port}/frame.json", timeout=5) as f:
             url = json.load(f)["url"]
         status, body, _ = system.Http(f"http://127.0.0.1:{http_port}").request(

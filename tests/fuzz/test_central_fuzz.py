@@ -56,8 +56,15 @@ REJECTION_REASONS = {
     "chain_broken",
     "clock",
     "bad_token",
+    "retired_key",
     "bad_status",
     "bad_telemetry",
+    "key_change_malformed",
+    "key_change_topic_mismatch",
+    "key_change_bad_signature",
+    "key_change_replay",
+    "key_change_wrong_room",
+    "key_change_stale_seq",
 }
 LOG_TABLES = ("rejection_counts", "rejection_log")  # MQTT rejections are counted, by design
 

@@ -341,6 +341,79 @@ async def test_rejections_are_counted_and_the_newest_listed(db: store.Store) -> 
     assert [row["at"] for row in recent[1:]] == list(range(59, 10, -1))
 
 
+def checkin_context(
+    student: str, browser: str, credential: str | None = None, now_ms: int = 5_000
+) -> store.CheckinContext:
+    return store.CheckinContext(
+        credential_id=credential,
+        browser=browser,
+        student_id=student,
+        session_id=7,
+        session_date="2027-03-22",
+        room=ROOM,
+        since_ms=0,
+        now_ms=now_ms,
+    )
+
+
+def deciding(student: str, slot: int, seen: list[int]) -> store.DecideCheckin:
+    """A decision that records the same-browser count it was given and flags a shared phone."""
+
+    def decide(others: int) -> store.NewCheckin:
+        seen.append(others)
+        new = new_checkin(student, slot, 7, "2027-03-22", "phone")
+        return dataclasses.replace(new, status="flagged" if others else "present")
+
+    return decide
+
+
+async def test_record_checkin_counts_checks_and_inserts_in_one_step(db: store.Store) -> None:
+    await provision(db)
+    await db.add_credential("cred-1", SITE, "s1", 100, 10_000)
+    seen: list[int] = []
+    first = await db.record_checkin(
+        checkin_context("s1", "phone", "cred-1"), deciding("s1", 10, seen)
+    )
+    assert (first.student_id, first.status, seen) == ("s1", "present", [0])
+    assert await db.get_checkin(first.id) == first
+
+    # Ten students on one phone at the same instant: each counts the ones stored before it.
+    seen.clear()
+    many = await asyncio.gather(
+        *(
+            db.record_checkin(checkin_context(f"t{n}", "phone"), deciding(f"t{n}", 10, seen))
+            for n in range(10)
+        )
+    )
+    assert sorted(seen) == list(range(1, 11))
+    assert {c.status for c in many} == {"flagged"}
+    assert len({c.id for c in many}) == 10
+
+    with pytest.raises(store.Conflict):  # once per student per occurrence
+        await db.record_checkin(checkin_context("s1", "other"), deciding("s1", 11, []))
+    await db.revoke_credential("cred-1")
+    with pytest.raises(store.CredentialInactive):
+        await db.record_checkin(checkin_context("s9", "other", "cred-1"), deciding("s9", 10, seen))
+    with pytest.raises(store.CredentialInactive):  # unknown or expired: the same
+        await db.record_checkin(
+            checkin_context("s9", "other", "cred-none"), deciding("s9", 10, seen)
+        )
+
+    def broken(others: int) -> store.NewCheckin:
+        raise ValueError("a bug in the decision")
+
+    good, bad = await asyncio.gather(
+        db.record_checkin(checkin_context("u1", "p2"), deciding("u1", 10, [])),
+        db.record_checkin(checkin_context("u2", "p3"), broken),
+        return_exceptions=True,
+    )
+    assert isinstance(good, store.Checkin) and isinstance(bad, ValueError)
+    stored = await db.occurrence_checkins(7, "2027-03-22")
+    assert sorted(c.student_id for c in stored) == sorted(
+        ["s1", "u1", *(f"t{n}" for n in range(10))]
+    )
+
+
 async def test_students_credentials_and_admin_tokens(db: store.Store) -> None:
     with pytest.raises(store.NotFound):
         await db.add_student(SITE, "s1", "hash")

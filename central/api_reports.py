@@ -1,0 +1,165 @@
+"""HTTP routes for the CSV import of rosters and timetables and the attendance exports."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from central import audit
+from central import auth
+from central import checkins
+from central import clock as clock_mod
+from central import csvimport
+from central import errors
+from central import exports
+from central import keyring
+from central import params
+from central import settings as settings_mod
+from central import store
+from central import timetable
+
+IMPORTERS = ("admin",)
+EXPORTERS = ("admin", "teacher")  # an export makes verification links, as they may
+CSV_TYPES = frozenset({"text/csv", "application/csv", "text/plain"})
+
+
+class ReportsApi:
+    def __init__(
+        self,
+        db: store.Store,
+        keys: keyring.Keyring,
+        settings: settings_mod.CentralSettings,
+        service: checkins.CheckinService,
+        clock: clock_mod.Clock,
+    ) -> None:
+        self.db = db
+        self.keys = keys
+        self.settings = settings
+        self.service = service
+        self.clock = clock
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/api/v1/imports/{kind}", self.import_csv)
+        app.router.add_get("/api/v1/exports/attendance.csv", self.export_csv)
+        app.router.add_get("/api/v1/exports/attendance.pdf", self.export_pdf)
+
+    async def _body(self, request: web.Request) -> bytes:
+        """The CSV body, read up to csvimport.MAX_BYTES (beyond the app's JSON body limit)."""
+        if request.content_type not in CSV_TYPES:
+            raise errors.ApiError(
+                415, "unsupported_media_type", "send the file as Content-Type: text/csv"
+            )
+        limit = csvimport.MAX_BYTES
+        if request.content_length is not None and request.content_length > limit:
+            raise errors.ApiError(
+                413, "payload_too_large", f"the file is larger than {limit} bytes"
+            )
+        data = bytearray()
+        while chunk := await request.content.read(64 * 1024):
+            data += chunk
+            if len(data) > limit:
+                raise errors.ApiError(
+                    413, "payload_too_large", f"the file is larger than {limit} bytes"
+                )
+        return bytes(data)
+
+    async def import_csv(self, request: web.Request) -> web.Response:
+        await auth.require(request, self.db, IMPORTERS)
+        kind = request.match_info["kind"]
+        if kind not in csvimport.KINDS:
+            raise errors.ApiError(
+                404, "not_found", f"no import of {kind[:40]}: one of {', '.join(csvimport.KINDS)}"
+            )
+        dry = request.query.get("dry_run", "false")
+        if dry not in ("true", "false"):
+            raise errors.ApiError(
+                400, "invalid_request", "dry_run must be true or false", {"field": "dry_run"}
+            )
+        data = await self._body(request)
+        try:
+            result = await csvimport.run(self.db, kind, data, dry == "true")
+        except csvimport.CsvError as exc:
+            raise errors.ApiError(400, "invalid_csv", str(exc)) from exc
+        except csvimport.Interrupted as exc:
+            raise errors.ApiError(409, "import_interrupted", str(exc)) from exc
+        if result.applied:
+            self.service.rosters.clear()
+            self.service.sessions.clear()
+            await audit.api(request, self.db, f"import_{kind}", kind, csvimport.summary(result))
+        return web.json_response(result.json())
+
+    def _selection(self, request: web.Request) -> exports.Selection:
+        query = request.query
+        given = [key for key in ("session_id", "course", "student_id") if key in query]
+        if len(given) != 1:
+            raise errors.ApiError(
+                400,
+                "invalid_request",
+                "give exactly one of session_id (with date), site with course,"
+                " site with student_id",
+            )
+        if given == ["session_id"]:
+            if "site" in query:
+                raise errors.ApiError(
+                    400, "invalid_request", "site goes with course or student_id", {"field": "site"}
+                )
+            session_id = params.int_param(request, "session_id", 0, 1, 2**62)
+            try:
+                date = timetable.parse_date("date", query.get("date"))
+            except timetable.TimetableError as exc:
+                raise errors.ApiError(400, "invalid_request", str(exc), {"field": "date"}) from exc
+            return exports.Selection(session_id=session_id, date=date)
+        if "date" in query:
+            raise errors.ApiError(
+                400, "invalid_request", "date goes with session_id", {"field": "date"}
+            )
+        site = params.name_param(request, "site", required=True)
+        if given == ["course"]:
+            return exports.Selection(site=site, course=params.name_param(request, "course"))
+        return exports.Selection(site=site, student_id=params.name_param(request, "student_id"))
+
+    async def _export(self, request: web.Request) -> tuple[exports.Export, int]:
+        await auth.require(request, self.db, EXPORTERS)
+        selection = self._selection(request)
+        now = self.clock.now_ms()
+        try:
+            export = await exports.collect(
+                self.db,
+                self.keys,
+                self.settings.public_base,
+                selection,
+                now,
+                self.settings.verify_link_ttl_days,
+                lambda site, course: auth.sees_course(request, site, course),
+            )
+        except exports.NotFound as exc:
+            raise errors.ApiError(404, "not_found", str(exc)) from exc
+        except exports.Forbidden as exc:
+            raise errors.ApiError(403, "not_your_course", str(exc)) from exc
+        detail = json.dumps(
+            {"selection": selection.title(), "lines": len(export.lines), "links": export.links}
+        )
+        await audit.api(request, self.db, "attendance_export", selection.filename("*"), detail)
+        return export, now
+
+    async def export_csv(self, request: web.Request) -> web.Response:
+        export, _ = await self._export(request)
+        return self._file(exports.to_csv(export), "text/csv", export.selection.filename("csv"))
+
+    async def export_pdf(self, request: web.Request) -> web.Response:
+        export, now = await self._export(request)
+        data = await exports.to_pdf(export, now)
+        return self._file(data, "application/pdf", export.selection.filename("pdf"))
+
+    def _file(self, data: bytes, content_type: str, filename: str) -> web.Response:
+        return web.Response(
+            body=data,
+            content_type=content_type,
+            charset="utf-8" if content_type == "text/csv" else None,
+            headers={
+                "Content-Disposition": f'attachment; filename="{filename}"',
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )

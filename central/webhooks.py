@@ -1,0 +1,309 @@
+"""Signed outbound webhooks: events become durable deliveries in the store, a background task
+posts them and retries with backoff, so a CRM or LMS can follow check-ins and closed sessions.
+
+Each delivery is a POST of `{"id", "type", "created_at", "data"}` with the headers
+`Roomproof-Event-Id` and `Roomproof-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret,
+"<t>.<raw body>")>` (Stripe-style: the time inside the signature lets a receiver refuse
+replays). A 2xx answer delivers it; anything else is retried up to `webhook_max_attempts`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import random
+import secrets
+import time
+import typing
+import urllib.parse
+
+import aiohttp
+
+from central import api_attendance
+from central import attendance
+from central import clock as clock_mod
+from central import events
+from central import params
+from central import settings as settings_mod
+from central import store
+from central import timetable
+
+log = logging.getLogger(__name__)
+EVENT_TYPES = ("checkin", "session_closed")
+SIGNATURE_HEADER = "Roomproof-Signature"
+EVENT_ID_HEADER = "Roomproof-Event-Id"
+SESSION_CURSOR = "session_closed"
+CLOSE_LOOKBACK_MS = 2 * 86400_000  # sessions end the day they start
+IDLE_CURSOR_MS = 60_000
+PURGE_EVERY_S = 3600.0
+LEASE_MS = 30_000  # a claimed delivery another process may retry after timeout + this
+BATCH = 100
+MAX_URL = 2000
+
+
+class InvalidUrl(ValueError):
+    """A webhook URL central will not post to; the message says why."""
+
+
+def new_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+def check_url(url: object) -> str:
+    """http(s) with a host, no credentials, no whitespace; http is meant for testing."""
+    if not isinstance(url, str) or not url or len(url) > MAX_URL:
+        raise InvalidUrl(f"url must be text up to {MAX_URL} characters")
+    if any(c.isspace() or ord(c) < 32 for c in url):
+        raise InvalidUrl("url must not contain whitespace or control characters")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidUrl(f"url is not valid: {exc}") from exc
+    if parts.scheme not in ("http", "https"):
+        raise InvalidUrl("url must start with https:// (or http:// for testing)")
+    if not parts.hostname:
+        raise InvalidUrl("url needs a host")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidUrl("url must not carry credentials; verify the signature instead")
+    if port == 0:
+        raise InvalidUrl("url port must be 1..65535")
+    return url
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The Roomproof-Signature header value for this body at this unix time."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify(secret: str, header: str, body: bytes, now_s: int, tolerance_s: int = 300) -> bool:
+    """What a receiver does (shown in the README): the HMAC matches and the time is recent."""
+    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    try:
+        timestamp = int(fields.get("t", ""))
+    except ValueError:
+        return False
+    if abs(now_s - timestamp) > tolerance_s:
+        return False
+    expected = sign(secret, timestamp, body).split(",v1=", 1)[1]
+    return hmac.compare_digest(expected, fields.get("v1", ""))
+
+
+def backoff_ms(settings: settings_mod.CentralSettings, attempts: int) -> int:
+    """Delay before attempt `attempts + 1`: doubling from webhook_backoff_s up to the cap,
+    with jitter (half fixed, half random) so that receivers coming back are not stampeded."""
+    delay = min(settings.webhook_backoff_max_s, settings.webhook_backoff_s * 2 ** (attempts - 1))
+    return int(delay * 1000 * (0.5 + random.random() / 2))
+
+
+def event_body(event_id: str, event_type: str, created_ms: int, data: dict[str, typing.Any]) -> str:
+    return json.dumps(
+        {"id": event_id, "type": event_type, "created_at": params.iso(created_ms), "data": data},
+        separators=(",", ":"),
+    )
+
+
+class Dispatcher:
+    """Turns events into deliveries and delivers them: one task per webhook at a time, so a
+    slow or dead receiver only delays its own queue."""
+
+    def __init__(
+        self,
+        db: store.Store,
+        settings: settings_mod.CentralSettings,
+        hub: events.Hub,
+        clock: clock_mod.Clock,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.hub = hub
+        self.clock = clock
+        self._senders: dict[int, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._subscribed: frozenset[str] | None = None  # event types some webhook wants
+        self._next_purge = 0.0
+
+    def webhooks_changed(self) -> None:
+        """Called by the API after an add or delete in this process (others notice within
+        one webhook_poll_s)."""
+        self._subscribed = None
+        self._wake.set()
+
+    async def _subscriptions(self) -> frozenset[str]:
+        if self._subscribed is None:
+            hooks = await self.db.list_webhooks()
+            self._subscribed = frozenset(kind for hook in hooks for kind in hook.events)
+        return self._subscribed
+
+    async def run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.settings.webhook_timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            listener = asyncio.create_task(self._listen(), name="webhook-events")
+            try:
+                while True:
+                    try:
+                        self._subscribed = None  # another process may have changed them
+                        await self._closed_sessions()
+                        await self._start_senders(http)
+                        await self._purge()
+                    except Exception:  # a store hiccup: log, try again next tick
+                        log.exception("webhook dispatch failed; retrying")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.settings.webhook_poll_s)
+                    self._wake.clear()
+            finally:
+                listener.cancel()
+                for task in [listener, *self._senders.values()]:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    # -- events -> deliveries --------------------------------------------------------------
+    async def _listen(self) -> None:
+        """Accepted check-ins, as published on the hub; resubscribes if the hub dropped us."""
+        while True:
+            queue = self.hub.subscribe()
+            try:
+                while (item := await queue.get()) is not None:
+                    kind, data = item
+                    if kind == "checkin":
+                        await self._checkin(data)
+            finally:
+                self.hub.unsubscribe(queue)
+            log.info("webhook listener lost its hub subscription (dropped, or stopping)")
+            await asyncio.sleep(self.settings.webhook_poll_s)
+
+    async def _checkin(self, data: dict[str, typing.Any]) -> None:
+        if "checkin" not in await self._subscriptions():
+            return  # no write per check-in while nobody listens
+        payload = {k: v for k, v in data.items() if k != "evidence"}  # network details stay
+        now = self.clock.now_ms()
+        event_id = f"evt_checkin_{data['id']}"
+        try:
+            body = event_body(event_id, "checkin", now, payload)
+            if await self.db.enqueue_webhook_event(event_id, "checkin", body, now):
+                self._wake.set()
+        except Exception:
+            log.exception("could not queue webhook event %s", event_id)
+
+    async def _closed_sessions(self) -> None:
+        """session_closed once per occurrence whose end passed since the last look."""
+        now = self.clock.now_ms()
+        since = await self.db.webhook_cursor(SESSION_CURSOR)
+        if since is None or now <= since:
+            if since is None:
+                await self.db.set_webhook_cursor(SESSION_CURSOR, now)
+            return
+        wanted = "session_closed" in await self._subscriptions()
+        if not wanted and now - since < IDLE_CURSOR_MS:
+            return  # nobody listens: move the cursor now and then, not on every tick
+        if wanted:
+            after = 0
+            while page := await self.db.list_sessions(None, None, None, 500, after):
+                for session in page:
+                    for item in timetable.between(session, since - CLOSE_LOOKBACK_MS, now):
+                        if since < item.end_ms <= now:
+                            await self._session_closed(item, now)
+                after = page[-1].id
+                if len(page) < 500:
+                    break
+        await self.db.set_webhook_cursor(SESSION_CURSOR, now)
+
+    async def _session_closed(self, occurrence: timetable.Occurrence, now: int) -> None:
+        rows = await attendance.report(self.db, occurrence, now)
+        data = {
+            "site": occurrence.session.site,
+            "occurrence": api_attendance.occurrence_json(occurrence),
+            "summary": attendance.summary(rows),
+            "attendance": [row.json(params.iso) for row in rows],
+        }
+        event_id = f"evt_session_closed_{occurrence.session.id}_{occurrence.key}"
+        body = event_body(event_id, "session_closed", occurrence.end_ms, data)
+        await self.db.enqueue_webhook_event(event_id, "session_closed", body, now)
+
+    async def _purge(self) -> None:
+        """Hourly: finished deliveries older than retention_days go (their bodies name
+        students)."""
+        if time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + PURGE_EVERY_S
+        before = self.clock.now_ms() - int(self.settings.retention_days * 86400_000)
+        purged = await self.db.purge_webhook_deliveries(before)
+        if purged:
+            log.info("retention: purged %d finished webhook deliveries", purged)
+
+    # -- deliveries ------------------------------------------------------------------------
+    async def _start_senders(self, http: aiohttp.ClientSession) -> None:
+        for webhook_id in await self.db.webhooks_due(self.clock.now_ms()):
+            running = self._senders.get(webhook_id)
+            if running is None or running.done():
+                self._senders[webhook_id] = asyncio.create_task(
+                    self._send_due(http, webhook_id), name=f"webhook-{webhook_id}"
+                )
+
+    async def _send_due(self, http: aiohttp.ClientSession, webhook_id: int) -> None:
+        """This webhook's due deliveries, oldest first, one at a time."""
+        try:
+            hook = next((w for w in await self.db.list_webhooks() if w.id == webhook_id), None)
+            while hook is not None:
+                now = self.clock.now_ms()
+                due = await self.db.due_webhook_deliveries(hook.id, now, BATCH)
+                if not due:
+                    return
+                for delivery in due:
+                    await self._attempt(http, hook, delivery)
+        except Exception:  # the store failed: the deliveries stay due, the next tick retries
+            log.exception("webhook %d: sending failed", webhook_id)
+
+    async def _attempt(
+        self, http: aiohttp.ClientSession, hook: store.Webhook, delivery: store.WebhookDelivery
+    ) -> None:
+        assert delivery.next_attempt_at is not None
+        now = self.clock.now_ms()
+        lease = now + int(self.settings.webhook_timeout_s * 1000) + LEASE_MS
+        if not await self.db.claim_webhook_delivery(delivery.id, delivery.next_attempt_at, lease):
+            return
+        body = delivery.body.encode()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "roomproof-webhooks/1",
+            EVENT_ID_HEADER: delivery.event_id,
+            SIGNATURE_HEADER: sign(hook.secret, now // 1000, body),
+        }
+        status: int | None = None
+        error: str | None = None
+        try:
+            async with http.post(
+                hook.url, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                status = response.status  # the body is not read: receivers owe us none
+        except TimeoutError:
+            error = f"timeout after {self.settings.webhook_timeout_s:g} s"
+        except Exception as exc:  # refused, reset, bad TLS, odd URL: one failed attempt
+            error = f"{type(exc).__name__}: {exc}"
+        attempts = delivery.attempts + 1
+        done_at = self.clock.now_ms()
+        if status is not None and 200 <= status < 300:
+            await self.db.record_webhook_attempt(delivery.id, status, None, None, done_at)
+            return
+        if status is not None:
+            error = f"HTTP {status}"
+        retry = (
+            done_at + backoff_ms(self.settings, attempts)
+            if attempts < self.settings.webhook_max_attempts
+            else None
+        )
+        log.warning(
+            "webhook %d delivery %s attempt %d failed: %s%s",
+            hook.id,
+            delivery.event_id,
+            attempts,
+            error,
+            "" if retry is not None else "; giving up",
+        )
+        await self.db.record_webhook_attempt(delivery.id, status, error, retry, None)

@@ -1,0 +1,138 @@
+"""The admin dashboard in a real browser against a real central and agent: live device list
+and map, session attendance with an evidence download, history charts, the activity log's
+search and filter, and a roster import (dry run first) followed by the CSV export."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import pathlib
+
+from playwright import sync_api
+from playwright.sync_api import expect
+
+from tests import system
+from tests.browser import conftest
+
+
+def check_in(room: conftest.Room, student: str) -> int:
+    """A phone checks in with the QR on the room's screen (plain HTTP, no browser needed)."""
+    url = room.qr() or room.fresh_qr()
+    status, body, _ = system.Http(room.url).request(
+        "POST",
+        "/api/v1/checkins",
+        {"token": url, "student_id": student, "pin": conftest.STUDENTS[student]},
+    )
+    assert status == 201, body
+    return int(body["checkin"]["id"])
+
+
+def test_devices_view_shows_the_agent_and_the_map(
+    room: conftest.Room, dashboard: sync_api.Page
+) -> None:
+    row = dashboard.locator('#device-table tr[data-device="campus/pi-a101"]')
+    expect(row.locator(".status")).to_contain_text("online")
+    expect(row.locator(".verdict")).not_to_contain_text("none yet")
+    expect(row.locator(".last-proof")).not_to_have_text("–")
+    # Two rooms have coordinates; the one with the device has none and stays off the map.
+    expect(dashboard.locator("#map svg .room-dot")).to_have_count(2)
+    # Proofs arrive every slot: the row follows the stream without a reload.
+    before = row.locator(".last-proof").inner_text()
+    expect(row.locator(".last-proof")).not_to_have_text(before, timeout=3 * conftest.SLOT_S * 1000)
+    conftest.screenshot(dashboard, "dashboard-devices")
+
+
+def test_attendance_history_and_activity(
+    room: conftest.Room, dashboard: sync_api.Page, tmp_path: pathlib.Path
+) -> None:
+    session_id = room.add_course_now()
+    checkin_id = check_in(room, "s3")
+
+    dashboard.get_by_role("link", name="Sessions").click()
+    dashboard.get_by_label("Session", exact=True).select_option(str(session_id))
+    dashboard.get_by_role("button", name="Show", exact=True).click()
+    row = dashboard.locator('#session-table tr[data-student="s3"]')
+    expect(row).to_contain_text("present")
+    with dashboard.expect_download() as download:
+        row.get_by_role("button", name="Evidence").click()
+    bundle = json.loads(pathlib.Path(download.value.path()).read_text())
+    assert bundle["type"] == "roomproof-evidence/v1"
+    assert bundle == room.api("GET", f"/api/v1/checkins/{checkin_id}/evidence")
+
+    dashboard.get_by_role("link", name="History").click()
+    dashboard.get_by_label("Course", exact=True).select_option("campus/cs101")
+    dashboard.get_by_role("button", name="Show course").click()
+    expect(dashboard.locator("#chart-rate svg circle.mark")).to_have_count(5)  # 4 past + today
+    expect(dashboard.locator("#chart-late svg rect.mark")).not_to_have_count(0)
+    expect(dashboard.locator("#history-table tbody")).to_contain_text("present")
+    expect(dashboard.locator("#history-table tbody")).to_contain_text("3 absent")
+    conftest.screenshot(dashboard, "history-charts")
+    dashboard.get_by_label("Student id", exact=True).fill("s3")
+    dashboard.get_by_role("button", name="Show student").click()
+    expect(dashboard.locator("#history-title")).to_have_text("Student campus/s3")
+    expect(dashboard.locator("#history-table tbody")).to_contain_text("present")
+
+    dashboard.get_by_role("link", name="Activity").click()
+    activity = dashboard.locator("#activity")
+    expect(dashboard.locator("#activity-table tbody tr").first).to_be_visible()
+    activity.get_by_label("Kind", exact=True).select_option("session_add")
+    expect(dashboard.locator("#activity-table tbody tr")).to_have_count(2)
+    activity.get_by_label("Kind", exact=True).select_option("")
+    activity.get_by_label("Search", exact=True).fill("no such entry anywhere")
+    expect(dashboard.locator("#activity-table tbody tr")).to_have_count(0)
+    activity.get_by_label("Log", exact=True).select_option("checkins")
+    activity.get_by_label("Search", exact=True).fill("s3 in campus")
+    expect(dashboard.locator("#activity-table tbody tr").first).to_contain_text("s3")
+
+
+def test_roster_import_then_csv_export(
+    room: conftest.Room, dashboard: sync_api.Page, tmp_path: pathlib.Path
+) -> None:
+    room.add_course_now()
+    students = tmp_path / "students.csv"
+    students.write_text("site,student_id,pin\ncampus,s4,2468\ncampus,s5,1357\n")
+    roster = tmp_path / "roster.csv"
+    roster.write_text("site,course,student_id\ncampus,cs101,s1\ncampus,cs101,nobody\n")
+
+    dashboard.get_by_role("link", name="Import & export").click()
+    form = dashboard.locator("#import")
+    result = dashboard.locator("#import-result")
+    apply = dashboard.get_by_role("button", name="Apply")
+
+    # A roster naming an unknown student: the dry run lists the row, Apply stays off.
+    form.get_by_label("Kind", exact=True).select_option("enrolments")
+    form.get_by_label("CSV file", exact=True).set_input_files(roster)
+    dashboard.get_by_role("button", name="Check (dry run)").click()
+    expect(result).to_have_attribute("data-outcome", "errors")
+    expect(dashboard.locator("#import-errors tbody tr")).to_have_count(1)
+    expect(dashboard.locator("#import-errors tbody tr")).to_contain_text("3")
+    expect(apply).to_be_disabled()
+    conftest.screenshot(dashboard, "import")
+
+    # Students first (dry run, then apply), then the corrected roster.
+    for kind, path in (("students", students), ("enrolments", roster)):
+        if kind == "enrolments":
+            roster.write_text("site,course,student_id\ncampus,cs101,s4\ncampus,cs101,s5\n")
+        form.get_by_label("Kind", exact=True).select_option(kind)
+        form.get_by_label("CSV file", exact=True).set_input_files(path)
+        dashboard.get_by_role("button", name="Check (dry run)").click()
+        expect(result).to_have_attribute("data-outcome", "checked")
+        expect(result).to_contain_text("2 new")
+        apply.click()
+        expect(result).to_have_attribute("data-outcome", "applied")
+        expect(apply).to_be_disabled()
+
+    form.get_by_label("For", exact=True).select_option("course")
+    form.get_by_label("Site", exact=True).fill("campus")
+    form.get_by_label("Course / session id / student id", exact=True).fill("cs101")
+    with dashboard.expect_download() as download:
+        dashboard.get_by_role("button", name="Download CSV").click()
+    expect(dashboard.locator("#export-result")).to_contain_text("Downloaded")
+    assert download.value.suggested_filename.endswith(".csv")
+    with open(download.value.path(), newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    today = datetime.datetime.now(datetime.UTC).date().isoformat()
+    status = {row["student_id"]: row["status"] for row in rows if row["date"] == today}
+    assert set(status) == {"s1", "s2", "s3", "s4", "s5"}, rows
+    assert status["s3"] == "present" and status["s4"] == "pending"
