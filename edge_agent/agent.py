@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -340,9 +341,26 @@ class Agent:
         for sink in self.sinks:
             if isinstance(sink, sinks.FramebufferSink):
                 width, height = sink.width, sink.height
+        # When every sink shows its own countdown (the kiosk page), a frame is rendered and
+        # encoded only when something else on it changes: a slot or code step, not a second.
+        own_countdown = bool(self.sinks) and all(
+            getattr(sink, "draws_countdown", False) for sink in self.sinks
+        )
+        shown: frame.Content | None = None
         at = self.clock.now_ms()  # the first frame at once, then one per whole second
         while True:
             content = self.room.content(at, self.status_line(), self.showing_tokens)
+            if own_countdown:
+                content = dataclasses.replace(content, countdown=False)
+                still = dataclasses.replace(content, seconds_left=0.0)
+                if still == shown and not self.failing_sinks:
+                    self.last_frame_at = time.monotonic()  # the screen is still right
+                    at = max(at + 1000, (self.clock.now_ms() // 1000 + 1) * 1000)
+                    await asyncio.sleep(
+                        max(0.0, (at - PREPARE_AHEAD_MS - self.clock.now_ms()) / 1000)
+                    )
+                    continue
+                shown = still
             image = await asyncio.to_thread(frame.render, content, width, height)
             prepared = []
             for sink in self.sinks:

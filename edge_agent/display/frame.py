@@ -38,6 +38,7 @@ class Content:
     slot_s: int
     status: str
     slot: int = -1
+    countdown: bool = True  # False: a sink that shows its own countdown (the kiosk page)
 
 
 @functools.lru_cache(maxsize=32)
@@ -123,15 +124,15 @@ def render(content: Content, width: int, height: int) -> Image.Image:
     draw.text((text_x, y), code_text, font=code_font, fill=ACCENT)
     y += int(unit * 2.6)
 
-    seconds = max(0, int(content.seconds_left + 0.999))
-    count_text = f"next QR in {seconds} s"
-    draw.text((text_x, y), count_text, font=font(max(8, unit // 2)), fill=INK)
-    y += int(unit * 0.8)
-    bar_h = max(4, unit // 4)
-    fraction = min(1.0, max(0.0, content.seconds_left / max(1, content.slot_s)))
-    draw.rectangle((text_x, y, text_x + text_w, y + bar_h), fill=(229, 231, 235))
-    draw.rectangle((text_x, y, text_x + int(text_w * fraction), y + bar_h), fill=ACCENT)
-    y += bar_h + unit // 2
+    if content.countdown:
+        seconds = max(0, int(content.seconds_left + 0.999))
+        count_text = f"next QR in {seconds} s"
+        draw.text((text_x, y), count_text, font=font(max(8, unit // 2)), fill=INK)
+        y += int(unit * 0.8)
+        bar_h = max(4, unit // 4)
+        fraction = min(1.0, max(0.0, content.seconds_left / max(1, content.slot_s)))
+        draw.rectangle((text_x, y, text_x + text_w, y + bar_h), fill=(229, 231, 235))
+        draw.rectangle((text_x, y, text_x + int(text_w * fraction), y + bar_h), fill=ACCENT)
 
     status_color = MUTED if content.url is not None else WARN
     status_font = _fit(draw, content.status, text_w, max(8, unit * 4 // 10), False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import json
+import time
 
 from aiohttp import web
 from PIL import Image
@@ -14,11 +15,17 @@ from edge_agent.display import sinks
 
 
 class WebSink:
+    """Serves the frame and its state; the page draws the countdown itself, so the agent
+    needs to render and encode a new frame only when something else on it changes."""
+
+    draws_countdown = True
+
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
         self._png = b""
         self._state: dict[str, object] = {"n": 0}
+        self._slot_ends = 0.0  # time.monotonic() at the end of the frame's slot
         self._runner: web.AppRunner | None = None
         self._page = (
             importlib.resources.files("edge_agent.display").joinpath("kiosk.html").read_bytes()
@@ -44,8 +51,9 @@ class WebSink:
         )
 
     async def _frame_json(self, request: web.Request) -> web.Response:
+        left = max(0.0, self._slot_ends - time.monotonic())
         return web.Response(
-            text=json.dumps(self._state),
+            text=json.dumps({**self._state, "seconds_left": round(left, 3)}),
             content_type="application/json",
             headers={"Cache-Control": "no-store"},
         )
@@ -60,12 +68,15 @@ class WebSink:
             "code": content.code,
             "room": content.room_name,
             "seconds_left": round(content.seconds_left, 3),
+            "slot_s": content.slot_s,
+            "countdown_in_frame": content.countdown,
             "status": content.status,
         }
         return png, state
 
     async def commit(self, prepared: tuple[bytes, dict[str, object]]) -> None:
         png, state = prepared
+        self._slot_ends = time.monotonic() + float(state["seconds_left"])  # type: ignore[arg-type]
         self._png = png
         self._state = {"n": int(self._state["n"]) + 1, **state}  # type: ignore[call-overload]
 
