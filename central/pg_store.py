@@ -232,7 +232,6 @@ def redact(dsn: str) -> str:
     return re.sub(r"://([^:@/]*):[^@/]*@", r"://\1:***@", dsn)
 
 
-
 _INSERT_CHECKIN = (
     "INSERT INTO checkins (site, room, device, student_id, slot, method, created_at,"
     " token_age_ms, status, flags, evidence, browser, session_id, session_date)"
@@ -243,31 +242,6 @@ _BROWSER_STUDENTS = (
     " AND student_id != $2 AND (($3::bigint IS NOT NULL AND session_id = $3"
     " AND session_date = $4) OR ($3::bigint IS NULL AND room = $5 AND created_at >= $6))"
 )
-
-
-def _checkin_params(new: store.NewCheckin) -> tuple[typing.Any, ...]:
-    return (
-        new.site,
-        new.room,
-        new.device,
-        new.student_id,
-        new.slot,
-        new.method,
-        new.created_at,
-        new.token_age_ms,
-        new.status,
-        json.dumps(list(new.flags)),
-        json.dumps(new.evidence),
-        new.browser,
-        new.session_id,
-        new.session_date,
-    )
-
-
-def _new_checkin(new: store.NewCheckin, new_id: int) -> store.Checkin:
-    fields = {f.name: getattr(new, f.name) for f in dataclasses.fields(new)}  # shallow
-    fields.pop("browser")
-    return store.Checkin(id=new_id, **fields)
 
 
 class PgStore:
@@ -982,8 +956,8 @@ class PgStore:
 
     # -- check-ins -------------------------------------------------------------------------
     async def add_checkin(self, new: store.NewCheckin) -> store.Checkin:
-        new_id = await self._insert_id(_INSERT_CHECKIN, *_checkin_params(new))
-        return _new_checkin(new, new_id)
+        new_id = await self._insert_id(_INSERT_CHECKIN, *store.checkin_params(new))
+        return store.stored_checkin(new, new_id)
 
     async def record_checkin(
         self, context: store.CheckinContext, decide: store.DecideCheckin
@@ -1008,10 +982,10 @@ class PgStore:
             )
             new = decide(int(others))
             try:
-                new_id = await conn.fetchval(_INSERT_CHECKIN, *_checkin_params(new))
+                new_id = await conn.fetchval(_INSERT_CHECKIN, *store.checkin_params(new))
             except asyncpg.IntegrityConstraintViolationError as exc:
                 raise store.Conflict(str(exc)) from exc
-        return _new_checkin(new, int(new_id))
+        return store.stored_checkin(new, int(new_id))
 
     async def get_checkin(self, checkin_id: int) -> store.Checkin | None:
         row = await self._one(f"SELECT {_CHECKIN_COLUMNS} FROM checkins WHERE id = $1", checkin_id)
@@ -1136,15 +1110,6 @@ class PgStore:
             course,
         )
         return [row[0] for row in rows]
-
-    async def on_roster(self, site: str, course: str, student_id: str) -> bool:
-        row = await self._one(
-            "SELECT 1 FROM enrolments WHERE site = $1 AND course = $2 AND student_id = $3",
-            site,
-            course,
-            student_id,
-        )
-        return row is not None
 
     async def courses_of(self, site: str, student_id: str) -> list[str]:
         rows = await self._all(

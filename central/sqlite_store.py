@@ -239,31 +239,6 @@ _BROWSER_STUDENTS = (
 )
 
 
-def _checkin_params(new: store.NewCheckin) -> tuple[typing.Any, ...]:
-    return (
-        new.site,
-        new.room,
-        new.device,
-        new.student_id,
-        new.slot,
-        new.method,
-        new.created_at,
-        new.token_age_ms,
-        new.status,
-        json.dumps(list(new.flags)),
-        json.dumps(new.evidence),
-        new.browser,
-        new.session_id,
-        new.session_date,
-    )
-
-
-def _new_checkin(new: store.NewCheckin, new_id: int) -> store.Checkin:
-    fields = {f.name: getattr(new, f.name) for f in dataclasses.fields(new)}  # shallow
-    fields.pop("browser")
-    return store.Checkin(id=new_id, **fields)
-
-
 def _run_batch(
     conn: sqlite3.Connection, batch: list[_PendingWrite]
 ) -> list[typing.Any | Exception]:
@@ -363,8 +338,8 @@ def _record_checkin(
         ),
     ).fetchone()
     new = decide(int(others))
-    cursor = conn.execute(_INSERT_CHECKIN, _checkin_params(new))
-    return _new_checkin(new, int(cursor.lastrowid or 0))
+    cursor = conn.execute(_INSERT_CHECKIN, store.checkin_params(new))
+    return store.stored_checkin(new, int(cursor.lastrowid or 0))
 
 
 _P = typing.ParamSpec("_P")
@@ -1036,12 +1011,12 @@ class SqliteStore:
     @_serialized
     async def add_checkin(self, new: store.NewCheckin) -> store.Checkin:
         try:
-            cursor = await self.db.execute(_INSERT_CHECKIN, _checkin_params(new))
+            cursor = await self.db.execute(_INSERT_CHECKIN, store.checkin_params(new))
             await self.db.commit()
         except sqlite3.IntegrityError as exc:
             await self.db.rollback()
             raise store.Conflict(str(exc)) from exc
-        return _new_checkin(new, int(cursor.lastrowid or 0))
+        return store.stored_checkin(new, int(cursor.lastrowid or 0))
 
     async def record_checkin(
         self, context: store.CheckinContext, decide: store.DecideCheckin
@@ -1164,13 +1139,6 @@ class SqliteStore:
             (site, course),
         )
         return [row[0] for row in rows]
-
-    async def on_roster(self, site: str, course: str, student_id: str) -> bool:
-        row = await self._one(
-            "SELECT 1 FROM enrolments WHERE site = ? AND course = ? AND student_id = ?",
-            (site, course, student_id),
-        )
-        return row is not None
 
     async def courses_of(self, site: str, student_id: str) -> list[str]:
         rows = await self._all(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 
 from central import environment
@@ -214,6 +215,32 @@ class NewCheckin:
     browser: str | None
     session_id: int | None
     session_date: str | None
+
+
+def checkin_params(new: NewCheckin) -> tuple[typing.Any, ...]:
+    """The checkins row's values in the order of both stores' INSERT."""
+    return (
+        new.site,
+        new.room,
+        new.device,
+        new.student_id,
+        new.slot,
+        new.method,
+        new.created_at,
+        new.token_age_ms,
+        new.status,
+        json.dumps(list(new.flags)),
+        json.dumps(new.evidence),
+        new.browser,
+        new.session_id,
+        new.session_date,
+    )
+
+
+def stored_checkin(new: NewCheckin, new_id: int) -> Checkin:
+    fields = {f.name: getattr(new, f.name) for f in dataclasses.fields(new)}  # shallow
+    fields.pop("browser")
+    return Checkin(id=new_id, **fields)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -484,7 +511,6 @@ class Store(typing.Protocol):
     async def list_courses(self, site: str | None) -> list[Course]: ...
     async def set_roster(self, site: str, course: str, students: list[str]) -> None: ...
     async def roster(self, site: str, course: str) -> list[str]: ...
-    async def on_roster(self, site: str, course: str, student_id: str) -> bool: ...
     async def courses_of(self, site: str, student_id: str) -> list[str]: ...
     async def add_session(self, session: timetable.Session) -> timetable.Session: ...
     async def get_session(self, session_id: int) -> timetable.Session | None: ...
