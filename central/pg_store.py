@@ -474,15 +474,7 @@ class PgStore:
             await conn.execute(
                 "INSERT INTO device_keys (site, device, room, from_seq, ed25519, x25519, kind,"
                 " added_at, evidence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                key.site,
-                key.device,
-                key.room,
-                key.from_seq,
-                key.ed25519,
-                key.x25519,
-                key.kind,
-                key.added_at,
-                key.evidence,
+                *store.device_key_params(key),
             )
 
     async def arm_reenroll(

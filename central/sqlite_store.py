@@ -588,17 +588,7 @@ class SqliteStore:
         await self.db.execute(
             "INSERT INTO device_keys (site, device, room, from_seq, ed25519, x25519, kind,"
             " added_at, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                key.site,
-                key.device,
-                key.room,
-                key.from_seq,
-                key.ed25519,
-                key.x25519,
-                key.kind,
-                key.added_at,
-                key.evidence,
-            ),
+            store.device_key_params(key),
         )
         await self.db.commit()
 

@@ -217,6 +217,21 @@ class NewCheckin:
     session_date: str | None
 
 
+def device_key_params(key: DeviceKey) -> tuple[typing.Any, ...]:
+    """A key epoch's values in the order of both stores' device_keys INSERT."""
+    return (
+        key.site,
+        key.device,
+        key.room,
+        key.from_seq,
+        key.ed25519,
+        key.x25519,
+        key.kind,
+        key.added_at,
+        key.evidence,
+    )
+
+
 def checkin_params(new: NewCheckin) -> tuple[typing.Any, ...]:
     """The checkins row's values in the order of both stores' INSERT."""
     return (

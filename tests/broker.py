@@ -85,6 +85,16 @@ class Broker:
         self.stop()
         self.start()
 
+    def publish_raw(self, topic: str, payload: str) -> None:
+        """One QoS 1 message with `mosquitto_pub`, as a stranger on the network would send it."""
+        done = subprocess.run(
+            ["mosquitto_pub", "-p", str(self.port), "-q", "1", "-t", topic, "-m", payload],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+
     def __enter__(self) -> Broker:
         self.start()
         return self

@@ -98,16 +98,6 @@ def assert_one_chain(rows: list[dict[str, typing.Any]], history: list[dict[str, 
         assert jws.verify(proof.decode(row["jws"])[0], b64.decode(epoch["public_key"]))
 
 
-def publish_raw(broker: broker_mod.Broker, topic: str, payload: str) -> None:
-    done = subprocess.run(
-        ["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", topic, "-m", payload],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
-
-
 def forged_proof(key: keys.SigningKey, seq: int, room: str) -> str:
     iat = int(time.time() * 1000)
     slot = iat // 1000 // SLOT_S
@@ -179,13 +169,13 @@ def test_rotation_while_proofs_wait_in_the_outbox(room: dict[str, typing.Any]) -
 
     # The old key signs nothing from the switch on; forged and replayed key changes fail.
     topic = f"roomproof/v1/{SITE}/{DEVICE}"
-    publish_raw(broker, f"{topic}/proof", forged_proof(old, rows[-1]["seq"] + 1000, "a-101"))
+    broker.publish_raw(f"{topic}/proof", forged_proof(old, rows[-1]["seq"] + 1000, "a-101"))
     stranger = keys.SigningKey.generate()
     forged = keychange.sign(
         stranger, keys.SigningKey.generate(), bytes(32), SITE, "a-101", DEVICE, 10_000, 1
     )
-    publish_raw(broker, f"{topic}/enroll", forged)
-    publish_raw(broker, f"{topic}/enroll", history[1]["evidence"])
+    broker.publish_raw(f"{topic}/enroll", forged)
+    broker.publish_raw(f"{topic}/enroll", history[1]["evidence"])
     expected = {"retired_key", "key_change_bad_signature", "key_change_replay"}
     system.wait_for(lambda: expected <= set(rejections(admin)), 20, "the three refusals")
     assert len(key_history(admin)) == 2
@@ -303,8 +293,7 @@ def test_re_enroll_moves_the_device_with_a_sealed_code(
         assert code.encode() not in _jws_payload(data) and raw_code not in _jws_payload(data)
 
     # Proofs signed with the old key are refused from the switch on.
-    publish_raw(
-        broker,
+    broker.publish_raw(
         f"roomproof/v1/{SITE}/{DEVICE}/proof",
         forged_proof(old, rows[-1]["seq"] + 500, "b-202"),
     )

@@ -355,16 +355,6 @@ def test_central_status_screen(room: dict[str, typing.Any]) -> None:
     assert "central is not running" in done.stdout
 
 
-def publish_raw(broker: broker_mod.Broker, topic: str, payload: str) -> None:
-    done = subprocess.run(
-        ["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", topic, "-m", payload],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
-
-
 @pytest.mark.slow
 def test_signed_commands_are_applied_and_forgeries_refused(room: dict[str, typing.Any]) -> None:
     admin, agent, broker = room["admin"], room["agent"], room["broker"]
@@ -412,7 +402,7 @@ def test_signed_commands_are_applied_and_forgeries_refused(room: dict[str, typin
         central_key, "campus", "pi-a101", "status_report", {}, "g" * 16, now, now + 60_000
     )
     for payload in (forged, expired, other, genuine, genuine):
-        publish_raw(broker, topic, payload)
+        broker.publish_raw(topic, payload)
 
     def refused() -> list[str] | None:
         text = agent.log.read_text()
