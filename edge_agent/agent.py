@@ -126,7 +126,7 @@ def make_sinks(settings: settings_mod.AgentSettings, state_dir: pathlib.Path) ->
                 )
             )
         else:
-            # Imported only when configured: aiohttp costs a Pi about 12 MiB of RSS.
+            # Imported only when configured (its page is read at start).
             from edge_agent.display import web
 
             made.append(web.WebSink(settings.web_host, settings.web_port))
@@ -368,6 +368,9 @@ class Agent:
                     prepared.append((sink, await sink.prepare(image, content)))
                 except OSError as exc:
                     self._sink_failed(sink, exc)
+            # The sinks hold what they need (PNG bytes, pixels); the frame itself (2 MiB at
+            # 1080p) need not stay alive through the seconds this loop sleeps.
+            del image
             # Rendered ahead: the frame goes on screen at its second (the slot boundary is
             # one), not a render and an encode later.
             await asyncio.sleep(max(0.0, (at - self.clock.now_ms()) / 1000))

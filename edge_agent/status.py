@@ -9,8 +9,6 @@ import pathlib
 import sqlite3
 import time
 
-from prometheus_client import parser
-
 from edge_agent import metrics
 
 STALE_AFTER_S = 30.0
@@ -25,6 +23,10 @@ class Report:
 
 def _values(path: pathlib.Path) -> dict[str, float]:
     """metric name (+ kind/sensor label) -> value."""
+    # Imported here: `python -m edge_agent run` imports this module too, and the agent need
+    # not carry prometheus_client (over 1 MiB of RSS) for a command it never runs.
+    from prometheus_client import parser
+
     values: dict[str, float] = {}
     for family in parser.text_string_to_metric_families(path.read_text()):
         for sample in family.samples:

@@ -1,7 +1,8 @@
 """One-time codes: RFC 4226 HOTP / RFC 6238 TOTP, keyed by an X25519-derived secret.
 
 Written here rather than imported because the RFC vectors pin it down completely and both
-sides must derive the key the same way (HKDF over the X25519 shared secret).
+sides must derive the key the same way (HKDF over the X25519 shared secret). HKDF (RFC 5869) is
+two HMACs, done with the standard library: `cryptography` would cost the Pi agent ~8 MiB of RSS.
 """
 
 from __future__ import annotations
@@ -9,9 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf import hkdf
 
 from edge_agent.protocol import keys
 
@@ -64,11 +62,17 @@ def matches(
 
 def derive_key(own: keys.AgreementKey, peer_public: bytes, site: str, device: str) -> bytes:
     """The TOTP key both sides compute on their own; it never crosses the network."""
-    shared = own.shared(peer_public)
-    kdf = hkdf.HKDF(
-        algorithm=hashes.SHA256(),
-        length=32,
-        salt=f"{site}|{device}".encode(),
-        info=INFO,
-    )
-    return kdf.derive(shared)
+    return hkdf_sha256(own.shared(peer_public), f"{site}|{device}".encode(), INFO, 32)
+
+
+def hkdf_sha256(secret: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+    """RFC 5869 extract-then-expand with HMAC-SHA256 (empty salt means 32 zero bytes)."""
+    if not 0 < length <= 255 * 32:
+        raise ValueError("HKDF-SHA256 length must be 1..8160 bytes")
+    prk = hmac.digest(salt or bytes(32), secret, "sha256")
+    block = b""
+    out = b""
+    for counter in range(1, -(-length // 32) + 1):
+        block = hmac.digest(prk, block + info + bytes([counter]), "sha256")
+        out += block
+    return out[:length]
