@@ -326,8 +326,9 @@ class Api:
         )
 
     async def list_checkins(self, request: web.Request) -> web.Response:
+        """Check-ins oldest first; a teacher's only those attributed to its courses' sessions
+        (filtered in the query, so a short page still means the end)."""
         await auth.require(request, self.db)
-        auth.refuse_teachers(request, "GET /api/v1/sessions/{id}/attendance")
         limit = params.int_param(request, "limit", 1000, 1, 10000)
         rows = await self.db.list_checkins(
             params.name_param(request, "site"),
@@ -336,6 +337,7 @@ class Api:
             limit,
             params.int_param(request, "after", 0, 0, 2**62),
             params.name_param(request, "student"),
+            request.get(auth.SCOPE),
         )
         return web.json_response(
             {
@@ -637,9 +639,26 @@ class Api:
         )
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        """Server-Sent Events: `proof`, `checkin` and `device` as they happen."""
+        """Server-Sent Events: `proof`, `checkin` and `device` as they happen. A teacher gets
+        only `checkin`, `checkout` and `attendance` of its courses' sessions: proofs, devices,
+        alerts and commands are per room, and rooms are shared between courses."""
         await auth.require(request, self.db)
-        auth.refuse_teachers(request, "the event stream is site-wide")
+        scope = request.get(auth.SCOPE)
+        sessions: dict[int, bool] = {}  # session id -> one of the teacher's courses
+
+        async def visible(kind: str, data: dict[str, typing.Any]) -> bool:
+            if scope is None:
+                return True
+            session_id = data.get("session_id")
+            if kind not in events.SESSION_KINDS or not isinstance(session_id, int):
+                return False
+            if session_id not in sessions:
+                session = await self.db.get_session(session_id)
+                sessions[session_id] = session is not None and (
+                    (session.site, session.course) in scope
+                )
+            return sessions[session_id]
+
         queue = self.hub.subscribe()
         response = web.StreamResponse(
             headers={
@@ -650,18 +669,28 @@ class Api:
             }
         )
         await response.prepare(request)
+        loop = asyncio.get_running_loop()
         try:
             await response.write(b": connected\n\n")
+            # Keep-alive after KEEPALIVE_S without a write, even while a teacher's filter
+            # drops every event (proofs arrive all the time): proxies close silent streams.
+            written = loop.time()
             while True:
                 try:
-                    item = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                    item = await asyncio.wait_for(
+                        queue.get(), max(0.0, written + KEEPALIVE_S - loop.time())
+                    )
                 except TimeoutError:
                     await response.write(b": keep-alive\n\n")
+                    written = loop.time()
                     continue
                 if item is None:
                     break
                 kind, data = item
+                if not await visible(kind, data):
+                    continue
                 await response.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
+                written = loop.time()
         except ConnectionResetError:
             log.info("event-stream client went away [%s]", request[errors.REQUEST_ID])
         finally:

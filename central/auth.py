@@ -49,9 +49,3 @@ def require_course(request: web.Request, site: str, course: str) -> None:
     """Teachers only in their courses (after `require`)."""
     if not sees_course(request, site, course):
         raise errors.ApiError(403, "not_your_course", f"course {site}/{course} is not yours")
-
-
-def refuse_teachers(request: web.Request, instead: str) -> None:
-    """For views across courses that a course filter cannot make safe (yet)."""
-    if SCOPE in request:
-        raise errors.ApiError(403, "forbidden", f"teachers read this per course: {instead}")

@@ -11,6 +11,8 @@ import typing
 
 log = logging.getLogger(__name__)
 QUEUE_SIZE = 1000
+# Events about one check-in or attendance record: their `session_id` says whose course they are.
+SESSION_KINDS = frozenset({"checkin", "checkout", "attendance"})
 
 
 class Hub:

@@ -385,7 +385,7 @@ def _paths() -> dict[str, dict[str, Schema]]:
                 tag="students",
             ),
             "get": _op(
-                "Check-ins, oldest first (not for teachers: use a session's attendance)",
+                "Check-ins, oldest first (a teacher's: those of its courses' sessions)",
                 obj({"checkins": array(ref("Checkin")), "next_after": NEXT_AFTER}),
                 parameters=[
                     SITE_QUERY,
@@ -439,7 +439,8 @@ def _paths() -> dict[str, dict[str, Schema]]:
         },
         "/api/v1/events": {
             "get": _op(
-                "Server-Sent Events: proof, checkin, checkout, device, alert, attendance",
+                "Server-Sent Events: proof, checkin, checkout, device, alert, attendance"
+                " (a teacher's: checkin, checkout, attendance of its courses' sessions)",
                 STR,
                 media="text/event-stream",
             )

@@ -991,17 +991,21 @@ class PgStore:
         limit: int,
         after_id: int = 0,
         student_id: str | None = None,
+        courses: frozenset[tuple[str, str]] | None = None,
     ) -> list[store.Checkin]:
         rows = await self._all(
             f"SELECT {_CHECKIN_COLUMNS} FROM checkins WHERE ($1::text IS NULL OR site = $1)"
             " AND ($2::text IS NULL OR room = $2) AND ($3::bigint IS NULL OR created_at >= $3)"
-            " AND ($4::text IS NULL OR student_id = $4) AND id > $5 ORDER BY id LIMIT $6",
+            " AND ($4::text IS NULL OR student_id = $4) AND ($7::text[] IS NULL OR session_id"
+            " IN (SELECT id FROM sessions WHERE site || '/' || course = ANY($7::text[])))"
+            " AND id > $5 ORDER BY id LIMIT $6",
             site,
             room,
             since_ms,
             student_id,
             after_id,
             limit,
+            None if courses is None else [f"{s}/{c}" for s, c in courses],
         )
         return [_checkin(row) for row in rows]
 

@@ -1028,12 +1028,19 @@ class SqliteStore:
         limit: int,
         after_id: int = 0,
         student_id: str | None = None,
+        courses: frozenset[tuple[str, str]] | None = None,
     ) -> list[store.Checkin]:
+        keys = None if courses is None else json.dumps([f"{s}/{c}" for s, c in courses])
         rows = await self._all(
             f"SELECT {_CHECKIN_COLUMNS} FROM checkins WHERE (? IS NULL OR site = ?)"
             " AND (? IS NULL OR room = ?) AND (? IS NULL OR created_at >= ?)"
-            " AND (? IS NULL OR student_id = ?) AND id > ? ORDER BY id LIMIT ?",
-            (site, site, room, room, since_ms, since_ms, student_id, student_id, after_id, limit),
+            " AND (? IS NULL OR student_id = ?) AND (? IS NULL OR session_id IN (SELECT id"
+            " FROM sessions WHERE site || '/' || course IN (SELECT value FROM json_each(?))))"
+            " AND id > ? ORDER BY id LIMIT ?",
+            (
+                *(site, site, room, room, since_ms, since_ms, student_id, student_id),
+                *(keys, keys, after_id, limit),
+            ),
         )
         return [_checkin(row) for row in rows]
 

@@ -491,7 +491,13 @@ class Store(typing.Protocol):
         limit: int,
         after_id: int = 0,
         student_id: str | None = None,
-    ) -> list[Checkin]: ...
+        courses: frozenset[tuple[str, str]] | None = None,
+    ) -> list[Checkin]:
+        """Oldest first after `after_id`; with `courses` ((site, course) pairs, e.g. a teacher's)
+        only check-ins attributed to a session of one of them, filtered before `limit` so that
+        pages stay full."""
+        ...
+
     async def occurrence_checkins(self, session_id: int, session_date: str) -> list[Checkin]: ...
     async def browser_students(
         self,

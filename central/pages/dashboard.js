@@ -25,11 +25,20 @@ const clockTime = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "–");
 const localDate = (date) => new Date(date.getTime() - date.getTimezoneOffset() * 60000).toISOString().slice(0, 10);
 
 function fail(error) {
+  // A view this token's role may not read (a teacher's audit log, import): a note, not an error.
+  if (error instanceof api.ApiError && error.status === 403) {
+    notice(`Not available with this token: ${error.message}`);
+    return;
+  }
   const box = $("error");
   box.textContent = error instanceof Error ? error.message : String(error);
   box.classList.remove("hidden");
 }
-function clearError() { $("error").classList.add("hidden"); }
+function notice(text) {
+  $("notice").textContent = text;
+  $("notice").classList.remove("hidden");
+}
+function clearError() { $("error").classList.add("hidden"); $("notice").classList.add("hidden"); }
 function guard(fn) {
   return async (...args) => {
     try { clearError(); await fn(...args); } catch (error) { fail(error); }
@@ -88,6 +97,10 @@ function scheduleRefresh() {
 }
 
 // -- live room ------------------------------------------------------------------------------
+async function loadRooms() {
+  state.rooms = (await api.get("/api/v1/rooms")).rooms;
+  fillRoomSelect();
+}
 function fillRoomSelect() {
   const select = $("live-room-select");
   const chosen = select.value || sessionStorage.getItem("roomproof-live-room") || "";
@@ -113,7 +126,7 @@ function liveSummary() {
   $("live-summary").textContent = `${rows.length} checked in today` + (parts.length ? `: ${parts.join(", ")}` : "");
 }
 async function loadLive() {
-  if (!state.rooms.length) await loadDevices();
+  if (!state.rooms.length) await loadRooms();
   const value = $("live-room-select").value;
   state.live = new Set();
   fill($("live-table").tBodies[0], []);
@@ -220,7 +233,20 @@ async function loadActivity() {
   const source = $("activity-source").value;
   let rows = [];
   if (source === "audit") {
-    const body = await api.get("/api/v1/audit?limit=1000");
+    let body;
+    try {
+      body = await api.get("/api/v1/audit?limit=1000");
+    } catch (error) {
+      if (!(error instanceof api.ApiError && error.status === 403)) throw error;
+      // A teacher's token: no audit log, but the check-ins of its courses.
+      const option = $("activity-source").querySelector('option[value="audit"]');
+      option.disabled = true;
+      option.textContent = "Admin actions (audit): admins and auditors only";
+      $("activity-source").value = "checkins";
+      await loadActivity();
+      notice("The audit log is for admin and auditor tokens: showing check-ins instead.");
+      return;
+    }
     rows = body.audit.map((e) => ({at: e.at, kind: e.action, who: `${e.actor} → ${e.target}`, detail: e.detail || ""}));
   } else if (source === "checkins") {
     const since = Date.now() - 7 * 86400_000;
@@ -311,7 +337,7 @@ function connect() {
   if (!api.token()) {
     live.textContent = "Not connected";
     live.classList.remove("on");
-    fail("Paste an admin (or auditor) token above to start.");
+    fail("Paste an admin, teacher or auditor token above to start.");
     route();
     return;
   }

@@ -7,6 +7,7 @@ import datetime
 import pathlib
 import signal
 import typing
+import zoneinfo
 from collections.abc import Iterator
 
 import pytest
@@ -112,6 +113,7 @@ class Room:
         self.url = self.central.url
         self.first_url: str | None = None
         self.session_id: int | None = None
+        self.session_date = ""  # the course's local date of the session running now
 
     def qr(self) -> str | None:
         """The URL in the QR of the agent's current frame (None while none is readable)."""
@@ -145,18 +147,24 @@ class Room:
         return answer
 
     def add_course_now(self) -> int:
-        """Course cs101 (UTC) with s1..s3 on its roster and a session running now (made once)."""
+        """Course cs101 with s1..s3 on its roster and a session running now (made once).
+
+        The course's timezone keeps its local time of day away from midnight (UTC, or UTC-12
+        near UTC midnight), so the session from 2 minutes ago to an hour ahead is one day's."""
         if self.session_id is not None:
             return self.session_id
+        utc = datetime.datetime.now(datetime.UTC)
+        timezone = "UTC" if 2 <= utc.hour < 22 else "Etc/GMT+12"
         self.api(
             "POST",
             "/api/v1/courses",
-            {"site": "campus", "course": "cs101", "name": "Networks", "timezone": "UTC"},
+            {"site": "campus", "course": "cs101", "name": "Networks", "timezone": timezone},
         )
         self.api("PUT", "/api/v1/courses/campus/cs101/roster", {"students": sorted(STUDENTS)})
-        now = datetime.datetime.now(datetime.UTC)
-        start = max(now - datetime.timedelta(minutes=2), now.replace(hour=0, minute=0))
-        end = min(now + datetime.timedelta(hours=1), now.replace(hour=23, minute=59))
+        now = utc.astimezone(zoneinfo.ZoneInfo(timezone))
+        start = now - datetime.timedelta(minutes=2)
+        end = now + datetime.timedelta(hours=1)
+        self.session_date = now.date().isoformat()
         body = self.api(
             "POST",
             "/api/v1/sessions",

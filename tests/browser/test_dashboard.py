@@ -5,7 +5,6 @@ search and filter, and a roster import (dry run first) followed by the CSV expor
 from __future__ import annotations
 
 import csv
-import datetime
 import json
 import pathlib
 
@@ -132,7 +131,44 @@ def test_roster_import_then_csv_export(
     assert download.value.suggested_filename.endswith(".csv")
     with open(download.value.path(), newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    today = datetime.datetime.now(datetime.UTC).date().isoformat()
-    status = {row["student_id"]: row["status"] for row in rows if row["date"] == today}
+    status = {row["student_id"]: row["status"] for row in rows if row["date"] == room.session_date}
     assert set(status) == {"s1", "s2", "s3", "s4", "s5"}, rows
     assert status["s3"] == "present" and status["s4"] == "pending"
+
+
+def test_a_teachers_live_room_and_activity(room: conftest.Room, browser: sync_api.Browser) -> None:
+    """A teacher's token: its check-in fills the live room from the stream and is listed after
+    a reload; the activity view, whose audit log is not a teacher's, says so and shows
+    check-ins instead; no error anywhere."""
+    room.add_course_now()
+    token = room.central.cli(
+        "token", "create", "--role", "teacher", "--name", "ms-a", "--course", "campus/cs101"
+    ).stdout.split()[-1]
+    made = browser.new_context(
+        locale="en-US", timezone_id="UTC", viewport={"width": 1280, "height": 860}
+    )
+    made.set_default_timeout(5000)
+    try:
+        page = made.new_page()
+        page.goto(room.url + "/dashboard#live-room")
+        page.get_by_label("Admin token").fill(token)
+        page.get_by_role("button", name="Use token").click()
+        expect(page.locator("#live")).to_have_text("Live")
+        page.get_by_label("Room", exact=True).select_option("campus/a-101")
+        expect(page.locator("#live-summary")).to_contain_text("checked in today")
+        checkin_id = check_in(room, "s1")
+        row = page.locator(f'#live-table tr[data-checkin="{checkin_id}"]')
+        expect(row.locator(".student")).to_have_text("s1")
+        page.reload()
+        expect(page.locator("#live")).to_have_text("Live")
+        expect(row.locator(".student")).to_have_text("s1")
+        expect(page.locator("#error")).to_be_hidden()
+        conftest.screenshot(page, "dashboard-teacher-live-room")
+
+        page.get_by_role("link", name="Activity").click()
+        expect(page.locator("#notice")).to_contain_text("audit log is for admin and auditor")
+        expect(page.get_by_label("Log", exact=True)).to_have_value("checkins")
+        expect(page.locator("#activity-table tbody")).to_contain_text("s1 in campus/a-101")
+        expect(page.locator("#error")).to_be_hidden()
+    finally:
+        made.close()
