@@ -43,6 +43,7 @@ class Outcome:
     latencies: list[float]
     errors: dict[str, int]
     count: int
+    cpu_us: float = float("nan")  # the server's CPU (all its threads) per answered request
 
 
 def outcome(results: list[httpload.Result], wall_s: float) -> Outcome:
@@ -181,6 +182,15 @@ def run() -> int:
             f" {args.concurrency} keep-alive clients; baseline: bare aiohttp JSON handler",
         ),
         common.Figure(
+            "burst_cpu_per_checkin",
+            central.cpu_us,
+            "us",
+            bare.cpu_us,
+            note="CPU time of all of central's threads per check-in during the burst;"
+            " baseline: the bare app's CPU per request. With C cores free for the server,"
+            " the rate ratio cannot exceed C x baseline / value",
+        ),
+        common.Figure(
             "burst_rate_vs_bare",
             central.ok_rate,
             "checkins/s",
@@ -232,6 +242,14 @@ def run() -> int:
     return 0
 
 
+def served(pid: int, load: typing.Coroutine[typing.Any, typing.Any, Outcome]) -> Outcome:
+    """Runs the load and adds the server's CPU time per request, read from /proc."""
+    before = common.read_proc_stat(pid)[0]
+    result = asyncio.run(load)
+    used = common.read_proc_stat(pid)[0] - before
+    return dataclasses.replace(result, cpu_us=used * 1e6 / max(1, result.count))
+
+
 def measure(
     args: typing.Any,
     workdir: pathlib.Path,
@@ -256,7 +274,8 @@ def measure(
     requests = Requests(devices, central.url, central.port)
     burst = [requests.returning(s) for s in returning]
     common.progress(f"central: burst of {len(burst)} check-ins, {args.concurrency} clients")
-    measured = asyncio.run(drive(central.port, burst, args.concurrency, "central"))
+    assert central.process is not None
+    measured = served(central.process.pid, drive(central.port, burst, args.concurrency, "central"))
     common.progress(
         f"central: {measured.ok_rate:,.0f}/s, p99 {common.percentile(measured.latencies, 99):.0f}"
         f" ms; first-time PIN sample of {pin_sample}"
@@ -278,7 +297,7 @@ def measure(
     passes = max(1, -(-BARE_MIN_REQUESTS // len(returning)))  # long enough to time well
     bare_burst = [bare_requests.returning(s) for s in returning] * passes
     common.progress(f"bare aiohttp: the same requests, {passes} pass(es): {len(bare_burst)}")
-    bare = asyncio.run(drive(port, bare_burst, args.concurrency, "bare"))
+    bare = served(process.pid, drive(port, bare_burst, args.concurrency, "bare"))
     common.CHILDREN.stop(process)
     common.progress(f"bare aiohttp: {bare.rate:,.0f}/s")
     return measured, bare, pin

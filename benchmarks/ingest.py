@@ -134,11 +134,13 @@ def bare_subscriber(
 
 def finish_bare(
     process: subprocess.Popen[bytes], out: pathlib.Path, workdir: pathlib.Path
-) -> list[list[typing.Any]]:
+) -> tuple[list[list[typing.Any]], float]:
+    """(topic, arrival) of each message, and the CPU seconds from the first to the last."""
     if process.wait(timeout=600) != 0:
         raise common.BenchmarkError(f"bare subscriber: {(workdir / 'bare.log').read_text()[-800:]}")
     common.CHILDREN.forget(process)
-    return list(json.loads(out.read_text())["received"])
+    result = json.loads(out.read_text())
+    return list(result["received"]), float(result["cpu_s"])
 
 
 def drain_rate(times: list[float]) -> float:
@@ -213,19 +215,22 @@ async def central_live(
 
 def measure_bare(
     args: typing.Any, workdir: pathlib.Path, port: int, sizes: Sizes
-) -> tuple[float, list[float]]:
+) -> tuple[float, float, list[float]]:
     """The bare subscriber drains the same backlog `REPEATS` times (it takes well under a
-    second each time): the median rate."""
+    second each time): the median rate and CPU microseconds per message, and latencies."""
     common.progress(f"bare: signing {sizes.total} proofs of {sizes.devices} devices")
     devices = campus.make_devices(sizes.devices)
     backlog = generate(devices, sizes.per_device, 0, 0)
     process, out = bare_subscriber(workdir, port, 0, "register")
-    finish_bare(process, out, workdir)
+    finish_bare(process, out, workdir)  # registers the session; nothing to drain yet
     rates = []
+    cpu_us = []
     for attempt in range(REPEATS):
         publish(workdir, port, backlog, sizes.publishers, f"backlog-bare-{attempt}")
         process, out = bare_subscriber(workdir, port, sizes.total, f"drain-{attempt}")
-        rates.append(drain_rate([at for _, at in finish_bare(process, out, workdir)]))
+        received, cpu_s = finish_bare(process, out, workdir)
+        rates.append(drain_rate([at for _, at in received]))
+        cpu_us.append(cpu_s * 1e6 / max(1, len(received) - 1))
     rate = statistics.median(rates)
     common.progress(
         f"bare: {rate:,.0f} proofs/s (drains: {', '.join(f'{r:,.0f}' for r in rates)});"
@@ -234,12 +239,13 @@ def measure_bare(
     live = generate(devices, sizes.live_per_device, time.time() + 1.5, args.latency_rate)
     process, out = bare_subscriber(workdir, port, len(live), "live", end_session=True)
     sent = publish(workdir, port, live, sizes.publishers, "live-bare")
-    return rate, bare_latencies(sent, finish_bare(process, out, workdir), devices)
+    received, _ = finish_bare(process, out, workdir)
+    return rate, statistics.median(cpu_us), bare_latencies(sent, received, devices)
 
 
 def measure_central(
     args: typing.Any, workdir: pathlib.Path, broker: broker_mod.Broker, sizes: Sizes
-) -> tuple[float, list[float], dict[str, typing.Any]]:
+) -> tuple[float, float, list[float], dict[str, typing.Any]]:
     devices = campus.make_devices(sizes.devices)
     common.progress(f"central: provisioning {sizes.devices} enrolled devices")
     central = campus.Central(
@@ -263,18 +269,30 @@ def measure_central(
     central.start(wait_mqtt=False)
     db_path = central.data_dir / "central.db"
     last = [0, time.monotonic()]
+    cpu_at: list[tuple[int, float]] = []  # (stored, central's CPU seconds) during the drain
+    assert central.process is not None
 
     def drained() -> bool:
         count = stored(db_path)[0]
+        if 0 < count < sizes.total or not cpu_at:
+            cpu_at.append((count, common.read_proc_stat(central.process.pid)[0]))
         if count != last[0]:
             last[:] = [count, time.monotonic()]
         elif time.monotonic() - last[1] > 30:
             raise common.BenchmarkError(f"central stalled at {count}/{sizes.total} stored")
         return count >= sizes.total
 
-    common.wait_until(drained, max(120, sizes.total / 20), "central to store the backlog", 0.5)
+    common.wait_until(drained, max(120, sizes.total / 20), "central to store the backlog", 0.05)
     count, first_ms, last_ms = stored(db_path)
     rate = (count - 1) / ((last_ms - first_ms) / 1000)
+    # Between the first sample with proofs stored and the last one before the end: CPU of all
+    # of central's threads (event loop, SQLite, signature worker) per proof stored meanwhile.
+    during = [sample for sample in cpu_at if 0 < sample[0] < sizes.total]
+    cpu_us = (
+        (during[-1][1] - during[0][1]) * 1e6 / (during[-1][0] - during[0][0])
+        if len(during) > 1 and during[-1][0] > during[0][0]
+        else float("nan")
+    )
     common.progress(f"central: {rate:,.0f} proofs/s; latency at {args.latency_rate:g}/s")
     live = generate(devices, sizes.live_per_device, time.time() + 2, args.latency_rate)
     latencies = asyncio.run(
@@ -284,7 +302,7 @@ def measure_central(
     central.stop()
     if args.profile is not None and args.profile.exists():
         common.print_profile(args.profile)
-    return rate, latencies, rejections
+    return rate, cpu_us, latencies, rejections
 
 
 def run() -> int:
@@ -315,8 +333,10 @@ def run() -> int:
         workdir = pathlib.Path(tmp)
         broker = campus.start_broker(workdir / "mosquitto")
         try:
-            bare_rate, bare_lat = measure_bare(args, workdir, broker.port, sizes)
-            central_rate, central_lat, rejections = measure_central(args, workdir, broker, sizes)
+            bare_rate, bare_cpu, bare_lat = measure_bare(args, workdir, broker.port, sizes)
+            central_rate, central_cpu, central_lat, rejections = measure_central(
+                args, workdir, broker, sizes
+            )
         finally:
             common.CHILDREN.stop_all()  # before the temporary directory goes
 
@@ -332,6 +352,15 @@ def run() -> int:
             f"backlog of {sizes.total} proofs from {sizes.devices} devices,"
             f" {sizes.publishers} publishers, {payload_bytes} B each;"
             " baseline: bare paho QoS 1 subscriber, same broker and shared subscription",
+        ),
+        common.Figure(
+            "ingest_cpu_per_proof",
+            central_cpu,
+            "us",
+            bare_cpu,
+            note="CPU time of all of central's threads per proof stored during the drain;"
+            " baseline: the bare subscriber's CPU per message. With C cores free for the"
+            " consumer, the rate ratio cannot exceed C x baseline / value",
         ),
         common.Figure(
             "ingest_latency_p50",

@@ -89,6 +89,7 @@ def publish(args: argparse.Namespace) -> int:
 def subscribe(args: argparse.Namespace) -> int:
     client = _client(args.client_id)
     received: list[tuple[str, float]] = []
+    cpu: list[float] = []
     done = threading.Event()
     subscribed = threading.Event()
 
@@ -110,6 +111,7 @@ def subscribe(args: argparse.Namespace) -> int:
         client: paho.mqtt.client.Client, userdata: object, message: paho.mqtt.client.MQTTMessage
     ) -> None:
         received.append((message.topic, time.time()))
+        cpu.append(time.process_time())  # process-wide: the CPU each message costs
         if len(received) >= args.expect:
             done.set()
 
@@ -136,7 +138,8 @@ def subscribe(args: argparse.Namespace) -> int:
         client.disconnect(properties=properties)
         client.loop_stop()
     if args.out:
-        args.out.write_text(json.dumps({"received": received}))
+        cpu_s = cpu[-1] - cpu[0] if len(cpu) > 1 else 0.0
+        args.out.write_text(json.dumps({"received": received, "cpu_s": cpu_s}))
     return 0 if len(received) >= args.expect else 1
 
 

@@ -85,6 +85,8 @@ def build(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if bridge is not None:
+            bridge.signatures.close()
         await db.close()
 
     async def end_streams(app: web.Application) -> None:

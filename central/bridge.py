@@ -30,6 +30,7 @@ from central import events
 from central import keyring
 from central import metrics
 from central import settings as settings_mod
+from central import sigpool
 from central import store
 from central import stores
 from central import verifier
@@ -70,6 +71,9 @@ class Bridge:
         self.hub = hub
         self.offsets = verifier.ClockOffsets()
         self.key_starts = verifier.KeyStarts()
+        self.signatures = sigpool.SignaturePool()
+        # Only a shared store (PostgreSQL) has other processes whose key changes can race.
+        self.key_grace = verifier.KeyChangeGrace() if settings.database_url else None
         self.connected = False
         self._client: aiomqtt.Client | None = None
 
@@ -164,7 +168,11 @@ class Bridge:
             for finished in done:
                 finished.result()  # MqttError from the reader, StoreUnavailable from the acker
         finally:
+            # Every handler task still around, also those queued for the acknowledger behind
+            # the one that failed: each is cancelled or finished and its outcome retrieved.
             leftovers = [reader, acker, *last.values()]
+            while not pending.empty():
+                leftovers.append(pending.get_nowait()[0])
             for task in leftovers:
                 task.cancel()
             await asyncio.gather(*leftovers, return_exceptions=True)
@@ -280,6 +288,8 @@ class Bridge:
                 self.settings.proof_max_bytes,
                 int(self.settings.clock_tolerance_s * 1000),
                 self.key_starts,
+                self.signatures,
+                self.key_grace,
             )
             row = await self._judge(accepted, received)
             await self.db.store_proof(

@@ -137,6 +137,7 @@ class CheckinService:
         )
         self.rosters: ttlcache.TTLCache[tuple[str, str], frozenset[str]] = ttlcache.TTLCache(5.0)
         self._slot_proofs: dict[tuple[str, str, int], store.ProofRow] = {}
+        self._missing_slot_proofs: dict[tuple[str, str, int], float] = {}  # -> ask again at
         self._credentials: dict[str, float] = {}
         self._genuine_tokens: set[tuple[bytes, str, str, str, int, bytes]] = set()
 
@@ -383,15 +384,26 @@ class CheckinService:
         return frozenset(await self.db.roster(site, course))
 
     async def _slot_proof(self, device: store.Device, slot: int) -> store.ProofRow | None:
-        """A stored proof never changes: remembered once found (not while still missing)."""
+        """A stored proof never changes: remembered once found. Until it arrives (the first
+        moments of a slot), the store is asked again at most once a second per device and
+        slot, as fresh as the device's cached head state, not once per scanning student."""
         key = (device.site, device.device, slot)
         found = self._slot_proofs.get(key)
+        if found is not None:
+            return found
+        now = time.monotonic()
+        if self._missing_slot_proofs.get(key, 0.0) > now:
+            return None
+        found = await self.db.proof_for_slot(device.site, device.device, slot)
         if found is None:
-            found = await self.db.proof_for_slot(device.site, device.device, slot)
-            if found is not None:
-                if len(self._slot_proofs) > 20_000:
-                    self._slot_proofs.clear()
-                self._slot_proofs[key] = found
+            if len(self._missing_slot_proofs) > 20_000:
+                self._missing_slot_proofs.clear()
+            self._missing_slot_proofs[key] = now + self.devices.ttl_s
+            return None
+        self._missing_slot_proofs.pop(key, None)
+        if len(self._slot_proofs) > 20_000:
+            self._slot_proofs.clear()
+        self._slot_proofs[key] = found
         return found
 
     def _genuine(self, device: store.Device, token: qrtoken.Token) -> bool:

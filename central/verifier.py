@@ -17,10 +17,13 @@ accepted when it links to its stored neighbours, and fills its slot.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
+import time
 
 from central import enrollment
+from central import sigpool
 from central import store
 from edge_agent.protocol import b64
 from edge_agent.protocol import chain
@@ -80,6 +83,30 @@ class KeyStarts:
         return start
 
 
+class KeyChangeGrace:
+    """With several central processes, a device's key change and its first proofs under the
+    new key can reach different processes at the same moment: a proof that fails with the key
+    in the store waits once (`delay_s`) for a change in flight, and is verified again. At most
+    once per device per `every_s`, so a device sending bad signatures cannot hold the
+    pipeline. One process handles each device's messages in order and needs none of this."""
+
+    def __init__(self, delay_s: float = 0.5, every_s: float = 10.0) -> None:
+        self.delay_s = delay_s
+        self.every_s = every_s
+        self._last: dict[tuple[str, str], float] = {}
+
+    async def wait(self, site: str, device: str) -> bool:
+        """False when this device waited recently (refuse now); else True after the wait."""
+        now = time.monotonic()
+        if now - self._last.get((site, device), -self.every_s) < self.every_s:
+            return False
+        if len(self._last) > MAX_CACHED:
+            self._last.clear()
+        self._last[(site, device)] = now
+        await asyncio.sleep(self.delay_s)
+        return True
+
+
 async def verify(
     db: store.Store,
     offsets: ClockOffsets,
@@ -89,7 +116,13 @@ async def verify(
     max_bytes: int,
     clock_tolerance_ms: int,
     starts: KeyStarts | None = None,
+    pool: sigpool.SignaturePool | None = None,
+    grace: KeyChangeGrace | None = None,
 ) -> Accepted:
+    """Both signatures (the proof's and its QR token's) are checked in one request to
+    `pool` (off the event loop), or inline without one. With `grace` (a shared store), a
+    signature that fails with the device's current key is checked once more after a key
+    change in flight had time to land."""
     try:
         where = topics.parse(topic)
     except ValueError as exc:
@@ -110,11 +143,30 @@ async def verify(
         if epoch is None:
             raise Rejected("bad_signature", f"no key of this device covers seq {claims.seq}")
         public, room = epoch.ed25519, epoch.room
-    if not jws.verify(parsed, public):
+    qr_message = _qr_message(claims)
+    checks = [(public, parsed.signing_input, parsed.signature)]
+    if qr_message is not None:
+        checks.append((public, qr_message, b64.decode(claims.qr)))
+    valid = await (pool.valid(checks) if pool is not None else sigpool.inline(checks))
+    if not valid[0]:
         if claims.seq >= start:
             for old in await db.device_keys(claims.site, claims.device):
                 if old.ed25519 != public and jws.verify(parsed, old.ed25519):
                     raise Rejected("retired_key", f"seq {claims.seq} is signed with a retired key")
+            if grace is not None and await grace.wait(claims.site, claims.device):
+                again = await db.get_device(claims.site, claims.device)
+                if again is not None and again.ed25519 != device.ed25519:
+                    return await verify(
+                        db,
+                        offsets,
+                        topic,
+                        payload,
+                        received_ms,
+                        max_bytes,
+                        clock_tolerance_ms,
+                        starts,
+                        pool,
+                    )
         raise Rejected(
             "bad_signature", f"signature does not verify with the key of seq {claims.seq}"
         )
@@ -147,9 +199,7 @@ async def verify(
         raise Rejected("clock", f"iat is {claims.iat - received_ms} ms in the future")
     if slots.slot_of(claims.iat, claims.slot_s) != claims.slot:
         raise Rejected("schema", "slot does not match iat")
-    if not qrtoken.verify(
-        public, claims.site, claims.device, claims.room, claims.slot, b64.decode(claims.qr)
-    ):
+    if qr_message is None or not valid[1]:
         raise Rejected("bad_token", "the displayed QR token does not verify")
 
     sample = claims.iat - received_ms
@@ -175,6 +225,14 @@ async def verify(
         late=late,
         gap=gap if device.last_seq > 0 else None,
     )
+
+
+def _qr_message(claims: proof.Claims) -> bytes | None:
+    """What the proof's QR token must sign; None when its names cannot make a token."""
+    try:
+        return qrtoken.message(claims.site, claims.device, claims.room, claims.slot)
+    except ValueError:
+        return None
 
 
 async def _check_late(db: store.Store, claims: proof.Claims, link: str) -> None:
