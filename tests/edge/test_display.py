@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import pathlib
 
 import aiohttp
@@ -101,5 +103,64 @@ async def test_web_sink_serves_the_frame() -> None:
             async with http.get(base + "/frame.json") as response:
                 state = await response.json()
                 assert state["url"] == shown.url and state["slot"] == SLOT and state["n"] == 1
+    finally:
+        await sink.close()
+
+
+async def _exchange(port: int, raw: bytes) -> bytes:
+    """Send raw bytes, read until the server closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+def _split(response: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """(status line, lower-cased headers, the rest after the head)."""
+    head, _, rest = response.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, rest
+
+
+async def test_kiosk_server_keeps_http_rules() -> None:
+    """Keep-alive, HEAD, a refused method, a malformed request, oversized headers, 404."""
+    sink = web.WebSink("127.0.0.1", broker_mod.free_port())
+    await sink.start()
+    try:
+        # Two requests on one connection; the second (HEAD) asks to close it.
+        both = await _exchange(
+            sink.port,
+            b"GET /frame.json HTTP/1.1\r\nHost: kiosk\r\n\r\n"
+            b"HEAD / HTTP/1.1\r\nHost: kiosk\r\nConnection: close\r\n\r\n",
+        )
+        status, headers, rest = _split(both)
+        assert status.startswith(b"HTTP/1.1 200 ") and headers[b"cache-control"] == b"no-store"
+        length = int(headers[b"content-length"])
+        assert json.loads(rest[:length]) == {"n": 0, "seconds_left": 0.0}
+        status, headers, body = _split(rest[length:])
+        assert status.startswith(b"HTTP/1.1 200 ") and headers[b"content-type"].startswith(
+            b"text/html"
+        )
+        assert int(headers[b"content-length"]) > 0 and body == b""  # HEAD: no body
+
+        status, headers, _ = _split(
+            await _exchange(
+                sink.port, b"POST /frame.json HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n"
+            )
+        )
+        assert status.startswith(b"HTTP/1.1 405 ") and headers[b"allow"] == b"GET, HEAD"
+        garbage = await _exchange(sink.port, b"GARBAGE\r\n\r\n")
+        assert garbage.startswith(b"HTTP/1.1 400 ")
+        huge = b"GET / HTTP/1.1\r\nHost: k\r\nX-Pad: " + b"a" * 20_000 + b"\r\n\r\n"
+        assert (await _exchange(sink.port, huge)).startswith(b"HTTP/1.1 431 ")
+        missing = b"GET /nope HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n"
+        assert (await _exchange(sink.port, missing)).startswith(b"HTTP/1.1 404 ")
     finally:
         await sink.close()
