@@ -137,7 +137,8 @@ class CheckinService:
         )
         self.rosters: ttlcache.TTLCache[tuple[str, str], frozenset[str]] = ttlcache.TTLCache(5.0)
         self._slot_proofs: dict[tuple[str, str, int], store.ProofRow] = {}
-        self._missing_slot_proofs: dict[tuple[str, str, int], float] = {}  # -> ask again at
+        # (site, device, slot) of a proof not stored yet -> when to ask the store again
+        self._missing_slot_proofs: dict[tuple[str, str, int], float] = {}
         self._credentials: dict[str, float] = {}
         self._genuine_tokens: set[tuple[bytes, str, str, str, int, bytes]] = set()
 

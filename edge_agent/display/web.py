@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import importlib.resources
 import json
+import logging
 import time
 
 import h11
@@ -19,6 +20,7 @@ from PIL import Image
 from edge_agent.display import frame
 from edge_agent.display import sinks
 
+log = logging.getLogger(__name__)
 MAX_HEAD_BYTES = 8192  # request line + headers; a browser's are well under 2 KiB
 READ_BYTES = 4096
 IDLE_TIMEOUT_S = 30.0  # a kiosk polls every 250 ms; a quieter connection is dropped
@@ -74,8 +76,9 @@ class WebSink:
             connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
             while await self._one_request(connection, reader, writer):
                 connection.start_next_cycle()
-        except (ConnectionError, TimeoutError, h11.LocalProtocolError):
-            pass
+        except (ConnectionError, TimeoutError, h11.LocalProtocolError) as exc:
+            # A browser that went away or stalled: its connection ends, the kiosk goes on.
+            log.debug("kiosk connection ended: %r", exc)
         finally:
             self._connections.pop(task, None)
             writer.close()
