@@ -75,6 +75,9 @@ class CentralSettings(tomlsettings.EnvOverTomlSettings):
     verify_link_ttl_days: float = pydantic.Field(30, gt=0, le=3650)
     log_level: typing.Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: typing.Literal["text", "json"] = "text"
+    # F7 (issue 13): central refuses a broker that lets anyone connect without credentials,
+    # unless this is set (a loud warning at each start).
+    allow_anonymous_broker: bool = False
 
     @pydantic.field_validator("trusted_proxies")
     @classmethod
