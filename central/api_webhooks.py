@@ -122,7 +122,7 @@ class WebhooksApi:
         kinds = _events(body.get("events"))
         description = _description(body.get("description", ""))
         given = body.get("site")
-        if given is not None and not names.is_valid(given):
+        if "site" in body and not names.is_valid(given):
             raise errors.ApiError(400, "invalid_request", "site must be a name", {"field": "site"})
         site = auth.list_site(request, given)
         if site is not None and not await self.db.site_exists(site):
