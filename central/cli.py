@@ -629,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
             from central import app
 
             keyring.ensure_data_dir(settings.data_dir)
+            asyncio.run(_with_store(settings, auth.check_tokens))  # before anything starts
             app.serve(settings)
         else:
             return run_command(args, settings)

@@ -17,7 +17,10 @@ import datetime
 import functools
 import itertools
 import json
+import pathlib
 import sqlite3
+import subprocess
+import sys
 import time
 import typing
 
@@ -32,6 +35,7 @@ from central import timetable
 from edge_agent.protocol import b64
 from edge_agent.protocol import qrtoken
 from edge_agent.protocol import slots
+from tests import broker as broker_mod
 from tests.central import conftest
 from tests.stores import pg
 
@@ -516,3 +520,94 @@ async def test_tokens_list_and_revocation_stay_in_their_site(
     # a site-less admin token from before sites were sealed acts nowhere
     legacy = await token(central, "admin", None, "legacy")
     assert (await central.request("GET", "/api/v1/rooms", token=legacy))[0] == 401
+
+
+# -- the command line ------------------------------------------------------------------------
+def cli(config: pathlib.Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "central", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture()
+def two_sites(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A central configuration with sites `north` (course law) and `south` (course art)."""
+    config = tmp_path / "central.toml"
+    port = broker_mod.free_port()
+    config.write_text(
+        f'data_dir = "{tmp_path / "data"}"\npublic_url = "http://127.0.0.1:{port}"\n'
+        f'http_host = "127.0.0.1"\nhttp_port = {port}\nmqtt_url = "mqtt://127.0.0.1:9"\n'
+    )
+    for site in ("north", "south"):
+        assert cli(config, "site", "add", "--site", site).returncode == 0
+    with contextlib.closing(sqlite3.connect(tmp_path / "data" / "central.db")) as raw:
+        raw.execute("INSERT INTO courses VALUES ('north', 'law', 'Law', 'UTC')")
+        raw.execute("INSERT INTO courses VALUES ('south', 'art', 'Art', 'UTC')")
+        raw.commit()
+    return config
+
+
+def test_token_create_names_a_site_or_all_sites(two_sites: pathlib.Path) -> None:
+    config = two_sites
+    made = cli(config, "token", "create", "--role", "admin", "--site", "north", "--name", "it-n")
+    assert made.returncode == 0 and made.stdout.startswith("rp_"), made.stderr
+    assert "admin token for north" in made.stderr
+    for args, error in (
+        (("--role", "admin"), "one of the arguments --site --all-sites is required"),
+        (("--role", "admin", "--all-sites"), "a admin token acts in one site: give --site"),
+        (("--role", "operator", "--site", "north"), "operator token spans every site"),
+        (("--role", "auditor", "--site", "east"), "site east does not exist"),
+        (("--role", "teacher", "--site", "north"), "needs at least one --course"),
+        (("--role", "teacher", "--site", "north", "--course", "south/art"), "of --site north"),
+        (("--role", "teacher", "--site", "north", "--course", "art"), "north/art does not exist"),
+        (("--role", "auditor", "--site", "north", "--course", "law"), "teacher tokens only"),
+    ):
+        refused = cli(config, "token", "create", *args)
+        assert refused.returncode != 0 and error in refused.stderr, (args, refused.stderr)
+    for course in ("law", "north/law"):
+        made = cli(
+            config, "token", "create", "--role", "teacher", "--site", "north", "--course", course
+        )
+        assert made.returncode == 0, made.stderr
+    made = cli(config, "token", "create", "--role", "operator", "--all-sites", "--name", "noc")
+    assert made.returncode == 0, made.stderr
+    listed = cli(config, "token", "list").stdout.splitlines()
+    rows = {(line.split()[1], line.split()[2]) for line in listed}
+    assert rows == {("admin", "north"), ("teacher", "north"), ("operator", "(all")}, listed
+    assert any("[north/law]" in line for line in listed)
+
+
+def test_unscoped_tokens_stop_the_start_until_migrated(two_sites: pathlib.Path) -> None:
+    """Tokens from before sites were sealed: with several sites central refuses to start
+    with one line naming `central token migrate`, which then assigns them."""
+    config = two_sites
+    db_path = config.parent / "data" / "central.db"
+    with contextlib.closing(sqlite3.connect(db_path)) as raw:
+        for hash_, role in (("a" * 64, "admin"), ("b" * 64, "auditor"), ("c" * 64, "admin")):
+            raw.execute(
+                "INSERT INTO admin_tokens (hash, role, name, created_at) VALUES (?, ?, ?, 1)",
+                (hash_, role, f"old {role}"),
+            )
+        raw.commit()
+    refused = cli(config, "serve")
+    assert refused.returncode == 1, refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("error: 3 admin token(s) have no site") and "token migrate" in line
+    listed = cli(config, "token", "migrate")
+    assert listed.returncode == 0 and listed.stdout.count("old ") == 3, listed
+    assert "(none: migrate)" in cli(config, "token", "list").stdout
+    wrong = cli(config, "token", "migrate", "--operator")
+    assert wrong.returncode == 1 and "bbbbbbbbbbbb is a auditor's" in wrong.stderr
+    done = cli(config, "token", "migrate", "--operator", "--id", "a" * 12)
+    assert done.returncode == 0 and "aaaaaaaaaaaa: operator of all sites" in done.stdout
+    done = cli(config, "token", "migrate", "--site", "south")
+    assert done.returncode == 0 and done.stdout.count("of south") == 2, done
+    assert "nothing to migrate" in cli(config, "token", "migrate").stdout
+    with contextlib.closing(sqlite3.connect(db_path)) as raw:
+        rows = sorted(raw.execute("SELECT substr(hash, 1, 1), role, site FROM admin_tokens"))
+        actions = [row[0] for row in raw.execute("SELECT action FROM audit_log")]
+    assert rows == [("a", "operator", None), ("b", "auditor", "south"), ("c", "admin", "south")]
+    assert actions.count("token_migrate") == 3
