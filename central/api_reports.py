@@ -144,7 +144,9 @@ class ReportsApi:
         detail = json.dumps(
             {"selection": selection.title(), "lines": len(export.lines), "links": export.links}
         )
-        await audit.api(request, self.db, "attendance_export", selection.filename("*"), detail)
+        await audit.api(
+            request, self.db, "attendance_export", selection.filename("*"), detail, selection.site
+        )
         return export, now
 
     async def export_csv(self, request: web.Request) -> web.Response:

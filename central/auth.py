@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import typing
 
 from aiohttp import web
 
@@ -19,7 +18,6 @@ from central import store
 SITE_ROLES = ("admin", "teacher", "auditor")  # each bound to one site
 OPERATOR = "operator"  # every site; CLI-created only
 ROLES = (*SITE_ROLES, OPERATOR)
-Role = typing.Literal["admin", "teacher", "auditor", "operator"]
 ACTOR = web.RequestKey("actor", str)  # "<role>:<token id>" of the request, for the audit log
 # For a teacher's request: the (site, course) pairs it may see. Absent: the whole site.
 SCOPE = web.RequestKey("scope", frozenset)

@@ -18,6 +18,7 @@ import functools
 import itertools
 import json
 import pathlib
+import re
 import sqlite3
 import subprocess
 import sys
@@ -311,8 +312,40 @@ async def call(
         return response.status, await response.text()
 
 
+def ghost_of(target: Site) -> Site:
+    """The target's site with resources that do not exist."""
+    room = "ghost-room"
+    device = conftest.ScriptedDevice(target.site, room, "ghost-device")
+    return target._replace(
+        room=room,
+        device=device,
+        student="ghost-student",
+        course="ghost-course",
+        **{field: 10**6 + n for n, field in enumerate(("session", "checkin", "link", "alert"))},
+        webhook=10**6 + 9,
+        spare="f" * store.TOKEN_ID_CHARS,
+    )
+
+
+def placeholders(target: Site, error: dict[str, typing.Any]) -> tuple[str, str]:
+    """An error's code and message with the target's names and ids replaced by placeholders,
+    so that answers about different resources compare."""
+    message = str(error.get("message"))
+    named = {
+        "student": target.student,
+        "course": target.course,
+        "room": target.room,
+        "device": target.device.device,
+        "spare": target.spare,
+    }
+    for field, value in sorted(named.items(), key=lambda item: -len(item[1])):
+        message = message.replace(value, f"<{field}>")
+    return str(error.get("code")), re.sub(r"\b[0-9]+\b", "<id>", message)
+
+
 async def test_scoping_matrix(central: conftest.Central, sites: tuple[Site, Site]) -> None:
     a, b = sites
+    ghost = ghost_of(b)
     status, document = await central.request("GET", "/api/v1/openapi.json")
     assert status == 200
     operations = [
@@ -328,12 +361,20 @@ async def test_scoping_matrix(central: conftest.Central, sites: tuple[Site, Site
     checked = 0
     for method, path, operation in operations:
         for role, secret in (("admin", a.admin), ("auditor", a.auditor), ("teacher", a.teacher)):
-            for url, query, body, addressed in requests(path, operation, b):
+            ghosts = requests(path, operation, ghost)
+            for n, (url, query, body, addressed) in enumerate(requests(path, operation, b)):
                 status, text = await call(central, method, url, query, body, secret)
                 what = f"{role} of A: {method} {url} {query} -> {status} {text[:200]}"
                 assert status != 500, what
                 if addressed:
                     assert status in (403, 404), what
+                    # exactly what a resource that does not exist answers
+                    url, query, body, _ = ghosts[n]
+                    other, answer = await call(central, method, url, query, body, secret)
+                    assert (other, placeholders(ghost, json.loads(answer)["error"])) == (
+                        status,
+                        placeholders(b, json.loads(text)["error"]),
+                    ), f"{what}; nonexistent: {other} {answer[:200]}"
                 elif query.get("site") == b.site or (isinstance(body, dict) and "site" in body):
                     assert status in (400, 403, 404), what
                 for marker in b.markers:
