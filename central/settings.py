@@ -75,6 +75,8 @@ class CentralSettings(tomlsettings.EnvOverTomlSettings):
     verify_link_ttl_days: float = pydantic.Field(30, gt=0, le=3650)
     log_level: typing.Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: typing.Literal["text", "json"] = "text"
+    # Issue 13 F4: open event streams per token (per central process); the next one gets 429.
+    event_streams_per_token: int = pydantic.Field(8, ge=1, le=1000)
 
     @pydantic.field_validator("trusted_proxies")
     @classmethod
