@@ -82,8 +82,10 @@ def private_sqlite(path: pathlib.Path) -> None:
     directory's mode."""
     if str(path) == ":memory:":
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass  # opened as it is: a reader without write access still gets SQLite's read-only
     for name in ("", *SQLITE_COMPANIONS):
         file = path.with_name(path.name + name)
         try:
