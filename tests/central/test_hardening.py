@@ -43,6 +43,19 @@ from central import streams
 from central import webhooks
 from tests.central import conftest
 from tests.central import test_webhooks
+from tests.stores import pg
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def central_overrides(
+    request: pytest.FixtureRequest,
+) -> typing.AsyncIterator[dict[str, typing.Any]]:
+    """The `central` fixture of this module runs on both stores."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    async with pg.fresh_database() as dsn:
+        yield {"database_url": dsn}
 
 
 async def new_token(central: conftest.Central, role: str = "admin") -> tuple[str, str]:
@@ -98,10 +111,13 @@ async def test_stream_ends_when_its_token_is_revoked_through_the_api(
 async def test_stream_ends_when_the_cli_revokes_its_token(
     central: conftest.Central, tmp_path: pathlib.Path
 ) -> None:
-    """`central token revoke` runs in its own process against the same SQLite file."""
+    """`central token revoke` runs in its own process against the same database."""
     token, token_id = await new_token(central)
     config = tmp_path / "cli.toml"
-    config.write_text(f'data_dir = "{central.settings.data_dir}"\n')
+    lines = [f'data_dir = "{central.settings.data_dir}"']
+    if central.settings.database_url:
+        lines.append(f'database_url = "{central.settings.database_url}"')
+    config.write_text("\n".join(lines) + "\n")
     async with event_stream(central, token) as doomed:
         cli = await asyncio.create_subprocess_exec(
             sys.executable,
