@@ -441,9 +441,11 @@ def _paths() -> dict[str, dict[str, Schema]]:
         "/api/v1/events": {
             "get": _op(
                 "Server-Sent Events: proof, checkin, checkout, device, alert, attendance"
-                " (a teacher's: checkin, checkout, attendance of its courses' sessions)",
+                " (a teacher's: checkin, checkout, attendance of its courses' sessions);"
+                " 429 beyond event_streams_per_token open streams of one token",
                 STR,
                 media="text/event-stream",
+                errors=(429,),
             )
         },
         "/api/v1/rooms": {
