@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import html
 import importlib.resources
 import json
@@ -31,6 +32,7 @@ from central import params
 from central import profiles
 from central import ratelimit
 from central import store
+from central import streams
 from edge_agent.protocol import b64
 from edge_agent.protocol import command
 from edge_agent.protocol import names
@@ -95,6 +97,7 @@ class Api:
         self.keys = keys
         self.service = service
         self.hub = hub
+        self.streams = streams.Streams(hub, service.settings.event_streams_per_token)
         self.bridge = bridge
         self.secure_cookie = secure_cookie
         self.checkin_page = _page("checkin.html")
@@ -691,7 +694,10 @@ class Api:
                 )
             return sessions[session_id]
 
-        queue = self.hub.subscribe()
+        # At most N per token (429); ends within streams.RECHECK_S of a revocation or expiry.
+        recheck = functools.partial(auth.require, request, self.db)
+        stream = self.streams.open(request, request[auth.ACTOR], recheck)
+        queue = stream.queue
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -700,9 +706,9 @@ class Api:
                 "X-Request-Id": request[errors.REQUEST_ID],
             }
         )
-        await response.prepare(request)
         loop = asyncio.get_running_loop()
         try:
+            await response.prepare(request)
             await response.write(b": connected\n\n")
             # Keep-alive after KEEPALIVE_S without a write, even while a teacher's filter
             # drops every event (proofs arrive all the time): proxies close silent streams.
@@ -726,7 +732,7 @@ class Api:
         except ConnectionResetError:
             log.info("event-stream client went away [%s]", request[errors.REQUEST_ID])
         finally:
-            self.hub.unsubscribe(queue)
+            await stream.close()
         return response
 
 

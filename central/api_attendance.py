@@ -52,6 +52,7 @@ def occurrence_json(occurrence: timetable.Occurrence) -> dict[str, typing.Any]:
         "course": occurrence.session.course,
         "room": occurrence.session.room,
         "date": occurrence.key,
+        "timezone": occurrence.session.timezone,
         "starts_at": params.iso(occurrence.start_ms),
         "late_after": params.iso(occurrence.late_after_ms),
         "ends_at": params.iso(occurrence.end_ms),
@@ -305,15 +306,20 @@ class AttendanceApi:
         return session
 
     def _occurrence(self, session: timetable.Session, text: str | None) -> timetable.Occurrence:
+        """The occurrence on `text`'s date; without one, today's in the session's time zone
+        or else its latest past one. A date it does not meet on is a 404 naming the nearest
+        dates it does meet on, so a client can recover."""
         if text is None:
-            raise errors.ApiError(400, "invalid_request", "date is required", {"field": "date"})
-        try:
-            date = timetable.parse_date("date", text)
-        except timetable.TimetableError as exc:
-            raise errors.ApiError(400, "invalid_request", str(exc), {"field": "date"}) from exc
+            date = timetable.default_date(session, self.clock.now_ms())
+        else:
+            try:
+                date = timetable.parse_date("date", text)
+            except timetable.TimetableError as exc:
+                raise errors.ApiError(400, "invalid_request", str(exc), {"field": "date"}) from exc
         found = timetable.occurrence(session, date)
         if found is None:
-            raise errors.ApiError(404, "not_found", f"session {session.id} does not meet on {date}")
+            message, details = timetable.not_meeting(session, date)
+            raise errors.ApiError(404, "not_found", message, details)
         return found
 
     async def occurrences(self, request: web.Request) -> web.Response:

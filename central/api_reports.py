@@ -108,6 +108,8 @@ class ReportsApi:
                     400, "invalid_request", "site goes with course or student_id", {"field": "site"}
                 )
             session_id = params.int_param(request, "session_id", 0, 1, 2**62)
+            if "date" not in query:  # the session's default occurrence (exports.collect)
+                return exports.Selection(session_id=session_id)
             try:
                 date = timetable.parse_date("date", query.get("date"))
             except timetable.TimetableError as exc:
@@ -138,7 +140,7 @@ class ReportsApi:
                 auth.site_of(request),
             )
         except exports.NotFound as exc:
-            raise errors.ApiError(404, "not_found", str(exc)) from exc
+            raise errors.ApiError(404, "not_found", str(exc), exc.details) from exc
         except exports.Forbidden as exc:
             raise errors.ApiError(403, "not_your_course", str(exc)) from exc
         detail = json.dumps(

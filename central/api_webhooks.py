@@ -20,6 +20,7 @@ MANAGERS = ("admin",)
 READERS = ("admin", "auditor")
 MAX_WEBHOOKS = 50
 MAX_DESCRIPTION = 200
+LOOKUP_S = 5.0  # a receiver's name that does not resolve within this is checked at delivery
 
 
 def webhook_json(hook: store.Webhook) -> dict[str, typing.Any]:
@@ -94,10 +95,12 @@ class WebhooksApi:
         db: store.Store,
         now_ms: typing.Callable[[], int],
         changed: typing.Callable[[], None] = lambda: None,
+        guard: webhooks.Guard | None = None,
     ) -> None:
         self.db = db
         self.now_ms = now_ms
         self.changed = changed  # tells the dispatcher to reload the subscriptions
+        self.guard = guard or webhooks.Guard()  # the dispatcher's: the same allowlist
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/v1/webhooks", self.add)
@@ -115,18 +118,28 @@ class WebhooksApi:
         unknown = sorted(set(body) - {"url", "events", "description", "site"})
         if unknown:
             raise errors.ApiError(400, "invalid_request", "unknown fields", {"fields": unknown})
-        try:
-            url = webhooks.check_url(body.get("url"))
-        except webhooks.InvalidUrl as exc:
-            raise errors.ApiError(400, "invalid_request", str(exc), {"field": "url"}) from exc
-        kinds = _events(body.get("events"))
-        description = _description(body.get("description", ""))
         given = body.get("site")
         if "site" in body and not names.is_valid(given):
             raise errors.ApiError(400, "invalid_request", "site must be a name", {"field": "site"})
         site = auth.list_site(request, given)
         if site is not None and not await self.db.site_exists(site):
             raise auth.not_found("no such site")
+        try:
+            url = webhooks.check_url(body.get("url"))
+            await self.guard.check_url(url, LOOKUP_S)
+        except webhooks.InvalidUrl as exc:
+            raise errors.ApiError(400, "invalid_request", str(exc), {"field": "url"}) from exc
+        except webhooks.Blocked as exc:
+            raise errors.ApiError(
+                400,
+                "invalid_request",
+                f"url host is or resolves to an internal address ({exc.reason}): webhooks"
+                " post only to globally reachable addresses, unless webhook_allow_hosts or"
+                " webhook_allow_networks lists it",
+                {"field": "url", "reason": exc.reason},
+            ) from exc
+        kinds = _events(body.get("events"))
+        description = _description(body.get("description", ""))
         if len(await self.db.list_webhooks(site)) >= MAX_WEBHOOKS:
             raise errors.ApiError(
                 409, "too_many_webhooks", f"at most {MAX_WEBHOOKS} webhooks; delete one first"

@@ -60,7 +60,9 @@ def build(
     api_evidence.EvidenceApi(db, keys, settings, clock).routes(app)
     api_dashboard.DashboardApi(db, clock).routes(app)
     dispatcher = webhooks.Dispatcher(db, settings, hub, clock)
-    api_webhooks.WebhooksApi(db, clock.now_ms, dispatcher.webhooks_changed).routes(app)
+    api_webhooks.WebhooksApi(
+        db, clock.now_ms, dispatcher.webhooks_changed, dispatcher.guard
+    ).routes(app)
     openapi.routes(app)
     api_reports.ReportsApi(db, keys, settings, service, clock).routes(app)
     routes.routes(app)  # last: it ends with the catch-all for unknown /api/ paths

@@ -53,6 +53,10 @@ Sees = typing.Callable[[str, str], bool]
 class NotFound(LookupError):
     """The session, occurrence, course or student to export does not exist."""
 
+    def __init__(self, message: str, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
+
 
 class Forbidden(PermissionError):
     """A teacher asked for a course that is not theirs."""
@@ -133,10 +137,10 @@ async def _occurrences(
             raise NotFound(f"no session {selection.session_id}")
         if not sees(session.site, session.course):
             raise Forbidden(f"course {session.site}/{session.course} is not yours")
-        assert selection.date is not None
-        found = timetable.occurrence(session, selection.date)
+        date = selection.date or timetable.default_date(session, now_ms)
+        found = timetable.occurrence(session, date)
         if found is None:
-            raise NotFound(f"session {session.id} does not meet on {selection.date}")
+            raise NotFound(*timetable.not_meeting(session, date))
         return [(found, await attendance.report(db, found, now_ms))]
     assert selection.site is not None
     elsewhere = site is not None and selection.site != site
@@ -175,6 +179,12 @@ async def collect(
     lines: list[Line] = []
     links = 0
     expires = now_ms + int(link_ttl_days * 86400_000)
+    if selection.session_id is not None and selection.date is None:
+        # No date: the session's default occurrence, named in the title and the file name.
+        session = await db.get_session(selection.session_id)
+        if session is not None:
+            date = timetable.default_date(session, now_ms)
+            selection = dataclasses.replace(selection, date=date)
     for occurrence, rows in await _occurrences(db, selection, now_ms, sees, site):
         for row in rows:
             url = ""

@@ -223,6 +223,7 @@ SCHEMAS: dict[str, Schema] = {
             "course": STR,
             "room": STR,
             "date": {"type": "string", "format": "date"},
+            "timezone": STR,
             "starts_at": TIME,
             "late_after": TIME,
             "ends_at": TIME,
@@ -454,9 +455,11 @@ def _paths() -> dict[str, dict[str, Schema]]:
         "/api/v1/events": {
             "get": _op(
                 "Server-Sent Events: proof, checkin, checkout, device, alert, attendance"
-                " (a teacher's: checkin, checkout, attendance of its courses' sessions)",
+                " (a teacher's: checkin, checkout, attendance of its courses' sessions);"
+                " 429 beyond event_streams_per_token open streams of one token",
                 STR,
                 media="text/event-stream",
+                errors=(429,),
             )
         },
         "/api/v1/rooms": {
@@ -679,12 +682,12 @@ def _paths() -> dict[str, dict[str, Schema]]:
         },
         "/api/v1/sessions/{id}/attendance": {
             "get": _op(
-                "Attendance of one occurrence: every roster student's status",
+                "Attendance of one occurrence: every roster student's status. `date` is in the"
+                " session's time zone; without it, today's occurrence there, else the latest"
+                " past one. A date the session does not meet on is a 404 whose details list"
+                " the nearest dates it meets on (`meets_on`)",
                 attendance_view,
-                parameters=[
-                    ID,
-                    {**_query("date", {"type": "string", "format": "date"}), "required": True},
-                ],
+                parameters=[ID, _query("date", {"type": "string", "format": "date"})],
             )
         },
         "/api/v1/sessions/{id}/attendance/{date}/{student}": {
@@ -835,8 +838,9 @@ def _paths() -> dict[str, dict[str, Schema]]:
             f"/api/v1/exports/attendance.{suffix}": {
                 "get": _op(
                     f"Attendance as {suffix.upper()} with verification links: one session"
-                    " occurrence (session_id, date), a course (site, course) or a student"
-                    " (site, student_id)",
+                    " occurrence (session_id, date; without date, today's occurrence in the"
+                    " session's time zone, else the latest past one), a course (site, course)"
+                    " or a student (site, student_id)",
                     schema,
                     roles=("admin", "teacher"),
                     parameters=[

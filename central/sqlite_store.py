@@ -16,6 +16,7 @@ import aiosqlite
 from central import environment
 from central import store
 from central import timetable
+from edge_agent import keystore
 
 SCHEMA_VERSION = 9
 RECENT_REJECTIONS = 200
@@ -382,6 +383,7 @@ class SqliteStore:
         return self._db
 
     async def open(self) -> None:
+        keystore.private_sqlite(self.path)  # 0600 with its -wal/-shm, whatever the dir's mode
         self._db = await aiosqlite.connect(self.path)
         await self.db.execute("PRAGMA journal_mode=WAL")
         await self.db.execute("PRAGMA synchronous=NORMAL")

@@ -52,6 +52,8 @@ FAST = {
     "webhook_timeout_s": 0.5,
     "webhook_poll_s": 0.05,
     "webhook_max_attempts": 4,
+    # The receivers here listen on loopback, which webhooks reach only when allowed (F5).
+    "webhook_allow_networks": ["127.0.0.1/32"],
 }
 
 
