@@ -78,7 +78,9 @@ class ReportsApi:
             )
         data = await self._body(request)
         try:
-            result = await csvimport.run(self.db, kind, data, dry == "true")
+            result = await csvimport.run(
+                self.db, kind, data, dry == "true", site=auth.site_of(request)
+            )
         except csvimport.CsvError as exc:
             raise errors.ApiError(400, "invalid_csv", str(exc)) from exc
         except csvimport.Interrupted as exc:
@@ -86,7 +88,8 @@ class ReportsApi:
         if result.applied:
             self.service.rosters.clear()
             self.service.sessions.clear()
-            await audit.api(request, self.db, f"import_{kind}", kind, csvimport.summary(result))
+            summary = csvimport.summary(result)
+            await audit.api(request, self.db, f"import_{kind}", kind, summary, result.site)
         return web.json_response(result.json())
 
     def _selection(self, request: web.Request) -> exports.Selection:
@@ -134,6 +137,7 @@ class ReportsApi:
                 now,
                 self.settings.verify_link_ttl_days,
                 lambda site, course: auth.sees_course(request, site, course),
+                auth.site_of(request),
             )
         except exports.NotFound as exc:
             raise errors.ApiError(404, "not_found", str(exc), exc.details) from exc
@@ -142,7 +146,9 @@ class ReportsApi:
         detail = json.dumps(
             {"selection": selection.title(), "lines": len(export.lines), "links": export.links}
         )
-        await audit.api(request, self.db, "attendance_export", selection.filename("*"), detail)
+        await audit.api(
+            request, self.db, "attendance_export", selection.filename("*"), detail, selection.site
+        )
         return export, now
 
     async def export_csv(self, request: web.Request) -> web.Response:

@@ -17,6 +17,7 @@ from central import api_dashboard
 from central import api_evidence
 from central import api_reports
 from central import api_webhooks
+from central import auth
 from central import bridge as bridge_mod
 from central import checkins
 from central import clock as clock_mod
@@ -68,6 +69,11 @@ def build(
 
     async def lifecycle(app: web.Application) -> collections.abc.AsyncIterator[None]:
         await db.open()
+        try:
+            await auth.check_tokens(db)  # sites are sealed: no token may act without one
+        except auth.UnscopedTokens:
+            await db.close()
+            raise
         tasks = (
             [
                 asyncio.create_task(bridge.run(), name="mqtt-bridge"),

@@ -117,7 +117,9 @@ def _import(args: argparse.Namespace, settings: settings_mod.CentralSettings) ->
             try:
                 result = await csvimport.run(db, args.kind, data, args.dry_run, progress)
                 if result.applied:
-                    await audit.cli(db, f"import_{args.kind}", args.kind, csvimport.summary(result))
+                    await audit.cli(
+                        db, f"import_{args.kind}", args.kind, csvimport.summary(result), result.site
+                    )
                 return result
             finally:
                 await db.close()
@@ -184,7 +186,9 @@ def _export(args: argparse.Namespace, settings: settings_mod.CentralSettings) ->
             else:
                 data = await exports.to_pdf(export, now)
             detail = f"{len(export.lines)} lines, {export.links} links"
-            await audit.cli(db, "attendance_export", selection.filename("*"), detail)
+            await audit.cli(
+                db, "attendance_export", selection.filename("*"), detail, selection.site
+            )
             return export, data
         finally:
             await db.close()

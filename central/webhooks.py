@@ -410,7 +410,8 @@ class Dispatcher:
         event_id = f"evt_checkin_{data['id']}"
         try:
             body = event_body(event_id, "checkin", now, payload)
-            if await self.db.enqueue_webhook_event(event_id, "checkin", body, now):
+            site = data.get("site") if isinstance(data.get("site"), str) else None
+            if await self.db.enqueue_webhook_event(event_id, "checkin", body, now, site):
                 self._wake.set()
         except Exception:
             log.exception("could not queue webhook event %s", event_id)
@@ -448,7 +449,9 @@ class Dispatcher:
         }
         event_id = f"evt_session_closed_{occurrence.session.id}_{occurrence.key}"
         body = event_body(event_id, "session_closed", occurrence.end_ms, data)
-        await self.db.enqueue_webhook_event(event_id, "session_closed", body, now)
+        await self.db.enqueue_webhook_event(
+            event_id, "session_closed", body, now, occurrence.session.site
+        )
 
     async def _purge(self) -> None:
         """Hourly: finished deliveries older than retention_days go (their bodies name

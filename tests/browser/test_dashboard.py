@@ -185,7 +185,16 @@ def test_a_teachers_live_room_and_activity(room: conftest.Room, browser: sync_ap
     check-ins instead; no error anywhere."""
     room.add_course_now()
     token = room.central.cli(
-        "token", "create", "--role", "teacher", "--name", "ms-a", "--course", "campus/cs101"
+        "token",
+        "create",
+        "--role",
+        "teacher",
+        "--site",
+        "campus",
+        "--name",
+        "ms-a",
+        "--course",
+        "campus/cs101",
     ).stdout.split()[-1]
     made = browser.new_context(
         locale="en-US", timezone_id="UTC", viewport={"width": 1280, "height": 860}

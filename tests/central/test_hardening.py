@@ -62,7 +62,9 @@ async def new_token(central: conftest.Central, role: str = "admin") -> tuple[str
     """Another token of `role` on the fixture's site and its id: the one place to adapt when
     tokens change shape."""
     token = auth.new_token()
-    await central.db.add_admin_token(auth.token_hash(token), role, f"hardening-{role}", 0)
+    await central.db.add_admin_token(
+        auth.token_hash(token), role, f"hardening-{role}", 0, site=central.site
+    )
     return token, auth.token_hash(token)[: store.TOKEN_ID_CHARS]
 
 

@@ -56,7 +56,7 @@ def counts(body: dict[str, typing.Any]) -> tuple[int, int, int]:
 async def teacher_token(central: conftest.Central, course: str) -> str:
     token = auth.new_token()
     await central.db.add_admin_token(
-        auth.token_hash(token), "teacher", "t", 0, ((central.site, course),)
+        auth.token_hash(token), "teacher", "t", 0, ((central.site, course),), central.site
     )
     return token
 
@@ -433,7 +433,7 @@ async def test_exports_match_the_attendance_api(
     )
     assert status == 200 and parse_csv(text) == []  # s1's course is not theirs
     auditor = auth.new_token()
-    await central.db.add_admin_token(auth.token_hash(auditor), "auditor", "a", 0)
+    await central.db.add_admin_token(auth.token_hash(auditor), "auditor", "a", 0, site=central.site)
     assert (await central.request("GET", path, token=auditor))[0] == 403
 
     for query, expected in (
