@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import html
 import importlib.resources
 import json
@@ -31,6 +32,7 @@ from central import params
 from central import profiles
 from central import ratelimit
 from central import store
+from central import streams
 from edge_agent.protocol import b64
 from edge_agent.protocol import command
 from edge_agent.protocol import names
@@ -95,6 +97,7 @@ class Api:
         self.keys = keys
         self.service = service
         self.hub = hub
+        self.streams = streams.Streams(hub, service.settings.event_streams_per_token)
         self.bridge = bridge
         self.secure_cookie = secure_cookie
         self.checkin_page = _page("checkin.html")
@@ -152,11 +155,21 @@ class Api:
         return web.json_response({"status": "ok", "mqtt": mqtt})
 
     async def prometheus(self, request: web.Request) -> web.Response:
-        """Prometheus exposition; any admin-API token (an auditor's is enough)."""
+        """Prometheus exposition. It is process-wide (every site's), so an operator's token
+        reads all of it and a site's token only the series labelled with its own site."""
         await auth.require(request, self.db)
         await self.metrics.refresh(self.db)
+        body = self.metrics.exposition()
+        own = auth.site_of(request)
+        if own is not None:
+            mine = f'site="{own}"'.encode()
+            body = b"".join(
+                line
+                for line in body.splitlines(keepends=True)
+                if line.startswith(b"#") or mine in line.split(b"}", 1)[0]
+            )
         return web.Response(
-            body=self.metrics.exposition(),
+            body=body,
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
 
@@ -264,7 +277,7 @@ class Api:
     # -- admins ----------------------------------------------------------------------------
     async def devices(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
-        site = params.name_param(request, "site")
+        site = auth.list_site(request, params.name_param(request, "site"))
         rows = [
             {
                 "site": d.site,
@@ -300,7 +313,7 @@ class Api:
         device = params.name_param(request, "device", required=True)
         assert device is not None
         rows = await self.db.list_proofs(
-            params.name_param(request, "site"),
+            auth.list_site(request, params.name_param(request, "site")),
             device,
             params.int_param(request, "limit", 100, 1, 1000),
         )
@@ -331,7 +344,7 @@ class Api:
         await auth.require(request, self.db)
         limit = params.int_param(request, "limit", 1000, 1, 10000)
         rows = await self.db.list_checkins(
-            params.name_param(request, "site"),
+            auth.list_site(request, params.name_param(request, "site")),
             params.name_param(request, "room"),
             params.time_param(request, "since"),
             limit,
@@ -349,6 +362,12 @@ class Api:
     async def rejections(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
         counts, recent = await self.db.rejections()
+        own = auth.site_of(request)
+        if own is not None:  # a site's token: its own devices' rejections, counted from those
+            recent = [row for row in recent if _topic_site(row["topic"]) == own]
+            counts = {}
+            for row in recent:
+                counts[row["reason"]] = counts.get(row["reason"], 0) + 1
         for row in recent:
             row["at"] = params.iso(row["at"])
         return web.json_response({"counts": counts, "recent": recent})
@@ -356,7 +375,9 @@ class Api:
     async def rooms(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
         rows = []
-        for room in await self.db.list_rooms(params.name_param(request, "site")):
+        for room in await self.db.list_rooms(
+            auth.list_site(request, params.name_param(request, "site"))
+        ):
             profile = await self.db.get_profile(room.site, room.room)
             rows.append(
                 {
@@ -377,7 +398,7 @@ class Api:
         site, name = request.match_info["site"], request.match_info["room"]
         room = (
             await self.db.get_room(site, name)
-            if names.is_valid(site) and names.is_valid(name)
+            if names.is_valid(site) and names.is_valid(name) and auth.sees_site(request, site)
             else None
         )
         if room is None:
@@ -412,7 +433,7 @@ class Api:
         if self.bridge is not None:
             self.bridge.forget_room(site, name)
         self.service.rooms.forget((site, name))
-        await audit.api(request, self.db, "room_geofence", f"{site}/{name}", json.dumps(body))
+        await audit.api(request, self.db, "room_geofence", f"{site}/{name}", json.dumps(body), site)
         updated = await self.db.get_room(site, name)
         assert updated is not None
         return web.json_response({"room": dataclasses.asdict(updated)})
@@ -421,7 +442,11 @@ class Api:
         """`confirm` a learned profile (it then judges proofs) or `relearn` from scratch."""
         await auth.require(request, self.db, roles=("admin",))
         site, room = request.match_info["site"], request.match_info["room"]
-        if not names.is_valid(site) or not names.is_valid(room):
+        if (
+            not names.is_valid(site)
+            or not names.is_valid(room)
+            or not auth.sees_site(request, site)
+        ):
             raise errors.ApiError(404, "not_found", "no such room")
         body = await params.json_object(request)
         if body.get("action") not in ("confirm", "relearn"):
@@ -449,7 +474,7 @@ class Api:
             )
         except profiles.ProfileError as exc:
             raise errors.ApiError(exc.status, exc.code, str(exc)) from exc
-        await audit.api(request, self.db, f"profile_{body['action']}", f"{site}/{room}")
+        await audit.api(request, self.db, f"profile_{body['action']}", f"{site}/{room}", site=site)
         return web.json_response({"profile": profile_json(profile)})
 
     async def alerts(self, request: web.Request) -> web.Response:
@@ -470,7 +495,7 @@ class Api:
                 {"field": "kind"},
             )
         rows = await self.db.list_alerts(
-            params.name_param(request, "site"),
+            auth.list_site(request, params.name_param(request, "site")),
             open_only,
             limit,
             params.int_param(request, "after", 0, 0, 2**62),
@@ -485,14 +510,14 @@ class Api:
         """An admin closes an alert that does not clear itself (a fork, a gap never filled)."""
         await auth.require(request, self.db, roles=("admin",))
         alert_id = params.path_int(request, "id")
+        existing = await self.db.list_alerts(auth.site_of(request), False, 1, alert_id - 1)
+        if not existing or existing[0].id != alert_id:
+            raise errors.ApiError(404, "not_found", f"no alert {alert_id}")
         cleared = await self.db.clear_alert(alert_id, self.clock.now_ms())
         if cleared is None:
-            existing = await self.db.list_alerts(None, False, 1, alert_id - 1)
-            if not existing or existing[0].id != alert_id:
-                raise errors.ApiError(404, "not_found", f"no alert {alert_id}")
             raise errors.ApiError(409, "already_cleared", f"alert {alert_id} is already cleared")
         target = f"{cleared.site}/{cleared.device}"
-        await audit.api(request, self.db, "alert_clear", target, cleared.kind)
+        await audit.api(request, self.db, "alert_clear", target, cleared.kind, cleared.site)
         body = bridge_mod.alert_json(cleared, "cleared")
         self.hub.publish("alert", body)
         return web.json_response({"alert": body})
@@ -500,7 +525,7 @@ class Api:
     async def _device_of(self, request: web.Request) -> store.Device:
         site, name = request.match_info["site"], request.match_info["device"]
         found = None
-        if names.is_valid(site) and names.is_valid(name):
+        if names.is_valid(site) and names.is_valid(name) and auth.sees_site(request, site):
             found = await self.db.get_device(site, name)
         if found is None or found.ed25519 is None:
             raise errors.ApiError(404, "not_found", "no such enrolled device")
@@ -529,7 +554,9 @@ class Api:
         except ConnectionError as exc:
             raise errors.ApiError(503, "broker_unavailable", str(exc)) from exc
         target = f"{device.site}/{device.device}"
-        await audit.api(request, self.db, f"command_{sent['kind']}", target, sent["nonce"])
+        await audit.api(
+            request, self.db, f"command_{sent['kind']}", target, sent["nonce"], device.site
+        )
         return web.json_response({"command": _command_json(sent)}, status=201)
 
     async def list_commands(self, request: web.Request) -> web.Response:
@@ -565,7 +592,9 @@ class Api:
     async def audit_log(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, roles=("admin", "auditor"))
         limit = params.int_param(request, "limit", 100, 1, 1000)
-        rows = await self.db.list_audit(limit, params.int_param(request, "after", 0, 0, 2**62))
+        rows = await self.db.list_audit(
+            limit, params.int_param(request, "after", 0, 0, 2**62), auth.site_of(request)
+        )
         return web.json_response(
             {
                 "audit": [
@@ -576,6 +605,7 @@ class Api:
                         "action": e.action,
                         "target": e.target,
                         "detail": e.detail,
+                        "site": e.site,
                     }
                     for e in rows
                 ],
@@ -585,13 +615,14 @@ class Api:
 
     async def tokens(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, roles=("admin",))
-        rows = await self.db.list_admin_tokens()
+        rows = await self.db.list_admin_tokens(auth.site_of(request))
         return web.json_response(
             {
                 "tokens": [
                     {
                         "id": t.id,
                         "role": t.role,
+                        "site": t.site,
                         "name": t.name,
                         "created_at": params.iso(t.created_at),
                         "courses": list(t.courses),
@@ -604,7 +635,7 @@ class Api:
     async def revoke_token(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, roles=("admin",))
         token_id = request.match_info["id"]
-        if not await self.db.revoke_admin_token(token_id):
+        if not await self.db.revoke_admin_token(token_id, auth.site_of(request)):
             raise errors.ApiError(404, "not_found", "no token with this id")
         await audit.api(request, self.db, "token_revoke", token_id)
         return web.json_response({"revoked": token_id})
@@ -613,7 +644,7 @@ class Api:
         await auth.require(request, self.db)
         limit = params.int_param(request, "limit", 100, 1, 1000)
         rows = await self.db.list_chain_events(
-            params.name_param(request, "site"),
+            auth.list_site(request, params.name_param(request, "site")),
             params.name_param(request, "device"),
             limit,
             params.int_param(request, "after", 0, 0, 2**62),
@@ -639,14 +670,18 @@ class Api:
         )
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        """Server-Sent Events: `proof`, `checkin` and `device` as they happen. A teacher gets
+        """Server-Sent Events: `proof`, `checkin` and `device` as they happen, of the token's
+        site only (an operator's: every site). A teacher gets
         only `checkin`, `checkout` and `attendance` of its courses' sessions: proofs, devices,
         alerts and commands are per room, and rooms are shared between courses."""
         await auth.require(request, self.db)
         scope = request.get(auth.SCOPE)
+        own_site = auth.site_of(request)
         sessions: dict[int, bool] = {}  # session id -> one of the teacher's courses
 
         async def visible(kind: str, data: dict[str, typing.Any]) -> bool:
+            if own_site is not None and data.get("site") != own_site:
+                return False  # every event names its site; a site's token sees only its own
             if scope is None:
                 return True
             session_id = data.get("session_id")
@@ -659,7 +694,10 @@ class Api:
                 )
             return sessions[session_id]
 
-        queue = self.hub.subscribe()
+        # At most N per token (429); ends within streams.RECHECK_S of a revocation or expiry.
+        recheck = functools.partial(auth.require, request, self.db)
+        stream = self.streams.open(request, request[auth.ACTOR], recheck)
+        queue = stream.queue
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -668,9 +706,9 @@ class Api:
                 "X-Request-Id": request[errors.REQUEST_ID],
             }
         )
-        await response.prepare(request)
         loop = asyncio.get_running_loop()
         try:
+            await response.prepare(request)
             await response.write(b": connected\n\n")
             # Keep-alive after KEEPALIVE_S without a write, even while a teacher's filter
             # drops every event (proofs arrive all the time): proxies close silent streams.
@@ -694,8 +732,14 @@ class Api:
         except ConnectionResetError:
             log.info("event-stream client went away [%s]", request[errors.REQUEST_ID])
         finally:
-            self.hub.unsubscribe(queue)
+            await stream.close()
         return response
+
+
+def _topic_site(topic: str) -> str | None:
+    """The site of a `roomproof/v1/{site}/...` topic; None for any other topic."""
+    parts = topic.split("/")
+    return parts[2] if len(parts) > 3 and parts[:2] == ["roomproof", "v1"] else None
 
 
 def _command_json(sent: dict[str, typing.Any]) -> dict[str, typing.Any]:

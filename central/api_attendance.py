@@ -52,6 +52,7 @@ def occurrence_json(occurrence: timetable.Occurrence) -> dict[str, typing.Any]:
         "course": occurrence.session.course,
         "room": occurrence.session.room,
         "date": occurrence.key,
+        "timezone": occurrence.session.timezone,
         "starts_at": params.iso(occurrence.start_ms),
         "late_after": params.iso(occurrence.late_after_ms),
         "ends_at": params.iso(occurrence.end_ms),
@@ -191,25 +192,29 @@ class AttendanceApi:
         await auth.require(request, self.db, WRITERS)
         body = await params.json_object(request)
         course = course_from_body(body)
+        auth.require_site(request, course.site, f"site {course.site} does not exist")
         try:
             await self.db.add_course(course)
         except store.NotFound as exc:
             raise errors.ApiError(404, "not_found", str(exc)) from exc
         except store.Conflict as exc:
             raise errors.ApiError(409, "exists", f"course {course.course} exists") from exc
-        await audit.api(request, self.db, "course_add", f"{course.site}/{course.course}")
+        target = f"{course.site}/{course.course}"
+        await audit.api(request, self.db, "course_add", target, site=course.site)
         return web.json_response({"course": course.__dict__}, status=201)
 
     async def courses(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
-        rows = await self.db.list_courses(params.name_param(request, "site"))
+        rows = await self.db.list_courses(
+            auth.list_site(request, params.name_param(request, "site"))
+        )
         rows = [c for c in rows if auth.sees_course(request, c.site, c.course)]
         return web.json_response({"courses": [c.__dict__ for c in rows]})
 
     async def _course(self, request: web.Request) -> store.Course:
         site, course = request.match_info["site"], request.match_info["course"]
         found = None
-        if names.is_valid(site) and names.is_valid(course):
+        if names.is_valid(site) and names.is_valid(course) and auth.sees_site(request, site):
             found = await self.db.get_course(site, course)
         if found is None:
             raise errors.ApiError(404, "not_found", "no such course")
@@ -250,7 +255,9 @@ class AttendanceApi:
         self.service.rosters.clear()
         roster = await self.db.roster(course.site, course.course)
         target = f"{course.site}/{course.course}"
-        await audit.api(request, self.db, "roster_set", target, f"{len(roster)} students")
+        await audit.api(
+            request, self.db, "roster_set", target, f"{len(roster)} students", course.site
+        )
         return web.json_response({"course": course.course, "students": roster})
 
     # -- sessions --------------------------------------------------------------------------
@@ -259,7 +266,9 @@ class AttendanceApi:
         body = await params.json_object(request)
         _unknown(body, set(SESSION_FIELDS))
         site, course_name, room = _name(body, "site"), _name(body, "course"), _name(body, "room")
-        course = await self.db.get_course(site, course_name)
+        course = (
+            await self.db.get_course(site, course_name) if auth.sees_site(request, site) else None
+        )
         if course is None:
             raise errors.ApiError(404, "not_found", f"no course {course_name}")
         if await self.db.get_room(site, room) is None:
@@ -268,14 +277,14 @@ class AttendanceApi:
         session = await self.db.add_session(session)
         self.service.sessions.clear()
         detail = json.dumps(session_json(session))
-        await audit.api(request, self.db, "session_add", str(session.id), detail)
+        await audit.api(request, self.db, "session_add", str(session.id), detail, session.site)
         return web.json_response({"session": session_json(session)}, status=201)
 
     async def sessions(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
         limit = params.int_param(request, "limit", 100, 1, 1000)
         rows = await self.db.list_sessions(
-            params.name_param(request, "site"),
+            auth.list_site(request, params.name_param(request, "site")),
             params.name_param(request, "course"),
             params.name_param(request, "room"),
             limit,
@@ -291,21 +300,26 @@ class AttendanceApi:
 
     async def _session(self, request: web.Request) -> timetable.Session:
         session = await self.db.get_session(params.path_int(request, "id"))
-        if session is None:
+        if session is None or not auth.sees_site(request, session.site):
             raise errors.ApiError(404, "not_found", "no such session")
         auth.require_course(request, session.site, session.course)
         return session
 
     def _occurrence(self, session: timetable.Session, text: str | None) -> timetable.Occurrence:
+        """The occurrence on `text`'s date; without one, today's in the session's time zone
+        or else its latest past one. A date it does not meet on is a 404 naming the nearest
+        dates it does meet on, so a client can recover."""
         if text is None:
-            raise errors.ApiError(400, "invalid_request", "date is required", {"field": "date"})
-        try:
-            date = timetable.parse_date("date", text)
-        except timetable.TimetableError as exc:
-            raise errors.ApiError(400, "invalid_request", str(exc), {"field": "date"}) from exc
+            date = timetable.default_date(session, self.clock.now_ms())
+        else:
+            try:
+                date = timetable.parse_date("date", text)
+            except timetable.TimetableError as exc:
+                raise errors.ApiError(400, "invalid_request", str(exc), {"field": "date"}) from exc
         found = timetable.occurrence(session, date)
         if found is None:
-            raise errors.ApiError(404, "not_found", f"session {session.id} does not meet on {date}")
+            message, details = timetable.not_meeting(session, date)
+            raise errors.ApiError(404, "not_found", message, details)
         return found
 
     async def occurrences(self, request: web.Request) -> web.Response:
@@ -359,21 +373,26 @@ class AttendanceApi:
             )
         )
         target = f"{session.id}/{occurrence.key}/{student}"
-        await audit.api(request, self.db, "attendance_set", target, status)
+        await audit.api(request, self.db, "attendance_set", target, status, session.site)
         rows = await attendance.report(self.db, occurrence, now)
         row = next(r for r in rows if r.student_id == student)
         self.hub.publish(
             "attendance",
-            {"session_id": session.id, "date": occurrence.key, **row.json(params.iso)},
+            {
+                "site": session.site,
+                "session_id": session.id,
+                "date": occurrence.key,
+                **row.json(params.iso),
+            },
         )
         return web.json_response({"attendance": row.json(params.iso)})
 
     async def student(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
         site, student = request.match_info["site"], request.match_info["student"]
-        if not (names.is_valid(site) and names.is_valid(student)) or (
-            await self.db.get_student(site, student) is None
-        ):
+        if not (
+            names.is_valid(site) and names.is_valid(student) and auth.sees_site(request, site)
+        ) or (await self.db.get_student(site, student) is None):
             raise errors.ApiError(404, "not_found", "no such student")
         now = self.clock.now_ms()
         start = params.time_param(request, "from") or now - HISTORY_DAYS * 86400_000
@@ -403,11 +422,12 @@ class AttendanceApi:
     async def export_student(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, WRITERS)
         site, student = request.match_info["site"], request.match_info["student"]
+        auth.require_site(request, site, f"no student {site}/{student}")
         try:
             data = await privacy.export(self.db, site, student)
         except privacy.NoSuchStudent as exc:
             raise errors.ApiError(404, "not_found", str(exc)) from exc
-        await audit.api(request, self.db, "student_export", f"{site}/{student}")
+        await audit.api(request, self.db, "student_export", f"{site}/{student}", site=site)
         return web.json_response(data)
 
     async def erase_student(self, request: web.Request) -> web.Response:
@@ -416,6 +436,7 @@ class AttendanceApi:
         site, student = request.match_info["site"], request.match_info["student"]
         if not (names.is_valid(site) and names.is_valid(student)):
             raise errors.ApiError(404, "not_found", "no such student")
+        auth.require_site(request, site, f"no student {site}/{student}")
         try:
             deleted = await privacy.erase(self.db, site, student)
         except privacy.NoSuchStudent as exc:
@@ -423,7 +444,7 @@ class AttendanceApi:
         self.service.rosters.clear()
         self.service.forget_credentials()
         target = f"{site}/{student}"
-        await audit.api(request, self.db, "student_erase", target, json.dumps(deleted))
+        await audit.api(request, self.db, "student_erase", target, json.dumps(deleted), site)
         return web.json_response({"erased": f"{site}/{student}", "deleted": deleted})
 
     async def checkout(self, request: web.Request) -> web.Response:

@@ -87,7 +87,7 @@ class DashboardApi:
         await auth.require(request, self.db)
         site, name = request.match_info["site"], request.match_info["course"]
         course = None
-        if names.is_valid(site) and names.is_valid(name):
+        if names.is_valid(site) and names.is_valid(name) and auth.sees_site(request, site):
             course = await self.db.get_course(site, name)
         if course is None:
             raise errors.ApiError(404, "not_found", "no such course")

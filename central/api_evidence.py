@@ -55,7 +55,7 @@ class EvidenceApi:
 
     async def _checkin(self, request: web.Request, checkin_id: int) -> store.Checkin:
         checkin = await self.db.get_checkin(checkin_id)
-        if checkin is None:
+        if checkin is None or not auth.sees_site(request, checkin.site):
             raise errors.ApiError(404, "not_found", f"no check-in {checkin_id}")
         if auth.SCOPE in request:  # a teacher: only check-ins of their courses' sessions
             session = (
@@ -105,7 +105,9 @@ class EvidenceApi:
         link = await self.db.add_link(
             records.link_hash(token), checkin.id, now, now + int(ttl_days * 86400_000)
         )
-        await audit.api(request, self.db, "link_create", str(checkin.id), f"link {link.id}")
+        await audit.api(
+            request, self.db, "link_create", str(checkin.id), f"link {link.id}", checkin.site
+        )
         return web.json_response(
             {
                 "link": {
@@ -121,9 +123,19 @@ class EvidenceApi:
     async def revoke_link(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, LINK_ROLES)
         link_id = params.path_int(request, "id")
+        link = await self.db.get_link(link_id)
+        checkin = await self.db.get_checkin(link.checkin_id) if link is not None else None
+        if (
+            link is None
+            or link.revoked_at is not None
+            or checkin is None
+            or not auth.sees_site(request, checkin.site)
+        ):
+            raise errors.ApiError(404, "not_found", f"no active link {link_id}")
+        await self._checkin(request, checkin.id)  # a teacher: only links in its courses
         if not await self.db.revoke_link(link_id, self.clock.now_ms()):
             raise errors.ApiError(404, "not_found", f"no active link {link_id}")
-        await audit.api(request, self.db, "link_revoke", str(link_id))
+        await audit.api(request, self.db, "link_revoke", str(link_id), site=checkin.site)
         return web.json_response({"revoked": link_id})
 
     async def _link(self, request: web.Request) -> tuple[store.Checkin | None, str]:

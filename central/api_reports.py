@@ -78,7 +78,9 @@ class ReportsApi:
             )
         data = await self._body(request)
         try:
-            result = await csvimport.run(self.db, kind, data, dry == "true")
+            result = await csvimport.run(
+                self.db, kind, data, dry == "true", site=auth.site_of(request)
+            )
         except csvimport.CsvError as exc:
             raise errors.ApiError(400, "invalid_csv", str(exc)) from exc
         except csvimport.Interrupted as exc:
@@ -86,7 +88,8 @@ class ReportsApi:
         if result.applied:
             self.service.rosters.clear()
             self.service.sessions.clear()
-            await audit.api(request, self.db, f"import_{kind}", kind, csvimport.summary(result))
+            summary = csvimport.summary(result)
+            await audit.api(request, self.db, f"import_{kind}", kind, summary, result.site)
         return web.json_response(result.json())
 
     def _selection(self, request: web.Request) -> exports.Selection:
@@ -105,6 +108,8 @@ class ReportsApi:
                     400, "invalid_request", "site goes with course or student_id", {"field": "site"}
                 )
             session_id = params.int_param(request, "session_id", 0, 1, 2**62)
+            if "date" not in query:  # the session's default occurrence (exports.collect)
+                return exports.Selection(session_id=session_id)
             try:
                 date = timetable.parse_date("date", query.get("date"))
             except timetable.TimetableError as exc:
@@ -132,15 +137,18 @@ class ReportsApi:
                 now,
                 self.settings.verify_link_ttl_days,
                 lambda site, course: auth.sees_course(request, site, course),
+                auth.site_of(request),
             )
         except exports.NotFound as exc:
-            raise errors.ApiError(404, "not_found", str(exc)) from exc
+            raise errors.ApiError(404, "not_found", str(exc), exc.details) from exc
         except exports.Forbidden as exc:
             raise errors.ApiError(403, "not_your_course", str(exc)) from exc
         detail = json.dumps(
             {"selection": selection.title(), "lines": len(export.lines), "links": export.links}
         )
-        await audit.api(request, self.db, "attendance_export", selection.filename("*"), detail)
+        await audit.api(
+            request, self.db, "attendance_export", selection.filename("*"), detail, selection.site
+        )
         return export, now
 
     async def export_csv(self, request: web.Request) -> web.Response:

@@ -17,6 +17,7 @@ from central import api_dashboard
 from central import api_evidence
 from central import api_reports
 from central import api_webhooks
+from central import auth
 from central import bridge as bridge_mod
 from central import checkins
 from central import clock as clock_mod
@@ -59,7 +60,9 @@ def build(
     api_evidence.EvidenceApi(db, keys, settings, clock).routes(app)
     api_dashboard.DashboardApi(db, clock).routes(app)
     dispatcher = webhooks.Dispatcher(db, settings, hub, clock)
-    api_webhooks.WebhooksApi(db, clock.now_ms, dispatcher.webhooks_changed).routes(app)
+    api_webhooks.WebhooksApi(
+        db, clock.now_ms, dispatcher.webhooks_changed, dispatcher.guard
+    ).routes(app)
     openapi.routes(app)
     api_reports.ReportsApi(db, keys, settings, service, clock).routes(app)
     routes.routes(app)  # last: it ends with the catch-all for unknown /api/ paths
@@ -69,6 +72,11 @@ def build(
             # Refuse an open broker before serving anything (bridge_mod.BrokerOpen).
             bridge.broker_checked = await bridge_mod.check_broker(settings)
         await db.open()
+        try:
+            await auth.check_tokens(db)  # sites are sealed: no token may act without one
+        except auth.UnscopedTokens:
+            await db.close()
+            raise
         tasks = (
             [
                 asyncio.create_task(bridge.run(), name="mqtt-bridge"),

@@ -150,17 +150,42 @@ def _parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     commands.add_parser("status", parents=[common], help="one screen: what is healthy, what not")
-    add = token.add_parser("create", parents=[common])
+    add = token.add_parser(
+        "create",
+        parents=[common],
+        help="admin, teacher and auditor tokens act in one --site; operators in --all-sites",
+    )
     add.add_argument("--role", choices=auth.ROLES, required=True)
     add.add_argument("--name", default="")
+    where = add.add_mutually_exclusive_group(required=True)
+    where.add_argument("--site", type=_name("site"), help="the one site the token acts in")
+    where.add_argument(
+        "--all-sites", action="store_true", help="operators only: the token spans every site"
+    )
     add.add_argument(
         "--course",
         action="append",
         default=[],
-        metavar="SITE/COURSE",
-        help="teachers: a course the token is limited to (repeat for several)",
+        metavar="COURSE",
+        help="teachers: a course of --site the token is limited to (COURSE or SITE/COURSE;"
+        " repeat for several)",
     )
-    token.add_parser("list", parents=[common], help="ids, roles and names (never the secrets)")
+    token.add_parser(
+        "list", parents=[common], help="ids, roles, sites and names (never the secrets)"
+    )
+    migrate = token.add_parser(
+        "migrate",
+        parents=[common],
+        help="give tokens from before sites were sealed a site (or make admins operators)",
+    )
+    target = migrate.add_mutually_exclusive_group()
+    target.add_argument("--site", type=_name("site"), help="assign them to this site")
+    target.add_argument(
+        "--operator", action="store_true", help="make the admin tokens among them operators"
+    )
+    migrate.add_argument(
+        "--id", action="append", default=[], help="only this token (repeat; default: all)"
+    )
     revoke = token.add_parser("revoke", parents=[common], help="revoke a token by its id")
     revoke.add_argument("id", help="the 12-character id that `token list` shows")
     reports_cmd.add_parsers(commands, common)
@@ -248,7 +273,7 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
             radius = args.radius_m if args.radius_m is not None else room.radius_m
             await db.update_room(args.site, args.room, lat, lon, radius)
             await audit.cli(
-                db, "room_geofence", f"{args.site}/{args.room}", f"{lat} {lon} {radius}"
+                db, "room_geofence", f"{args.site}/{args.room}", f"{lat} {lon} {radius}", args.site
             )
             print(f"room {args.site}/{args.room}: centre {lat}, {lon}, radius {radius:g} m")
 
@@ -291,7 +316,7 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
         async def revoke_device(db: store.Store) -> None:
             if not await db.revoke_device(args.site, args.device):
                 raise CommandError(f"device {args.site}/{args.device} does not exist")
-            await audit.cli(db, "device_revoke", f"{args.site}/{args.device}")
+            await audit.cli(db, "device_revoke", f"{args.site}/{args.device}", site=args.site)
 
         asyncio.run(_with_store(settings, revoke_device))
         if settings.broker_dynsec:
@@ -321,7 +346,7 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
                 data = await privacy.export(db, args.site, args.student_id)
             except privacy.NoSuchStudent as exc:
                 raise CommandError(str(exc)) from exc
-            await audit.cli(db, "student_export", f"{args.site}/{args.student_id}")
+            await audit.cli(db, "student_export", f"{args.site}/{args.student_id}", site=args.site)
             text = json.dumps(data, indent=2) + "\n"
             if args.out is None:
                 sys.stdout.write(text)
@@ -339,7 +364,9 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
                 deleted = await privacy.erase(db, args.site, args.student_id)
             except privacy.NoSuchStudent as exc:
                 raise CommandError(str(exc)) from exc
-            await audit.cli(db, "student_erase", f"{args.site}/{args.student_id}", str(deleted))
+            await audit.cli(
+                db, "student_erase", f"{args.site}/{args.student_id}", str(deleted), args.site
+            )
             counts = ", ".join(f"{n} {table}" for table, n in deleted.items() if n)
             print(f"erased {args.site}/{args.student_id}: {counts}")
 
@@ -350,7 +377,11 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
             for item in await db.list_admin_tokens():
                 created = datetime.datetime.fromtimestamp(item.created_at / 1000, datetime.UTC)
                 courses = f"  [{', '.join(item.courses)}]" if item.courses else ""
-                print(f"{item.id}  {item.role:<8} {created:%Y-%m-%d %H:%M}  {item.name}{courses}")
+                site = _token_site(item)
+                print(
+                    f"{item.id}  {item.role:<8} {site:<16} {created:%Y-%m-%d %H:%M}"
+                    f"  {item.name}{courses}"
+                )
 
         asyncio.run(_with_store(settings, list_tokens))
     elif key == ("token", "revoke"):
@@ -362,33 +393,112 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
             print(f"token {args.id} revoked")
 
         asyncio.run(_with_store(settings, revoke_token))
+    elif key == ("token", "migrate"):
+        asyncio.run(_with_store(settings, lambda db: _migrate_tokens(db, args)))
     elif key == ("token", "create"):
         secret = auth.new_token()
-        if args.role == "teacher" and not args.course:
-            raise CommandError("a teacher token needs at least one --course SITE/COURSE")
-        if args.role != "teacher" and args.course:
-            raise CommandError("--course limits teacher tokens only")
-        scope = []
-        for item in args.course:
-            site, _, course = item.partition("/")
-            if not (names.is_valid(site) and names.is_valid(course)):
-                raise CommandError(f"--course {item!r}: expected SITE/COURSE")
-            scope.append((site, course))
+        scope = _token_scope(args)
 
         async def add_token(db: store.Store) -> None:
+            if args.site is not None and not await db.site_exists(args.site):
+                raise CommandError(f"site {args.site} does not exist")
             for site, course in scope:
                 if await db.get_course(site, course) is None:
                     raise CommandError(f"course {site}/{course} does not exist")
             await db.add_admin_token(
-                auth.token_hash(secret), args.role, args.name, _now_ms(), tuple(scope)
+                auth.token_hash(secret), args.role, args.name, _now_ms(), tuple(scope), args.site
             )
             token_id = auth.token_hash(secret)[: store.TOKEN_ID_CHARS]
-            await audit.cli(db, "token_create", token_id, f"{args.role} {args.name}")
+            where = args.site or "all sites"
+            await audit.cli(
+                db, "token_create", token_id, f"{args.role} {where} {args.name}", args.site
+            )
 
         asyncio.run(_with_store(settings, add_token))
-        print(f"{args.role} token (shown once; only its hash is stored):", file=sys.stderr)
+        print(
+            f"{args.role} token for {args.site or 'all sites'}"
+            " (shown once; only its hash is stored):",
+            file=sys.stderr,
+        )
         print(secret)
     return 0
+
+
+def _token_site(token: store.AdminToken) -> str:
+    if token.site is not None:
+        return token.site
+    return "(all sites)" if token.role == auth.OPERATOR else "(none: migrate)"
+
+
+def _token_scope(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Checks role against --site/--all-sites and returns a teacher's (site, course) pairs."""
+    if args.role == auth.OPERATOR and not args.all_sites:
+        raise CommandError("an operator token spans every site: give --all-sites, not --site")
+    if args.role != auth.OPERATOR and args.all_sites:
+        raise CommandError(f"a {args.role} token acts in one site: give --site SITE")
+    if args.role == "teacher" and not args.course:
+        raise CommandError("a teacher token needs at least one --course COURSE")
+    if args.role != "teacher" and args.course:
+        raise CommandError("--course limits teacher tokens only")
+    scope = []
+    for item in args.course:
+        site, _, course = item.rpartition("/")
+        site = site or args.site
+        if not (names.is_valid(site) and names.is_valid(course)):
+            raise CommandError(f"--course {item!r}: expected COURSE or SITE/COURSE")
+        if site != args.site:
+            raise CommandError(f"--course {item!r}: a teacher's courses are of --site {args.site}")
+        scope.append((site, course))
+    return scope
+
+
+async def _migrate_tokens(db: store.Store, args: argparse.Namespace) -> None:
+    """`token migrate`: tokens from before sites were sealed (no site, not operators) get
+    --site, or (--operator) their admin tokens become operators; without either, lists them."""
+    unscoped = [
+        t
+        for t in await db.list_admin_tokens()
+        if t.role != auth.OPERATOR and t.site is None and (not args.id or t.id in args.id)
+    ]
+    missing = sorted(set(args.id) - {t.id for t in unscoped})
+    if missing:
+        raise CommandError(f"no site-less token with id {', '.join(missing)} (see `token list`)")
+    if not unscoped:
+        print("every token has a site (or is an operator's): nothing to migrate")
+        return
+    if args.site is None and not args.operator:
+        for item in unscoped:
+            print(f"{item.id}  {item.role:<8} {item.name}  [{', '.join(item.courses)}]")
+        print(
+            f"{len(unscoped)} token(s) without a site: run `token migrate --site SITE`"
+            " or `--operator` (admins only), or revoke them",
+            file=sys.stderr,
+        )
+        return
+    if args.site is not None:
+        if not await db.site_exists(args.site):
+            raise CommandError(f"site {args.site} does not exist")
+        for item in unscoped:
+            elsewhere = [c for c in item.courses if not c.startswith(f"{args.site}/")]
+            if elsewhere:
+                raise CommandError(
+                    f"token {item.id} is limited to courses of another site ({elsewhere[0]}):"
+                    " revoke it and create a new one per site"
+                )
+    else:
+        others = [t for t in unscoped if t.role != "admin"]
+        if others:
+            raise CommandError(
+                f"token {others[0].id} is a {others[0].role}'s: --operator makes only admin"
+                " tokens operators (give it a --site, or revoke it)"
+            )
+    for item in unscoped:
+        role = auth.OPERATOR if args.operator else item.role
+        await db.set_token_site(item.id, role, args.site)
+        await audit.cli(
+            db, "token_migrate", item.id, f"{role} {args.site or 'all sites'}", args.site
+        )
+        print(f"token {item.id}: {role} of {args.site or 'all sites'}")
 
 
 def _device_command(args: argparse.Namespace, settings: settings_mod.CentralSettings) -> None:
@@ -416,7 +526,7 @@ def _device_command(args: argparse.Namespace, settings: settings_mod.CentralSett
         except command.CommandError as exc:
             raise CommandError(str(exc)) from exc
         await audit.cli(
-            db, f"command_{kind}", f"{args.site}/{args.device}", prepared[0][1]["nonce"]
+            db, f"command_{kind}", f"{args.site}/{args.device}", prepared[0][1]["nonce"], args.site
         )
 
     asyncio.run(_with_store(settings, prepare))
@@ -523,13 +633,14 @@ def main(argv: list[str] | None = None) -> int:
             from central import app
 
             keyring.ensure_data_dir(settings.data_dir)
+            asyncio.run(_with_store(settings, auth.check_tokens))  # before anything starts
             app.serve(settings)
         else:
             return run_command(args, settings)
     except tomlsettings.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except CommandError as exc:
+    except (CommandError, auth.UnscopedTokens) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

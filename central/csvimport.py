@@ -77,6 +77,12 @@ class Result:
     updated: int = 0
     unchanged: int = 0
     errors: list[RowError] = dataclasses.field(default_factory=list)
+    sites: frozenset[str] = frozenset()  # the sites the rows name (for the audit log)
+
+    @property
+    def site(self) -> str | None:
+        """The one site all rows name, else None."""
+        return next(iter(self.sites)) if len(self.sites) == 1 else None
 
     def json(self) -> dict[str, typing.Any]:
         return {
@@ -382,11 +388,15 @@ async def run(
     data: bytes,
     dry_run: bool,
     progress: Progress | None = None,
+    site: str | None = None,
 ) -> Result:
     """Checks every row; writes them all unless it is a dry run or any row has an error.
-    CsvError when the file as a whole cannot be read; Interrupted when a write is refused."""
+    CsvError when the file as a whole cannot be read; Interrupted when a write is refused.
+    `site`: the importer's site (None: any); a row of another site is a row error that
+    reads exactly like a site that does not exist."""
     rows, bad = parse(data, kind)
     result = Result(kind, dry_run, rows=len(rows) + len(bad), errors=list(bad))
+    result.sites = frozenset(row.get("site", "") for _, row in rows)
     checker = _Checker(db, dry_run)
     check = {
         "students": checker.check_students,
@@ -397,6 +407,8 @@ async def run(
     plan = _Plan()
     for done, (number, row) in enumerate(rows, start=1):
         try:
+            if site is not None and _name(row, "site") != site:
+                raise _RowProblem("site", f"site {row['site']} does not exist")
             await check(plan, number, row)
         except _RowProblem as exc:
             result.errors.append(RowError(number, exc.field, exc.message))

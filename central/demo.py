@@ -196,7 +196,9 @@ class Demo:
         )
         pin = f"{secrets.randbelow(10**6):06d}"
         self._central("student", "add", "--site", SITE, "--student-id", STUDENT, "--pin", pin)
-        token = self._central("token", "create", "--role", "admin", "--name", "demo").split()[-1]
+        token = self._central(
+            "token", "create", "--role", "admin", "--site", SITE, "--name", "demo"
+        ).split()[-1]
 
         print(f"demo: starting central on {public_url}", flush=True)
         central = self._spawn(

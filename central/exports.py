@@ -53,6 +53,10 @@ Sees = typing.Callable[[str, str], bool]
 class NotFound(LookupError):
     """The session, occurrence, course or student to export does not exist."""
 
+    def __init__(self, message: str, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
+
 
 class Forbidden(PermissionError):
     """A teacher asked for a course that is not theirs."""
@@ -123,22 +127,25 @@ class Export:
 
 
 async def _occurrences(
-    db: store.Store, selection: Selection, now_ms: int, sees: Sees
+    db: store.Store, selection: Selection, now_ms: int, sees: Sees, site: str | None
 ) -> list[tuple[timetable.Occurrence, list[attendance.Row]]]:
+    """`site`: the caller's site (None: every site); another site's session, course or
+    student is NotFound, exactly like one that does not exist."""
     if selection.session_id is not None:
         session = await db.get_session(selection.session_id)
-        if session is None:
+        if session is None or (site is not None and session.site != site):
             raise NotFound(f"no session {selection.session_id}")
         if not sees(session.site, session.course):
             raise Forbidden(f"course {session.site}/{session.course} is not yours")
-        assert selection.date is not None
-        found = timetable.occurrence(session, selection.date)
+        date = selection.date or timetable.default_date(session, now_ms)
+        found = timetable.occurrence(session, date)
         if found is None:
-            raise NotFound(f"session {session.id} does not meet on {selection.date}")
+            raise NotFound(*timetable.not_meeting(session, date))
         return [(found, await attendance.report(db, found, now_ms))]
     assert selection.site is not None
+    elsewhere = site is not None and selection.site != site
     if selection.course is not None:
-        if await db.get_course(selection.site, selection.course) is None:
+        if elsewhere or await db.get_course(selection.site, selection.course) is None:
             raise NotFound(f"no course {selection.site}/{selection.course}")
         if not sees(selection.site, selection.course):
             raise Forbidden(f"course {selection.site}/{selection.course} is not yours")
@@ -150,7 +157,7 @@ async def _occurrences(
         result.sort(key=lambda item: (item[0].start_ms, item[0].session.id))
         return result
     assert selection.student_id is not None
-    if await db.get_student(selection.site, selection.student_id) is None:
+    if elsewhere or await db.get_student(selection.site, selection.student_id) is None:
         raise NotFound(f"no student {selection.site}/{selection.student_id}")
     history = await attendance.student_history(
         db, selection.site, selection.student_id, 0, now_ms, now_ms
@@ -166,12 +173,19 @@ async def collect(
     now_ms: int,
     link_ttl_days: float,
     sees: Sees,
+    site: str | None = None,
 ) -> Export:
     """The export's lines, with a new verification link for every check-in record."""
     lines: list[Line] = []
     links = 0
     expires = now_ms + int(link_ttl_days * 86400_000)
-    for occurrence, rows in await _occurrences(db, selection, now_ms, sees):
+    if selection.session_id is not None and selection.date is None:
+        # No date: the session's default occurrence, named in the title and the file name.
+        session = await db.get_session(selection.session_id)
+        if session is not None:
+            date = timetable.default_date(session, now_ms)
+            selection = dataclasses.replace(selection, date=date)
+    for occurrence, rows in await _occurrences(db, selection, now_ms, sees, site):
         for row in rows:
             url = ""
             if row.checkin is not None:

@@ -31,7 +31,7 @@ ERROR_TEXT = {
     400: "The request is invalid (error.details names the field).",
     401: "No, or an unknown, bearer token.",
     403: "The token's role (or a teacher's courses) does not allow this.",
-    404: "No such resource.",
+    404: "No such resource (another site's answers exactly like one that does not exist).",
     409: "The request conflicts with the current state.",
     413: "The body is too large.",
     415: "The body's media type is not accepted.",
@@ -181,14 +181,23 @@ SCHEMAS: dict[str, Schema] = {
     "Token": obj(
         {
             "id": STR,
-            "role": {"type": "string", "enum": list(READERS)},
+            "role": {"type": "string", "enum": [*READERS, "operator"]},
+            "site": null(STR),
             "name": STR,
             "created_at": TIME,
             "courses": array(array(STR)),
         }
     ),
     "AuditEntry": obj(
-        {"id": INT, "at": TIME, "actor": STR, "action": STR, "target": STR, "detail": STR}
+        {
+            "id": INT,
+            "at": TIME,
+            "actor": STR,
+            "action": STR,
+            "target": STR,
+            "detail": STR,
+            "site": null(STR),
+        }
     ),
     "Command": obj({"kind": STR, "nonce": STR, "sent_at": TIME, "expires_at": TIME}),
     "Course": obj({"site": STR, "course": STR, "name": STR, "timezone": STR}),
@@ -214,6 +223,7 @@ SCHEMAS: dict[str, Schema] = {
             "course": STR,
             "room": STR,
             "date": {"type": "string", "format": "date"},
+            "timezone": STR,
             "starts_at": TIME,
             "late_after": TIME,
             "ends_at": TIME,
@@ -240,6 +250,7 @@ SCHEMAS: dict[str, Schema] = {
     "Webhook": obj(
         {
             "id": INT,
+            "site": null(STR),
             "url": {"type": "string", "format": "uri"},
             "events": array({"type": "string", "enum": ["checkin", "session_closed"]}),
             "description": STR,
@@ -309,8 +320,8 @@ def _op(
     codes = set(errors) | {400}
     if roles is not None:
         codes |= {401, 403}
-    if any(p["in"] == "path" for p in parameters):
-        codes.add(404)
+    if any(p["in"] == "path" or p["name"] == "site" for p in parameters):
+        codes.add(404)  # a path or ?site= of another site answers as one that does not exist
     if body is not None:
         codes |= {413}
     operation: Schema = {
@@ -324,7 +335,11 @@ def _op(
         },
     }
     if roles is not None:
-        operation["description"] = "Roles: " + ", ".join(roles) + "."
+        with_operator = (*roles, "operator") if "admin" in roles else roles
+        operation["description"] = (
+            "Roles: " + ", ".join(with_operator) + ". Limited to the token's site"
+            " (an operator's: every site)."
+        )
     if body is not None:
         operation["requestBody"] = {
             "required": body_required,
@@ -440,9 +455,11 @@ def _paths() -> dict[str, dict[str, Schema]]:
         "/api/v1/events": {
             "get": _op(
                 "Server-Sent Events: proof, checkin, checkout, device, alert, attendance"
-                " (a teacher's: checkin, checkout, attendance of its courses' sessions)",
+                " (a teacher's: checkin, checkout, attendance of its courses' sessions);"
+                " 429 beyond event_streams_per_token open streams of one token",
                 STR,
                 media="text/event-stream",
+                errors=(429,),
             )
         },
         "/api/v1/rooms": {
@@ -665,12 +682,12 @@ def _paths() -> dict[str, dict[str, Schema]]:
         },
         "/api/v1/sessions/{id}/attendance": {
             "get": _op(
-                "Attendance of one occurrence: every roster student's status",
+                "Attendance of one occurrence: every roster student's status. `date` is in the"
+                " session's time zone; without it, today's occurrence there, else the latest"
+                " past one. A date the session does not meet on is a 404 whose details list"
+                " the nearest dates it meets on (`meets_on`)",
                 attendance_view,
-                parameters=[
-                    ID,
-                    {**_query("date", {"type": "string", "format": "date"}), "required": True},
-                ],
+                parameters=[ID, _query("date", {"type": "string", "format": "date"})],
             )
         },
         "/api/v1/sessions/{id}/attendance/{date}/{student}": {
@@ -821,8 +838,9 @@ def _paths() -> dict[str, dict[str, Schema]]:
             f"/api/v1/exports/attendance.{suffix}": {
                 "get": _op(
                     f"Attendance as {suffix.upper()} with verification links: one session"
-                    " occurrence (session_id, date), a course (site, course) or a student"
-                    " (site, student_id)",
+                    " occurrence (session_id, date; without date, today's occurrence in the"
+                    " session's time zone, else the latest past one), a course (site, course)"
+                    " or a student (site, student_id)",
                     schema,
                     roles=("admin", "teacher"),
                     parameters=[
@@ -858,9 +876,9 @@ def _paths() -> dict[str, dict[str, Schema]]:
                             "items": {"type": "string", "enum": ["checkin", "session_closed"]},
                         },
                     },
-                    {"description": {"type": "string", "maxLength": 200}},
+                    {"description": {"type": "string", "maxLength": 200}, "site": NAME},
                 ),
-                errors=(409,),
+                errors=(404, 409),
                 tag="webhooks",
             ),
             "get": _op(
@@ -916,7 +934,8 @@ def document() -> Schema:
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "An admin API token (roles admin, teacher, auditor)",
+                    "description": "An admin API token: admin, teacher or auditor of one"
+                    " site, or an operator of every site",
                 }
             },
         },

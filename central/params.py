@@ -11,29 +11,48 @@ from aiohttp import web
 from central import errors
 from edge_agent.protocol import names
 
+# Unix ms up to the end of year 9999 (what RFC 3339 can say, and what `iso` can print).
+MAX_TIME_MS = 253_402_300_799_999
+MAX_TIME_TEXT = 64  # longer than any RFC 3339 time with a fraction and an offset
+MAX_PATH_ID = 10**18 - 1  # as the OpenAPI document says
+
+
+def ascii_int(raw: str, high: int) -> int | None:
+    """`raw` as 0..high when it is ASCII digits only (no sign, space, `_` or other script's
+    digits, which `int` and `str.isdigit` accept), else None. The length is checked first, so
+    a 5,000-digit value costs no conversion."""
+    if not raw or len(raw) > len(str(high)) or not (raw.isascii() and raw.isdigit()):
+        return None
+    value = int(raw)
+    return value if value <= high else None
+
 
 def int_param(request: web.Request, key: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(key)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
+    value = ascii_int(raw, high)
+    if value is None or value < low:
         raise errors.ApiError(
-            400, "invalid_request", f"{key} must be an integer", {"field": key}
-        ) from exc
-    if not low <= value <= high:
-        raise errors.ApiError(
-            400, "invalid_request", f"{key} must be between {low} and {high}", {"field": key}
+            400,
+            "invalid_request",
+            f"{key} must be an integer between {low} and {high} (ASCII digits)",
+            {"field": key},
         )
     return value
 
 
 def path_int(request: web.Request, key: str) -> int:
     raw = request.match_info[key]
-    if not raw.isdigit() or len(raw) > 18:
-        raise errors.ApiError(404, "not_found", f"no such {key}: {raw[:40]}")
-    return int(raw)
+    value = ascii_int(raw, MAX_PATH_ID)
+    if value is None:
+        raise errors.ApiError(
+            400,
+            "invalid_request",
+            f"{key} in the path must be an integer between 0 and {MAX_PATH_ID} (ASCII digits)",
+            {"field": key},
+        )
+    return value
 
 
 def name_param(request: web.Request, key: str, required: bool = False) -> str | None:
@@ -48,20 +67,31 @@ def name_param(request: web.Request, key: str, required: bool = False) -> str | 
 
 
 def time_param(request: web.Request, key: str) -> int | None:
+    """Unix ms (ASCII digits) or RFC 3339 with a timezone, within year 1970..9999."""
     raw = request.query.get(key)
     if raw is None:
         return None
-    if raw.isdigit():
-        return int(raw)
+    problem = f"{key} must be RFC 3339 with a timezone or unix ms (0..{MAX_TIME_MS})"
+    if raw.isascii() and raw.isdigit():
+        value = ascii_int(raw, MAX_TIME_MS)
+        if value is None:
+            raise errors.ApiError(400, "invalid_request", problem, {"field": key})
+        return value
+    if len(raw) > MAX_TIME_TEXT or not raw.isascii():
+        raise errors.ApiError(400, "invalid_request", problem, {"field": key})
     try:
         moment = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise errors.ApiError(
-            400, "invalid_request", f"{key} must be RFC 3339 or unix ms", {"field": key}
-        ) from exc
+        raise errors.ApiError(400, "invalid_request", problem, {"field": key}) from exc
     if moment.tzinfo is None:
         raise errors.ApiError(400, "invalid_request", f"{key} needs a timezone", {"field": key})
-    return int(moment.timestamp() * 1000)
+    try:
+        value = int(moment.timestamp() * 1000)
+    except (OverflowError, ValueError) as exc:  # 9999-12-31T23:59-01:00 is past the end
+        raise errors.ApiError(400, "invalid_request", problem, {"field": key}) from exc
+    if not 0 <= value <= MAX_TIME_MS:
+        raise errors.ApiError(400, "invalid_request", problem, {"field": key})
+    return value
 
 
 def iso(ms: int | None) -> str | None:

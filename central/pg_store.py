@@ -23,7 +23,7 @@ from central import environment
 from central import store
 from central import timetable
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 RECENT_REJECTIONS = 200
 POOL_MAX = 10
 # pg_advisory_lock key held while migrating ("roomprof" in ASCII), so that centrals starting
@@ -161,6 +161,13 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
     WHERE next_attempt_at IS NOT NULL;
 CREATE TABLE webhook_cursors (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
 """,
+    6: """
+ALTER TABLE admin_tokens ADD COLUMN site TEXT COLLATE "C";
+ALTER TABLE audit_log ADD COLUMN site TEXT COLLATE "C";
+ALTER TABLE webhooks ADD COLUMN site TEXT COLLATE "C";
+CREATE INDEX audit_log_site ON audit_log (site, id);
+"""
+    + store.SEAL_SITES,
 }
 
 _DEVICE_COLUMNS = (
@@ -182,7 +189,7 @@ _SESSION_COLUMNS = (
 )
 _LINK_COLUMNS = "id, checkin_id, created_at, expires_at, revoked_at"
 _KEY_COLUMNS = "id, site, device, room, from_seq, ed25519, x25519, kind, added_at, evidence"
-_WEBHOOK_COLUMNS = "id, url, events, description, secret, created_at"
+_WEBHOOK_COLUMNS = "id, url, events, description, secret, created_at, site"
 _DELIVERY_COLUMNS = (
     "id, webhook_id, event_id, event_type, body, created_at, attempts, last_status, last_error,"
     " next_attempt_at, delivered_at"
@@ -882,16 +889,18 @@ class PgStore:
         name: str,
         now_ms: int,
         courses: tuple[tuple[str, str], ...] = (),
+        site: str | None = None,
     ) -> None:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 await conn.execute(
-                    "INSERT INTO admin_tokens (hash, role, name, created_at)"
-                    " VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO admin_tokens (hash, role, name, created_at, site)"
+                    " VALUES ($1, $2, $3, $4, $5)",
                     token_hash,
                     role,
                     name,
                     now_ms,
+                    site,
                 )
                 await conn.executemany(
                     "INSERT INTO token_courses (hash, site, course) VALUES ($1, $2, $3)",
@@ -904,47 +913,78 @@ class PgStore:
         rows = await self._all("SELECT site, course FROM token_courses WHERE hash = $1", token_hash)
         return frozenset((row[0], row[1]) for row in rows)
 
-    async def audit(self, actor: str, action: str, target: str, detail: str, now_ms: int) -> None:
+    async def audit(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        detail: str,
+        now_ms: int,
+        site: str | None = None,
+    ) -> None:
         await self._write(
-            "INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO audit_log (at, actor, action, target, detail, site)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
             now_ms,
             actor[:80],
             action[:80],
             target[:200],
             detail[:1000],
+            site,
         )
 
-    async def list_audit(self, limit: int, after_id: int) -> list[store.AuditEntry]:
+    async def list_audit(
+        self, limit: int, after_id: int, site: str | None = None
+    ) -> list[store.AuditEntry]:
         rows = await self._all(
-            "SELECT id, at, actor, action, target, detail FROM audit_log WHERE id > $1"
-            " ORDER BY id LIMIT $2",
+            "SELECT id, at, actor, action, target, detail, site FROM audit_log WHERE id > $1"
+            " AND ($3::text IS NULL OR site = $3) ORDER BY id LIMIT $2",
             after_id,
             limit,
+            site,
         )
         return [store.AuditEntry(*row) for row in rows]
 
-    async def list_admin_tokens(self) -> list[store.AdminToken]:
+    async def list_admin_tokens(self, site: str | None = None) -> list[store.AdminToken]:
         rows = await self._all(
-            "SELECT hash, role, name, created_at FROM admin_tokens ORDER BY created_at, hash"
+            "SELECT hash, role, name, created_at, site FROM admin_tokens"
+            " WHERE $1::text IS NULL OR site = $1 ORDER BY created_at, hash",
+            site,
         )
         scopes = await self._all("SELECT hash, site, course FROM token_courses")
         return store.tokens_with_courses(rows, scopes)
 
-    async def revoke_admin_token(self, token_id: str) -> bool:
+    async def set_token_site(self, token_id: str, role: str, site: str | None) -> bool:
+        changed = await self._write(
+            "UPDATE admin_tokens SET role = $1, site = $2 WHERE substr(hash, 1, $3) = $4",
+            role,
+            site,
+            store.TOKEN_ID_CHARS,
+            token_id,
+        )
+        return changed > 0
+
+    async def revoke_admin_token(self, token_id: str, site: str | None = None) -> bool:
         if len(token_id) != store.TOKEN_ID_CHARS or not all(
             c in "0123456789abcdef" for c in token_id
         ):
             return False
         result = await self.pool.execute(
-            "DELETE FROM admin_tokens WHERE substr(hash, 1, $1) = $2",
+            "DELETE FROM admin_tokens WHERE substr(hash, 1, $1) = $2"
+            " AND ($3::text IS NULL OR site = $3)",
             store.TOKEN_ID_CHARS,
             token_id,
+            site,
         )
         return result != "DELETE 0"
 
     async def admin_role(self, token_hash: str) -> str | None:
         row = await self._one("SELECT role FROM admin_tokens WHERE hash = $1", token_hash)
         return row[0] if row else None
+
+    async def admin_grant(self, token_hash: str) -> store.TokenGrant | None:
+        row = await self._one("SELECT role, site FROM admin_tokens WHERE hash = $1", token_hash)
+        return store.TokenGrant(row[0], row[1]) if row else None
 
     # -- check-ins -------------------------------------------------------------------------
     async def add_checkin(self, new: store.NewCheckin) -> store.Checkin:
@@ -1256,6 +1296,10 @@ class PgStore:
         )
         return store.VerifyLink(*tuple(row)) if row else None
 
+    async def get_link(self, link_id: int) -> store.VerifyLink | None:
+        row = await self._one(f"SELECT {_LINK_COLUMNS} FROM verify_links WHERE id = $1", link_id)
+        return store.VerifyLink(*tuple(row)) if row else None
+
     async def revoke_link(self, link_id: int, now_ms: int) -> bool:
         changed = await self._write(
             "UPDATE verify_links SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
@@ -1266,38 +1310,51 @@ class PgStore:
 
     # -- webhooks --------------------------------------------------------------------------
     async def add_webhook(
-        self, url: str, events: tuple[str, ...], description: str, secret: str, now_ms: int
+        self,
+        url: str,
+        events: tuple[str, ...],
+        description: str,
+        secret: str,
+        now_ms: int,
+        site: str | None = None,
     ) -> store.Webhook:
         new_id = await self._insert_id(
-            "INSERT INTO webhooks (url, events, description, secret, created_at)"
-            " VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            "INSERT INTO webhooks (url, events, description, secret, created_at, site)"
+            " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
             url,
             list(events),
             description,
             secret,
             now_ms,
+            site,
         )
-        return store.Webhook(new_id, url, events, description, secret, now_ms)
+        return store.Webhook(new_id, url, events, description, secret, now_ms, site)
 
-    async def list_webhooks(self) -> list[store.Webhook]:
-        rows = await self._all(f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks ORDER BY id")
-        return [store.Webhook(r[0], r[1], tuple(r[2]), r[3], r[4], r[5]) for r in rows]
+    async def list_webhooks(self, site: str | None = None) -> list[store.Webhook]:
+        rows = await self._all(
+            f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE $1::text IS NULL OR site = $1"
+            " ORDER BY id",
+            site,
+        )
+        return [store.Webhook(r[0], r[1], tuple(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
 
     async def delete_webhook(self, webhook_id: int) -> bool:
         # The deliveries go with it (ON DELETE CASCADE).
         return await self._write("DELETE FROM webhooks WHERE id = $1", webhook_id) == 1
 
     async def enqueue_webhook_event(
-        self, event_id: str, event_type: str, body: str, now_ms: int
+        self, event_id: str, event_type: str, body: str, now_ms: int, site: str | None = None
     ) -> int:
         return await self._write(
             "INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, body,"
             " created_at, next_attempt_at) SELECT id, $1, $2, $3, $4, $4 FROM webhooks"
-            " WHERE $2 = ANY(events) ON CONFLICT (webhook_id, event_id) DO NOTHING",
+            " WHERE $2 = ANY(events) AND (site IS NULL OR site = $5::text)"
+            " ON CONFLICT (webhook_id, event_id) DO NOTHING",
             event_id,
             event_type,
             body,
             now_ms,
+            site,
         )
 
     async def webhooks_due(self, now_ms: int) -> list[int]:

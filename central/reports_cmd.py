@@ -54,10 +54,17 @@ def add_parsers(
     )
     attendance.add_argument("--format", choices=("csv", "pdf"), default="csv")
     which = attendance.add_mutually_exclusive_group(required=True)
-    which.add_argument("--session", type=int, metavar="N", help="a session (with --date)")
+    which.add_argument(
+        "--session", type=int, metavar="N", help="a session's occurrence (see --date)"
+    )
     which.add_argument("--course", metavar="SITE/COURSE", help="every occurrence so far")
     which.add_argument("--student", metavar="SITE/ID", help="the student's occurrences so far")
-    attendance.add_argument("--date", metavar="YYYY-MM-DD", help="the session's occurrence")
+    attendance.add_argument(
+        "--date",
+        metavar="YYYY-MM-DD",
+        help="the session's occurrence, in its time zone (default: today's there, else the"
+        " latest past one)",
+    )
     attendance.add_argument(
         "-o", "--out", type=pathlib.Path, help="file to write (default: standard output)"
     )
@@ -110,7 +117,9 @@ def _import(args: argparse.Namespace, settings: settings_mod.CentralSettings) ->
             try:
                 result = await csvimport.run(db, args.kind, data, args.dry_run, progress)
                 if result.applied:
-                    await audit.cli(db, f"import_{args.kind}", args.kind, csvimport.summary(result))
+                    await audit.cli(
+                        db, f"import_{args.kind}", args.kind, csvimport.summary(result), result.site
+                    )
                 return result
             finally:
                 await db.close()
@@ -140,7 +149,7 @@ def _pair(text: str, option: str) -> tuple[str, str]:
 def _selection(args: argparse.Namespace) -> exports.Selection:
     if args.session is not None:
         if args.date is None:
-            raise UsageError("--session needs --date YYYY-MM-DD")
+            return exports.Selection(session_id=args.session)
         try:
             date = timetable.parse_date("date", args.date)
         except timetable.TimetableError as exc:
@@ -177,7 +186,9 @@ def _export(args: argparse.Namespace, settings: settings_mod.CentralSettings) ->
             else:
                 data = await exports.to_pdf(export, now)
             detail = f"{len(export.lines)} lines, {export.links} links"
-            await audit.cli(db, "attendance_export", selection.filename("*"), detail)
+            await audit.cli(
+                db, "attendance_export", selection.filename("*"), detail, selection.site
+            )
             return export, data
         finally:
             await db.close()
@@ -185,7 +196,8 @@ def _export(args: argparse.Namespace, settings: settings_mod.CentralSettings) ->
     try:
         export, data = asyncio.run(run())
     except exports.NotFound as exc:
-        raise Failed(str(exc)) from exc
+        nearest = typing.cast(list[str], exc.details.get("meets_on", []))
+        raise Failed(str(exc) + (f"; it meets on {', '.join(nearest)}" if nearest else "")) from exc
     if args.out is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()

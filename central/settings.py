@@ -75,6 +75,15 @@ class CentralSettings(tomlsettings.EnvOverTomlSettings):
     verify_link_ttl_days: float = pydantic.Field(30, gt=0, le=3650)
     log_level: typing.Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: typing.Literal["text", "json"] = "text"
+    # Issue 13 F4: open event streams per token (per central process); the next one gets 429.
+    event_streams_per_token: int = pydantic.Field(8, ge=1, le=1000)
+    # Issue 13 F5: webhooks post only to globally reachable addresses: a URL whose host
+    # resolves to a loopback, private, link-local, CGNAT, multicast, unspecified, reserved or
+    # cloud-metadata address is refused at registration and at every delivery, unless its
+    # host name is listed here (exactly, case-insensitive) or the address lies in one of these
+    # networks (CIDR).
+    webhook_allow_hosts: list[str] = pydantic.Field(default_factory=list)
+    webhook_allow_networks: list[str] = pydantic.Field(default_factory=list)
     # F7 (issue 13): central refuses a broker that lets anyone connect without credentials,
     # unless this is set (a loud warning at each start).
     allow_anonymous_broker: bool = False
@@ -119,6 +128,25 @@ class CentralSettings(tomlsettings.EnvOverTomlSettings):
         rest = self.mqtt_url.split("://", 1)[1].rstrip("/")
         host, _, port = rest.partition(":")
         return host, int(port) if port else (8883 if tls else 1883), tls
+
+    # Issue 13 F5
+    @pydantic.field_validator("webhook_allow_networks")
+    @classmethod
+    def _allowed_networks(cls, value: list[str]) -> list[str]:
+        for subnet in value:
+            try:
+                ipaddress.ip_network(subnet, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{subnet!r} is not an address or subnet (CIDR)") from exc
+        return value
+
+    @pydantic.field_validator("webhook_allow_hosts")
+    @classmethod
+    def _allowed_hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            if not host or len(host) > 253 or any(c.isspace() or c in "/:@[]" for c in host):
+                raise ValueError(f"{host!r} is not a host name (give addresses as networks)")
+        return [host.lower().rstrip(".") for host in value]
 
 
 def load(path: pathlib.Path | None) -> CentralSettings:

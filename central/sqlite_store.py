@@ -16,8 +16,9 @@ import aiosqlite
 from central import environment
 from central import store
 from central import timetable
+from edge_agent import keystore
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 RECENT_REJECTIONS = 200
 
 _SCHEMA = """
@@ -151,6 +152,13 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
     WHERE next_attempt_at IS NOT NULL;
 CREATE TABLE webhook_cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """,
+    9: """
+ALTER TABLE admin_tokens ADD COLUMN site TEXT;
+ALTER TABLE audit_log ADD COLUMN site TEXT;
+ALTER TABLE webhooks ADD COLUMN site TEXT;
+CREATE INDEX audit_log_site ON audit_log (site, id);
+"""
+    + store.SEAL_SITES,
 }
 
 _DEVICE_COLUMNS = (
@@ -172,7 +180,7 @@ _SESSION_COLUMNS = (
 )
 _LINK_COLUMNS = "id, checkin_id, created_at, expires_at, revoked_at"
 _KEY_COLUMNS = "id, site, device, room, from_seq, ed25519, x25519, kind, added_at, evidence"
-_WEBHOOK_COLUMNS = "id, url, events, description, secret, created_at"
+_WEBHOOK_COLUMNS = "id, url, events, description, secret, created_at, site"
 _DELIVERY_COLUMNS = (
     "id, webhook_id, event_id, event_type, body, created_at, attempts, last_status, last_error,"
     " next_attempt_at, delivered_at"
@@ -375,6 +383,7 @@ class SqliteStore:
         return self._db
 
     async def open(self) -> None:
+        keystore.private_sqlite(self.path)  # 0600 with its -wal/-shm, whatever the dir's mode
         self._db = await aiosqlite.connect(self.path)
         await self.db.execute("PRAGMA journal_mode=WAL")
         await self.db.execute("PRAGMA synchronous=NORMAL")
@@ -934,11 +943,13 @@ class SqliteStore:
         name: str,
         now_ms: int,
         courses: tuple[tuple[str, str], ...] = (),
+        site: str | None = None,
     ) -> None:
         try:
             await self.db.execute(
-                "INSERT INTO admin_tokens (hash, role, name, created_at) VALUES (?, ?, ?, ?)",
-                (token_hash, role, name, now_ms),
+                "INSERT INTO admin_tokens (hash, role, name, created_at, site)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (token_hash, role, name, now_ms, site),
             )
             await self.db.executemany(
                 "INSERT INTO token_courses (hash, site, course) VALUES (?, ?, ?)",
@@ -956,46 +967,73 @@ class SqliteStore:
         return frozenset((row[0], row[1]) for row in rows)
 
     @_serialized
-    async def audit(self, actor: str, action: str, target: str, detail: str, now_ms: int) -> None:
+    async def audit(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        detail: str,
+        now_ms: int,
+        site: str | None = None,
+    ) -> None:
         await self._write(
-            "INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
-            (now_ms, actor[:80], action[:80], target[:200], detail[:1000]),
+            "INSERT INTO audit_log (at, actor, action, target, detail, site)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (now_ms, actor[:80], action[:80], target[:200], detail[:1000], site),
         )
 
-    async def list_audit(self, limit: int, after_id: int) -> list[store.AuditEntry]:
+    async def list_audit(
+        self, limit: int, after_id: int, site: str | None = None
+    ) -> list[store.AuditEntry]:
         rows = await self._all(
-            "SELECT id, at, actor, action, target, detail FROM audit_log WHERE id > ?"
-            " ORDER BY id LIMIT ?",
-            (after_id, limit),
+            "SELECT id, at, actor, action, target, detail, site FROM audit_log WHERE id > ?"
+            " AND (? IS NULL OR site = ?) ORDER BY id LIMIT ?",
+            (after_id, site, site, limit),
         )
         return [store.AuditEntry(*row) for row in rows]
 
-    async def list_admin_tokens(self) -> list[store.AdminToken]:
+    async def list_admin_tokens(self, site: str | None = None) -> list[store.AdminToken]:
         rows = await self._all(
-            "SELECT hash, role, name, created_at FROM admin_tokens ORDER BY created_at, hash", ()
+            "SELECT hash, role, name, created_at, site FROM admin_tokens"
+            " WHERE ? IS NULL OR site = ? ORDER BY created_at, hash",
+            (site, site),
         )
         scopes = await self._all("SELECT hash, site, course FROM token_courses", ())
         return store.tokens_with_courses(rows, scopes)
 
     @_serialized
-    async def revoke_admin_token(self, token_id: str) -> bool:
+    async def set_token_site(self, token_id: str, role: str, site: str | None) -> bool:
+        changed = await self._write(
+            "UPDATE admin_tokens SET role = ?, site = ? WHERE substr(hash, 1, ?) = ?",
+            (role, site, store.TOKEN_ID_CHARS, token_id),
+        )
+        return changed > 0
+
+    @_serialized
+    async def revoke_admin_token(self, token_id: str, site: str | None = None) -> bool:
         if len(token_id) != store.TOKEN_ID_CHARS or not all(
             c in "0123456789abcdef" for c in token_id
         ):
             return False
+        match = "substr(hash, 1, ?) = ? AND (? IS NULL OR hash IN"
+        match += " (SELECT hash FROM admin_tokens WHERE site = ?))"
         await self.db.execute(
-            "DELETE FROM token_courses WHERE substr(hash, 1, ?) = ?",
-            (store.TOKEN_ID_CHARS, token_id),
+            f"DELETE FROM token_courses WHERE {match}",
+            (store.TOKEN_ID_CHARS, token_id, site, site),
         )
         changed = await self._write(
-            "DELETE FROM admin_tokens WHERE substr(hash, 1, ?) = ?",
-            (store.TOKEN_ID_CHARS, token_id),
+            f"DELETE FROM admin_tokens WHERE {match}",
+            (store.TOKEN_ID_CHARS, token_id, site, site),
         )
         return changed > 0
 
     async def admin_role(self, token_hash: str) -> str | None:
         row = await self._one("SELECT role FROM admin_tokens WHERE hash = ?", (token_hash,))
         return row[0] if row else None
+
+    async def admin_grant(self, token_hash: str) -> store.TokenGrant | None:
+        row = await self._one("SELECT role, site FROM admin_tokens WHERE hash = ?", (token_hash,))
+        return store.TokenGrant(row[0], row[1]) if row else None
 
     # -- check-ins -------------------------------------------------------------------------
     @_serialized
@@ -1286,6 +1324,10 @@ class SqliteStore:
         )
         return store.VerifyLink(*row) if row else None
 
+    async def get_link(self, link_id: int) -> store.VerifyLink | None:
+        row = await self._one(f"SELECT {_LINK_COLUMNS} FROM verify_links WHERE id = ?", (link_id,))
+        return store.VerifyLink(*row) if row else None
+
     @_serialized
     async def revoke_link(self, link_id: int, now_ms: int) -> bool:
         changed = await self._write(
@@ -1297,19 +1339,32 @@ class SqliteStore:
     # -- webhooks --------------------------------------------------------------------------
     @_serialized
     async def add_webhook(
-        self, url: str, events: tuple[str, ...], description: str, secret: str, now_ms: int
+        self,
+        url: str,
+        events: tuple[str, ...],
+        description: str,
+        secret: str,
+        now_ms: int,
+        site: str | None = None,
     ) -> store.Webhook:
         cursor = await self.db.execute(
-            "INSERT INTO webhooks (url, events, description, secret, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (url, json.dumps(list(events)), description, secret, now_ms),
+            "INSERT INTO webhooks (url, events, description, secret, created_at, site)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (url, json.dumps(list(events)), description, secret, now_ms, site),
         )
         await self.db.commit()
-        return store.Webhook(int(cursor.lastrowid or 0), url, events, description, secret, now_ms)
+        return store.Webhook(
+            int(cursor.lastrowid or 0), url, events, description, secret, now_ms, site
+        )
 
-    async def list_webhooks(self) -> list[store.Webhook]:
-        rows = await self._all(f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks ORDER BY id", ())
-        return [store.Webhook(r[0], r[1], tuple(json.loads(r[2])), r[3], r[4], r[5]) for r in rows]
+    async def list_webhooks(self, site: str | None = None) -> list[store.Webhook]:
+        rows = await self._all(
+            f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE ? IS NULL OR site = ? ORDER BY id",
+            (site, site),
+        )
+        return [
+            store.Webhook(r[0], r[1], tuple(json.loads(r[2])), r[3], r[4], r[5], r[6]) for r in rows
+        ]
 
     @_serialized
     async def delete_webhook(self, webhook_id: int) -> bool:
@@ -1318,13 +1373,14 @@ class SqliteStore:
 
     @_serialized
     async def enqueue_webhook_event(
-        self, event_id: str, event_type: str, body: str, now_ms: int
+        self, event_id: str, event_type: str, body: str, now_ms: int, site: str | None = None
     ) -> int:
         return await self._write(
             "INSERT OR IGNORE INTO webhook_deliveries (webhook_id, event_id, event_type, body,"
             " created_at, next_attempt_at) SELECT id, ?, ?, ?, ?, ? FROM webhooks"
-            " WHERE EXISTS (SELECT 1 FROM json_each(webhooks.events) WHERE value = ?)",
-            (event_id, event_type, body, now_ms, now_ms, event_type),
+            " WHERE EXISTS (SELECT 1 FROM json_each(webhooks.events) WHERE value = ?)"
+            " AND (webhooks.site IS NULL OR webhooks.site = ?)",
+            (event_id, event_type, body, now_ms, now_ms, event_type, site),
         )
 
     async def webhooks_due(self, now_ms: int) -> list[int]:

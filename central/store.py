@@ -122,6 +122,7 @@ class AuditEntry:
     action: str
     target: str
     detail: str
+    site: str | None = None  # the site it concerns; None: several, or before sites were sealed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,22 +132,54 @@ class AdminToken:
     name: str
     created_at: int
     courses: tuple[str, ...] = ()  # "site/course" a teacher token is limited to
+    site: str | None = None  # the one site it acts in; None: an operator (or not yet migrated)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenGrant:
+    """What a bearer token may do: its role and the one site it acts in (None: an operator,
+    or a token from before sites were sealed, which central refuses to start with)."""
+
+    role: str
+    site: str | None
 
 
 TOKEN_ID_CHARS = 12
+# Upgrades admin tokens, audit entries and webhooks made before sites were sealed (shared by
+# both stores' numbered migrations, after the site columns were added): a teacher token whose
+# courses are all of one site gets that site; with exactly one site, site-less admin tokens
+# become operators, site-less auditor and teacher tokens (and old audit entries and webhooks)
+# get that site. With several sites the rest is left to `central token migrate`.
+SEAL_SITES = """
+UPDATE admin_tokens SET site = (SELECT MIN(t.site) FROM token_courses t
+    WHERE t.hash = admin_tokens.hash)
+    WHERE role = 'teacher' AND site IS NULL AND (SELECT COUNT(DISTINCT t.site)
+    FROM token_courses t WHERE t.hash = admin_tokens.hash) = 1;
+UPDATE admin_tokens SET role = 'operator'
+    WHERE role = 'admin' AND site IS NULL AND (SELECT COUNT(*) FROM sites) = 1;
+UPDATE admin_tokens SET site = (SELECT MIN(site) FROM sites)
+    WHERE role <> 'operator' AND site IS NULL AND (SELECT COUNT(*) FROM sites) = 1;
+UPDATE audit_log SET site = (SELECT MIN(site) FROM sites) WHERE (SELECT COUNT(*) FROM sites) = 1;
+UPDATE webhooks SET site = (SELECT MIN(site) FROM sites) WHERE (SELECT COUNT(*) FROM sites) = 1;
+"""
 
 
 def tokens_with_courses(
     rows: typing.Sequence[typing.Any], scopes: typing.Sequence[typing.Any]
 ) -> list[AdminToken]:
-    """Admin tokens (hash, role, name, created_at rows) with the courses each teacher token
-    is limited to ((hash, site, course) rows): shared by both stores."""
+    """Admin tokens (hash, role, name, created_at, site rows) with the courses each teacher
+    token is limited to ((hash, site, course) rows): shared by both stores."""
     courses: dict[str, list[str]] = {}
     for token_hash, site, course in scopes:
         courses.setdefault(token_hash, []).append(f"{site}/{course}")
     return [
         AdminToken(
-            row[0][:TOKEN_ID_CHARS], row[1], row[2], row[3], tuple(sorted(courses.get(row[0], [])))
+            row[0][:TOKEN_ID_CHARS],
+            row[1],
+            row[2],
+            row[3],
+            tuple(sorted(courses.get(row[0], []))),
+            row[4],
         )
         for row in rows
     ]
@@ -315,6 +348,7 @@ class Webhook:
     description: str
     secret: str  # the HMAC key; shown to the admin once, kept to sign every delivery
     created_at: int
+    site: str | None = None  # receives only this site's events; None: every site's (operators)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -459,19 +493,44 @@ class Store(typing.Protocol):
         name: str,
         now_ms: int,
         courses: tuple[tuple[str, str], ...] = (),
+        site: str | None = None,
     ) -> None: ...
     async def token_courses(self, token_hash: str) -> frozenset[tuple[str, str]]:
         """The (site, course) pairs a teacher token is limited to."""
         ...
 
     async def admin_role(self, token_hash: str) -> str | None: ...
-    async def list_admin_tokens(self) -> list[AdminToken]: ...
+    async def admin_grant(self, token_hash: str) -> TokenGrant | None:
+        """The token's role and site; None for an unknown or revoked token."""
+        ...
+
+    async def list_admin_tokens(self, site: str | None = None) -> list[AdminToken]:
+        """Every token, or (with `site`) only that site's."""
+        ...
+
+    async def set_token_site(self, token_id: str, role: str, site: str | None) -> bool:
+        """Gives the token (by id) a role and site (`central token migrate`); False when
+        there is no such token."""
+        ...
+
     async def audit(
-        self, actor: str, action: str, target: str, detail: str, now_ms: int
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        detail: str,
+        now_ms: int,
+        site: str | None = None,
     ) -> None: ...
-    async def list_audit(self, limit: int, after_id: int) -> list[AuditEntry]: ...
-    async def revoke_admin_token(self, token_id: str) -> bool:
-        """Deletes the token whose id (the first 12 hex digits of its hash) is given."""
+    async def list_audit(
+        self, limit: int, after_id: int, site: str | None = None
+    ) -> list[AuditEntry]:
+        """Every entry, or (with `site`) only that site's."""
+        ...
+
+    async def revoke_admin_token(self, token_id: str, site: str | None = None) -> bool:
+        """Deletes the token whose id (the first 12 hex digits of its hash) is given; with
+        `site`, only a token of that site."""
         ...
 
     async def add_checkin(self, new: NewCheckin) -> Checkin: ...
@@ -553,21 +612,32 @@ class Store(typing.Protocol):
         ...
 
     async def find_link(self, token_hash: str) -> VerifyLink | None: ...
+    async def get_link(self, link_id: int) -> VerifyLink | None: ...
     async def revoke_link(self, link_id: int, now_ms: int) -> bool: ...
 
     async def add_webhook(
-        self, url: str, events: tuple[str, ...], description: str, secret: str, now_ms: int
+        self,
+        url: str,
+        events: tuple[str, ...],
+        description: str,
+        secret: str,
+        now_ms: int,
+        site: str | None = None,
     ) -> Webhook: ...
-    async def list_webhooks(self) -> list[Webhook]: ...
+    async def list_webhooks(self, site: str | None = None) -> list[Webhook]:
+        """Every webhook, or (with `site`) only that site's."""
+        ...
+
     async def delete_webhook(self, webhook_id: int) -> bool:
         """Removes the webhook and its delivery log; False when there is no such webhook."""
         ...
 
     async def enqueue_webhook_event(
-        self, event_id: str, event_type: str, body: str, now_ms: int
+        self, event_id: str, event_type: str, body: str, now_ms: int, site: str | None = None
     ) -> int:
-        """A pending delivery for each webhook subscribed to event_type, due now; an event id
-        a webhook already has is skipped (so enqueueing twice is harmless). Returns how many."""
+        """A pending delivery for each webhook subscribed to event_type of the event's site
+        (or of every site), due now; an event id a webhook already has is skipped (so
+        enqueueing twice is harmless). Returns how many."""
         ...
 
     async def webhooks_due(self, now_ms: int) -> list[int]:

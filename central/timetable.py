@@ -118,6 +118,61 @@ def local_date(session: Session, at_ms: int) -> datetime.date:
     return datetime.datetime.fromtimestamp(at_ms / 1000, zone(session.timezone)).date()
 
 
+def _meeting_on_or_before(session: Session, date: datetime.date) -> datetime.date | None:
+    if date < session.first_date:
+        return None
+    if not session.weekly:
+        return session.first_date
+    if session.until is not None:
+        date = min(date, session.until)
+    return date - datetime.timedelta(days=(date - session.first_date).days % 7)
+
+
+def _meeting_after(session: Session, date: datetime.date) -> datetime.date | None:
+    if date < session.first_date:
+        return session.first_date
+    if not session.weekly:
+        return None
+    found = date + datetime.timedelta(days=7 - (date - session.first_date).days % 7)
+    return found if session.until is None or found <= session.until else None
+
+
+def default_date(session: Session, at_ms: int) -> datetime.date:
+    """The meeting a viewer most likely means at `at_ms`: today's in the session's own time
+    zone, else the latest past one, else the first. A browser's own date is not it: an
+    evening class seen from a time zone ahead is already on the next day there."""
+    today = local_date(session, at_ms)
+    return _meeting_on_or_before(session, today) or session.first_date
+
+
+def nearest_dates(session: Session, date: datetime.date, each_side: int = 2) -> list[datetime.date]:
+    """Up to `each_side` meeting dates before `date` and as many from it on, in order: what a
+    client that asked for a day the session does not meet on can offer instead."""
+    before: list[datetime.date] = []
+    found = _meeting_on_or_before(session, date - datetime.timedelta(days=1))
+    while found is not None and len(before) < each_side:
+        before.insert(0, found)
+        found = _meeting_on_or_before(session, found - datetime.timedelta(days=1))
+    after: list[datetime.date] = []
+    found = date if meets_on(session, date) else _meeting_after(session, date)
+    while found is not None and len(after) < each_side:
+        after.append(found)
+        found = _meeting_after(session, found)
+    return before + after
+
+
+def not_meeting(session: Session, date: datetime.date) -> tuple[str, dict[str, object]]:
+    """The message and error details for a date the session does not meet on."""
+    return (
+        f"session {session.id} does not meet on {date} (dates are in {session.timezone})",
+        {
+            "field": "date",
+            "timezone": session.timezone,
+            "meets_on": [day.isoformat() for day in nearest_dates(session, date)],
+        },
+    )
+
+
 def running(session: Session, at_ms: int, opens_before_ms: int) -> Occurrence | None:
     """The occurrence open for check-in at `at_ms`: from `opens_before_ms` before its start
     until its end."""

@@ -11,17 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import enum
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import random
 import secrets
+import socket
+import ssl
 import time
 import typing
 import urllib.parse
 
 import aiohttp
+import aiohttp.abc
 
 from central import api_attendance
 from central import attendance
@@ -72,7 +78,221 @@ def check_url(url: object) -> str:
         raise InvalidUrl("url must not carry credentials; verify the signature instead")
     if port == 0:
         raise InvalidUrl("url port must be 1..65535")
+    if "%" in parts.hostname:
+        raise InvalidUrl("url host must not carry a zone (%): link-local hosts are refused")
+    if ":" in parts.hostname:
+        try:
+            ipaddress.IPv6Address(parts.hostname)
+        except ValueError as exc:
+            raise InvalidUrl("url host must be a DNS name or an IP address") from exc
     return url
+
+
+# -- where webhooks may post (issue 13 F5) --------------------------------------------------
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# Cloud instance metadata services; most are link-local, private or CGNAT anyway, listed
+# so that none depends on the stdlib's tables: AWS/GCP/Azure/OpenStack, AWS ECS, AWS IMDS
+# over IPv6, Alibaba, Oracle, Azure's wire server.
+METADATA = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",
+        "169.254.170.2",
+        "fd00:ec2::254",
+        "100.100.100.200",
+        "192.0.0.192",
+        "168.63.129.16",
+    )
+)
+
+
+class Blocked(Exception):  # not an OSError: aiohttp lets it out of a lookup unwrapped
+    """A webhook destination on an internal address; the message is the kind of address."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DeliveryError(enum.StrEnum):
+    """What the delivery log says about a failed attempt without an HTTP status: our own
+    classification, never what the remote end said."""
+
+    TIMEOUT = "timeout"
+    REFUSED = "refused"
+    TLS = "tls"
+    DNS = "dns"
+    BLOCKED = "blocked"
+    CONNECT = "connect"  # unreachable and the like
+    RESET = "reset"
+    DISCONNECTED = "disconnected"
+    PROTOCOL = "protocol"  # the answer was not HTTP
+    BAD_URL = "bad_url"
+    ERROR = "error"
+
+
+def internal(address: Address) -> str | None:
+    """Why central must not post to `address` (the kind of address), or None when it is
+    globally reachable. IPv6 forms that carry an IPv4 address (mapped, 6to4, Teredo, NAT64)
+    are judged by that address too."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = [address.ipv4_mapped, address.sixtofour]
+        if address.teredo is not None:
+            embedded.extend(address.teredo)
+        if address in NAT64:
+            embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        for inner in embedded:
+            if inner is not None and (reason := internal(inner)) is not None:
+                return f"{reason} (inside an IPv6 address)"
+    if address in METADATA:
+        return "cloud metadata"
+    checks = (
+        (address.is_loopback, "loopback"),
+        (address.is_unspecified, "unspecified"),
+        (address.is_link_local, "link-local"),
+        (address.is_multicast, "multicast"),
+        (isinstance(address, ipaddress.IPv4Address) and address in CGNAT, "CGNAT"),
+        (isinstance(address, ipaddress.IPv6Address) and address.is_site_local, "site-local"),
+        (address.is_private, "private"),
+        (address.is_reserved, "reserved"),
+        (not address.is_global, "not globally reachable"),
+    )
+    return next((reason for hit, reason in checks if hit), None)
+
+
+def _numeric(host: str) -> list[Address] | None:
+    """The addresses `host` spells without DNS (any form the C library takes: 127.1,
+    0x7f000001, 2130706433, [::ffff:127.0.0.1]...), or None for a name."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except (socket.gaierror, UnicodeError, ValueError):
+        return None
+    return [ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos]
+
+
+def _host(url: str) -> str:
+    return (urllib.parse.urlsplit(url).hostname or "").rstrip(".")
+
+
+@dataclasses.dataclass(frozen=True)
+class Guard:
+    """Decides which addresses webhooks may reach: the global ones, and what the admin listed
+    in webhook_allow_hosts / webhook_allow_networks."""
+
+    allow_hosts: frozenset[str] = frozenset()
+    allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: settings_mod.CentralSettings) -> Guard:
+        return cls(
+            frozenset(settings.webhook_allow_hosts),
+            tuple(ipaddress.ip_network(n, strict=False) for n in settings.webhook_allow_networks),
+        )
+
+    def check(self, host: str, addresses: typing.Iterable[Address]) -> None:
+        """Raises Blocked unless every address is allowed (one bad answer blocks them all)."""
+        if host.lower().rstrip(".") in self.allow_hosts:
+            return
+        for address in addresses:
+            if any(address in network for network in self.allow_networks):
+                continue
+            if (reason := internal(address)) is not None:
+                raise Blocked(reason)
+
+    def check_literal(self, url: str) -> bool:
+        """For a URL whose host is an address (in any spelling): Blocked or allowed, True.
+        False for a host name, which the resolver checks."""
+        host = _host(url)
+        found = _numeric(host)
+        if found is None:
+            if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+                self.check(host, [ipaddress.IPv4Address("127.0.0.1")])  # RFC 6761
+            return False
+        self.check(host, found)
+        return True
+
+    async def lookup(
+        self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC
+    ) -> list[tuple[socket.AddressFamily, int, Address]]:
+        """Resolve `host` and check every address: (family, proto, address) to connect to."""
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, family=family
+        )
+        found = [
+            (info[0], info[2], ipaddress.ip_address(str(info[4][0]).partition("%")[0]))
+            for info in infos
+        ]
+        self.check(host, [address for _, _, address in found])
+        return found
+
+    async def check_url(self, url: str, timeout_s: float) -> None:
+        """At registration: Blocked if the host is, or resolves to, an address not allowed.
+        A name that does not resolve (yet) passes: every delivery resolves and checks again."""
+        if self.check_literal(url):
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.lookup(_host(url), 0)
+        except (OSError, TimeoutError, UnicodeError):
+            return
+
+    def resolver(self) -> aiohttp.abc.AbstractResolver:
+        return _Resolver(self)
+
+
+class _Resolver(aiohttp.abc.AbstractResolver):
+    """aiohttp's only DNS lookup for webhook deliveries: it answers with the checked
+    addresses alone (so the connection goes to what was checked), or raises Blocked."""
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        found = await self.guard.lookup(host, port, family)
+        return [
+            aiohttp.abc.ResolveResult(
+                hostname=host,
+                host=str(address),
+                port=port,
+                family=kind,
+                proto=proto,
+                flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+            )
+            for kind, proto, address in found
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+def delivery_error(exc: BaseException) -> str:
+    """The delivery log's words for a failed attempt: a DeliveryError (with the kind of
+    address when blocked), never the exception's text, which may quote the remote end."""
+    if isinstance(exc, Blocked):
+        return f"{DeliveryError.BLOCKED}: {exc.reason}"
+    kind = DeliveryError.ERROR
+    if isinstance(exc, TimeoutError):
+        kind = DeliveryError.TIMEOUT
+    elif isinstance(exc, aiohttp.ClientConnectorDNSError | socket.gaierror):
+        kind = DeliveryError.DNS
+    elif isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        kind = DeliveryError.TLS
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        refused = isinstance(exc.os_error, ConnectionRefusedError)
+        kind = DeliveryError.REFUSED if refused else DeliveryError.CONNECT
+    elif isinstance(exc, aiohttp.InvalidURL):
+        kind = DeliveryError.BAD_URL
+    elif isinstance(exc, aiohttp.ServerDisconnectedError):
+        kind = DeliveryError.DISCONNECTED
+    elif isinstance(exc, aiohttp.ClientOSError | ConnectionError):
+        kind = DeliveryError.RESET
+    elif isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        kind = DeliveryError.PROTOCOL
+    return str(kind)
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -123,6 +343,7 @@ class Dispatcher:
         self.settings = settings
         self.hub = hub
         self.clock = clock
+        self.guard = Guard.from_settings(settings)
         self._senders: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._subscribed: frozenset[str] | None = None  # event types some webhook wants
@@ -142,7 +363,10 @@ class Dispatcher:
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.settings.webhook_timeout_s)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
+        # No DNS cache: every delivery resolves and checks again; no proxy from the
+        # environment (trust_env is off), so the checked address is the one connected to.
+        connector = aiohttp.TCPConnector(resolver=self.guard.resolver(), use_dns_cache=False)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
             listener = asyncio.create_task(self._listen(), name="webhook-events")
             try:
                 while True:
@@ -186,7 +410,8 @@ class Dispatcher:
         event_id = f"evt_checkin_{data['id']}"
         try:
             body = event_body(event_id, "checkin", now, payload)
-            if await self.db.enqueue_webhook_event(event_id, "checkin", body, now):
+            site = data.get("site") if isinstance(data.get("site"), str) else None
+            if await self.db.enqueue_webhook_event(event_id, "checkin", body, now, site):
                 self._wake.set()
         except Exception:
             log.exception("could not queue webhook event %s", event_id)
@@ -224,7 +449,9 @@ class Dispatcher:
         }
         event_id = f"evt_session_closed_{occurrence.session.id}_{occurrence.key}"
         body = event_body(event_id, "session_closed", occurrence.end_ms, data)
-        await self.db.enqueue_webhook_event(event_id, "session_closed", body, now)
+        await self.db.enqueue_webhook_event(
+            event_id, "session_closed", body, now, occurrence.session.site
+        )
 
     async def _purge(self) -> None:
         """Hourly: finished deliveries older than retention_days go (their bodies name
@@ -278,14 +505,14 @@ class Dispatcher:
         status: int | None = None
         error: str | None = None
         try:
+            self.guard.check_literal(hook.url)  # a host name is checked by the resolver
             async with http.post(
                 hook.url, data=body, headers=headers, allow_redirects=False
             ) as response:
                 status = response.status  # the body is not read: receivers owe us none
-        except TimeoutError:
-            error = f"timeout after {self.settings.webhook_timeout_s:g} s"
-        except Exception as exc:  # refused, reset, bad TLS, odd URL: one failed attempt
-            error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # blocked, refused, reset, bad TLS, odd URL: one failed attempt
+            error = delivery_error(exc)
+            log.info("webhook %d: %s (%s)", hook.id, error, type(exc).__name__)
         attempts = delivery.attempts + 1
         done_at = self.clock.now_ms()
         if status is not None and 200 <= status < 300:

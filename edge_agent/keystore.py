@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import pathlib
 import typing
@@ -19,7 +20,10 @@ from edge_agent import tomlsettings
 from edge_agent.protocol import b64
 from edge_agent.protocol import keys
 
+log = logging.getLogger(__name__)
 STAGED = "staged.json"
+# What SQLite writes next to a database file; it creates them with the database's own mode.
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,13 +55,46 @@ def read_or_create(path: pathlib.Path) -> bytes:
 
 
 def ensure_private_dir(path: pathlib.Path, what: str = "state dir") -> None:
-    """Create the directory (0700) or say clearly why it cannot be used."""
+    """Create the directory (0700) or say clearly why it cannot be used; warn when an
+    existing one is open to others (its secret files are 0600 either way)."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise tomlsettings.ConfigError(f"{what} {path}: cannot create: {exc.strerror}") from exc
     if not os.access(path, os.W_OK):
         raise tomlsettings.ConfigError(f"{what} {path}: not writable")
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning(
+            "%s %s is open to other users (mode %03o): run `chmod 700 %s`;"
+            " the keys and databases in it are 0600 regardless",
+            what,
+            path,
+            mode,
+            path,
+        )
+
+
+def private_sqlite(path: pathlib.Path) -> None:
+    """Before SQLite opens `path`: create it empty with mode 0600 if missing, and make it and
+    any -wal/-shm/-journal left from before 0600. SQLite gives the -wal and -shm files it
+    creates later the database file's mode, so they are 0600 too, whatever the umask or the
+    directory's mode."""
+    if str(path) == ":memory:":
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass  # opened as it is: a reader without write access still gets SQLite's read-only
+    for name in ("", *SQLITE_COMPANIONS):
+        file = path.with_name(path.name + name)
+        try:
+            if file.stat().st_mode & 0o077:
+                os.chmod(file, 0o600)
+        except FileNotFoundError:
+            continue
+        except PermissionError as exc:  # another user's file: say so, SQLite may still work
+            log.warning("cannot make %s private (0600): %s", file, exc.strerror)
 
 
 def load(state_dir: pathlib.Path) -> DeviceKeys:

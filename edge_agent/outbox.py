@@ -18,6 +18,7 @@ import threading
 import time
 import typing
 
+from edge_agent import keystore
 from edge_agent.protocol import chain
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Outbox:
         self.max_proofs = max_proofs
         self.max_telemetry = max_telemetry
         self._lock = threading.Lock()
+        keystore.private_sqlite(path)  # 0600 with its -wal/-shm, whatever the dir's mode
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")

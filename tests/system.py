@@ -130,7 +130,7 @@ class Central:
             "--bundle",
             str(bundle),
         )
-        return self.cli("token", "create", "--role", "admin").stdout.split()[-1]
+        return self.cli("token", "create", "--role", "admin", "--site", "campus").stdout.split()[-1]
 
     def start(self, **env: str) -> None:
         with self.log.open("ab") as log:

@@ -5,7 +5,12 @@
 const KEY = "roomproof-token";
 
 export class ApiError extends Error {
-  constructor(status, code, message) { super(message); this.status = status; this.code = code; }
+  constructor(status, code, message, details) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.details = details || {};
+  }
 }
 
 export function token() { return sessionStorage.getItem(KEY) || ""; }
@@ -18,12 +23,12 @@ function headers(extra) {
 }
 
 async function failure(response) {
-  let code = "http_" + response.status, message = response.statusText || "request failed";
+  let code = "http_" + response.status, message = response.statusText || "request failed", details = {};
   try {
     const body = await response.json();
-    if (body && body.error) ({code, message} = body.error);
+    if (body && body.error) ({code, message, details} = body.error);
   } catch (error) { /* not JSON */ }
-  return new ApiError(response.status, code, `${message} (${code})`);
+  return new ApiError(response.status, code, `${message} (${code})`, details);
 }
 
 export async function get(path) {

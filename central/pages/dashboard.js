@@ -6,7 +6,7 @@ import * as charts from "/static/dashboard-charts.js";
 const $ = (id) => document.getElementById(id);
 const VIEWS = ["devices", "live-room", "sessions", "history", "activity", "import"];
 const STATUS_TONE = {present: "ok", late: "warn", flagged: "bad", absent: "bad", excused: "info", pending: "info"};
-const state = {devices: [], rooms: [], alerts: [], courses: [], activity: [], live: new Set(), stopStream: null};
+const state = {devices: [], rooms: [], alerts: [], courses: [], sessions: new Map(), activity: [], live: new Set(), stopStream: null};
 let refreshTimer = null;
 
 function el(tag, attrs, ...children) {
@@ -20,9 +20,10 @@ function el(tag, attrs, ...children) {
   return node;
 }
 const badge = (text, tone) => el("span", {class: `badge b-${tone}`}, text);
-const time = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
-const clockTime = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "–");
-const localDate = (date) => new Date(date.getTime() - date.getTimezoneOffset() * 60000).toISOString().slice(0, 10);
+// Times in a course's own time zone when one is given (a class is at 09:00 where it meets,
+// whatever the viewer's browser says), else in the browser's.
+const time = (iso, timeZone) => (iso ? new Date(iso).toLocaleString(undefined, {timeZone}) : "–");
+const clockTime = (iso, timeZone) => (iso ? new Date(iso).toLocaleTimeString(undefined, {timeZone}) : "–");
 
 function fail(error) {
   // A view this token's role may not read (a teacher's audit log, import): a note, not an error.
@@ -152,26 +153,46 @@ function liveAdd(c) {
 // -- session attendance ---------------------------------------------------------------------
 async function loadSessions() {
   const body = await api.get("/api/v1/sessions?limit=1000");
+  state.sessions = new Map(body.sessions.map((s) => [String(s.id), s]));
   const select = $("session-select");
   const chosen = select.value;
   select.replaceChildren(...body.sessions.map((s) => el("option", {value: s.id},
     `#${s.id} ${s.site}/${s.course} in ${s.room}, ${s.start}–${s.end}, ${s.weekly ? "weekly from" : "on"} ${s.first_date}`)));
   if (chosen) select.value = chosen;
-  if (!$("session-date").value) $("session-date").value = localDate(new Date());
+  if (!$("session-date").value) await showAttendance();
+}
+function sessionZone() {
+  const session = state.sessions.get($("session-select").value);
+  $("session-zone").textContent = session ? `Dates and times in ${session.timezone}, the course's time zone.` : "";
 }
 async function showAttendance() {
-  const id = $("session-select").value, date = $("session-date").value;
-  if (!id || !date) return;
-  const body = await api.get(`/api/v1/sessions/${id}/attendance?date=${date}`);
+  const id = $("session-select").value;
+  if (!id) return;
+  sessionZone();
+  // No date chosen: central picks today's meeting in the course's time zone, else the latest
+  // past one. The browser's own date may be another day there.
+  const chosen = $("session-date").value;
+  let body;
+  try {
+    body = await api.get(`/api/v1/sessions/${id}/attendance` + (chosen ? `?date=${chosen}` : ""));
+  } catch (error) {
+    const nearest = error instanceof api.ApiError ? error.details.meets_on || [] : [];
+    $("session-summary").replaceChildren(...(nearest.length ? ["It meets on: ", ...nearest.map((day) => el("button",
+      {type: "button", class: "secondary", onclick: guard(() => { $("session-date").value = day; return showAttendance(); })}, day))] : []));
+    fill($("session-table").tBodies[0], []);
+    throw error;
+  }
+  const date = body.occurrence.date, zone = body.occurrence.timezone;
+  $("session-date").value = date;
   const summary = Object.entries(body.summary).filter(([, v]) => v).map(([k, v]) => `${v} ${k}`).join(", ");
   $("session-summary").replaceChildren(
-    `${body.occurrence.course} in ${body.occurrence.room}, ${time(body.occurrence.starts_at)}: ${summary || "nobody yet"} `,
+    `${body.occurrence.course} in ${body.occurrence.room}, ${time(body.occurrence.starts_at, zone)} (${zone}): ${summary || "nobody yet"} `,
     el("button", {type: "button", class: "secondary", onclick: guard(() => api.download(
       `/api/v1/exports/attendance.csv?session_id=${id}&date=${date}`, `attendance-${id}-${date}.csv`))}, "Download CSV"));
   fill($("session-table").tBodies[0], body.attendance.map((row) => el("tr", {"data-student": row.student_id},
     el("td", {}, row.student_id + (row.on_roster ? "" : " (not on roster)")),
     el("td", {}, badge(row.status, STATUS_TONE[row.status] || "info"), row.override ? ` set by ${row.override.set_by}: ${row.override.note}` : ""),
-    el("td", {}, clockTime(row.checked_in_at)), el("td", {}, clockTime(row.checked_out_at)),
+    el("td", {}, clockTime(row.checked_in_at, zone)), el("td", {}, clockTime(row.checked_out_at, zone)),
     el("td", {}, row.flags.join("; ") || "–"),
     el("td", {}, row.checkin_id ? el("button", {type: "button", class: "secondary", onclick: guard(() => api.download(
       `/api/v1/checkins/${row.checkin_id}/evidence`, `roomproof-record-${row.checkin_id}.json`))}, "Evidence") : "–"))));
@@ -294,8 +315,10 @@ async function runImport(dryRun) {
 async function runExport(format) {
   const scope = $("export-scope").value, site = $("export-site").value.trim();
   const value = $("export-value").value.trim(), date = $("export-date").value;
+  // A session without a date: central exports today's meeting in the course's time zone, else
+  // the latest past one (the file name says which).
   const query = scope === "course" ? {site, course: value}
-    : scope === "session" ? {session_id: value, date} : {site, student_id: value};
+    : scope === "session" ? {session_id: value, ...(date ? {date} : {})} : {site, student_id: value};
   const name = await api.download(`/api/v1/exports/attendance.${format}?${new URLSearchParams(query)}`, `attendance.${format}`);
   $("export-result").textContent = `Downloaded ${name}.`;
 }
@@ -359,6 +382,8 @@ $("token-form").addEventListener("submit", (event) => {
 $("forget").addEventListener("click", () => { api.setToken(""); connect(); });
 $("live-room-select").addEventListener("change", guard(loadLive));
 $("session-form").addEventListener("submit", (event) => { event.preventDefault(); guard(showAttendance)(); });
+// Another session: its own default date (today's meeting in its time zone, or its latest).
+$("session-select").addEventListener("change", () => { $("session-date").value = ""; guard(showAttendance)(); });
 $("course-history-form").addEventListener("submit", (event) => { event.preventDefault(); guard(courseHistory)(); });
 $("student-history-form").addEventListener("submit", (event) => { event.preventDefault(); guard(studentHistory)(); });
 $("activity-source").addEventListener("change", guard(loadActivity));

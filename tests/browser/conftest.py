@@ -3,6 +3,7 @@ and a real edge agent (as processes), whose rendered frame PNG carries the QR st
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import pathlib
 import signal
@@ -23,6 +24,59 @@ CHROMIUM = pathlib.Path("/usr/bin/chromium")
 SCREENSHOTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 SLOT_S = 5
 STUDENTS = {"s1": "4321", "s2": "8765", "s3": "1111"}
+
+
+# Fixed-offset zones from UTC-12 to UTC+14 (POSIX signs: Etc/GMT+12 is UTC-12); Chromium's ICU
+# and Python's zoneinfo both know them.
+OFFSETS_H = range(-12, 15)
+SESSION_BEFORE = datetime.timedelta(minutes=2)
+SESSION_AFTER = datetime.timedelta(hours=1)
+Direction = typing.Literal["browser_ahead", "browser_behind"]
+
+
+def etc_zone(offset_h: int) -> str:
+    return "Etc/GMT" if offset_h == 0 else f"Etc/GMT{'-' if offset_h > 0 else '+'}{abs(offset_h)}"
+
+
+def course_zone(utc: datetime.datetime) -> str:
+    """A zone where a session from 2 minutes ago to an hour ahead is within one local day, as
+    near local noon as the offsets allow."""
+    return etc_zone(min(OFFSETS_H, key=lambda h: abs((utc.hour + h) % 24 - 12)))
+
+
+def _from_midnights(moment: datetime.datetime) -> datetime.timedelta:
+    """How far a naive local time is from the nearer of its day's two midnights."""
+    midnight = datetime.datetime.combine(moment.date(), datetime.time())
+    return min(moment - midnight, midnight + datetime.timedelta(days=1) - moment)
+
+
+def zones_apart(utc: datetime.datetime, direction: Direction) -> tuple[str, str]:
+    """(course zone, browser zone) for the instant `utc`: the course's session (2 minutes ago
+    to an hour ahead) lies within one local day, and the browser is already on the next day
+    (`browser_ahead`) or still on the previous one (`browser_behind`). Chosen for the moment
+    the test runs, so the test is the same at every hour; of the pairs that work, the one
+    furthest from any midnight, so a slow run stays on its dates."""
+    naive = utc.astimezone(datetime.UTC).replace(tzinfo=None)
+    best: tuple[datetime.timedelta, str, str] | None = None
+    for course_h in OFFSETS_H:
+        local = naive + datetime.timedelta(hours=course_h)
+        start, end = local - SESSION_BEFORE, local + SESSION_AFTER
+        if start.date() != end.date():
+            continue
+        for browser_h in OFFSETS_H:
+            seen = naive + datetime.timedelta(hours=browser_h)
+            wanted = (
+                seen.date() > local.date()
+                if direction == "browser_ahead"
+                else (seen.date() < local.date())
+            )
+            if not wanted:
+                continue
+            margin = min(_from_midnights(start), _from_midnights(end), _from_midnights(seen))
+            if best is None or margin > best[0]:
+                best = (margin, etc_zone(course_h), etc_zone(browser_h))
+    assert best is not None, (utc, direction)
+    return best[1], best[2]
 
 
 def need_chromium() -> None:
@@ -55,20 +109,32 @@ def context(browser: sync_api.Browser) -> Iterator[sync_api.BrowserContext]:
     made.close()
 
 
-@pytest.fixture()
-def dashboard(room: Room, browser: sync_api.Browser) -> Iterator[sync_api.Page]:
-    """The dashboard on a laptop screen, signed in with the admin token, its stream live."""
+@contextlib.contextmanager
+def open_dashboard(
+    browser: sync_api.Browser, url: str, token: str, timezone_id: str = "UTC", view: str = ""
+) -> Iterator[sync_api.Page]:
+    """The dashboard on a laptop screen whose clock is in `timezone_id`, signed in with
+    `token`, its stream live."""
     made = browser.new_context(
-        locale="en-US", timezone_id="UTC", viewport={"width": 1280, "height": 860}
+        locale="en-US", timezone_id=timezone_id, viewport={"width": 1280, "height": 860}
     )
     made.set_default_timeout(5000)
-    page = made.new_page()
-    page.goto(room.url + "/dashboard")
-    page.get_by_label("Admin token").fill(room.token)
-    page.get_by_role("button", name="Use token").click()
-    expect(page.locator("#live")).to_have_text("Live")
-    yield page
-    made.close()
+    try:
+        page = made.new_page()
+        page.goto(url + "/dashboard" + (f"#{view}" if view else ""))
+        page.get_by_label("Admin token").fill(token)
+        page.get_by_role("button", name="Use token").click()
+        expect(page.locator("#live")).to_have_text("Live")
+        yield page
+    finally:
+        made.close()
+
+
+@pytest.fixture()
+def dashboard(room: Room, browser: sync_api.Browser) -> Iterator[sync_api.Page]:
+    """The dashboard on a laptop screen in UTC, signed in with the admin token."""
+    with open_dashboard(browser, room.url, room.token) as page:
+        yield page
 
 
 def screenshot(page: sync_api.Page, name: str) -> None:
@@ -147,53 +213,65 @@ class Room:
         return answer
 
     def add_course_now(self) -> int:
-        """Course cs101 with s1..s3 on its roster and a session running now (made once).
+        """Course cs101 with s1..s3 on its roster and a session in a-101 running now (made
+        once), plus four past weekly meetings in b-202 that give the history charts a time
+        axis. Its zone keeps the session within one local day (see `course_zone`)."""
+        if self.session_id is None:
+            utc = datetime.datetime.now(datetime.UTC)
+            self.session_id, self.session_date = self.add_course(
+                "cs101", course_zone(utc), "a-101", utc, past_meetings=4
+            )
+        return self.session_id
 
-        The course's timezone keeps its local time of day away from midnight (UTC, or UTC-12
-        near UTC midnight), so the session from 2 minutes ago to an hour ahead is one day's."""
-        if self.session_id is not None:
-            return self.session_id
-        utc = datetime.datetime.now(datetime.UTC)
-        timezone = "UTC" if 2 <= utc.hour < 22 else "Etc/GMT+12"
+    def add_course(
+        self,
+        course: str,
+        timezone: str,
+        room: str,
+        utc: datetime.datetime,
+        past_meetings: int = 0,
+    ) -> tuple[int, str]:
+        """A course in `timezone` with s1..s3 on its roster and a one-off session in `room`
+        from 2 minutes before `utc` to an hour after; returns its id and local date."""
         self.api(
             "POST",
             "/api/v1/courses",
-            {"site": "campus", "course": "cs101", "name": "Networks", "timezone": timezone},
+            {"site": "campus", "course": course, "name": course.upper(), "timezone": timezone},
         )
-        self.api("PUT", "/api/v1/courses/campus/cs101/roster", {"students": sorted(STUDENTS)})
+        self.api("PUT", f"/api/v1/courses/campus/{course}/roster", {"students": sorted(STUDENTS)})
         now = utc.astimezone(zoneinfo.ZoneInfo(timezone))
-        start = now - datetime.timedelta(minutes=2)
-        end = now + datetime.timedelta(hours=1)
-        self.session_date = now.date().isoformat()
+        start, end = now - SESSION_BEFORE, now + SESSION_AFTER
+        assert start.date() == end.date(), (utc, timezone)
         body = self.api(
             "POST",
             "/api/v1/sessions",
             {
                 "site": "campus",
-                "course": "cs101",
-                "room": "a-101",
+                "course": course,
+                "room": room,
                 "first_date": now.date().isoformat(),
                 "start": start.strftime("%H:%M"),
                 "end": end.strftime("%H:%M"),
             },
         )
-        self.session_id = int(body["session"]["id"])
-        # Four past weekly meetings (in another room) give the history charts a time axis.
-        self.api(
-            "POST",
-            "/api/v1/sessions",
-            {
-                "site": "campus",
-                "course": "cs101",
-                "room": "b-202",
-                "first_date": (now.date() - datetime.timedelta(days=22)).isoformat(),
-                "weekly": True,
-                "until": (now.date() - datetime.timedelta(days=1)).isoformat(),
-                "start": "09:00",
-                "end": "10:30",
-            },
-        )
-        return self.session_id
+        if past_meetings:
+            self.api(
+                "POST",
+                "/api/v1/sessions",
+                {
+                    "site": "campus",
+                    "course": course,
+                    "room": "b-202",
+                    "first_date": (
+                        now.date() - datetime.timedelta(days=7 * past_meetings - 6)
+                    ).isoformat(),
+                    "weekly": True,
+                    "until": (now.date() - datetime.timedelta(days=1)).isoformat(),
+                    "start": "09:00",
+                    "end": "10:30",
+                },
+            )
+        return int(body["session"]["id"]), now.date().isoformat()
 
 
 @pytest.fixture(scope="module")

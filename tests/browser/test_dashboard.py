@@ -5,9 +5,12 @@ search and filter, and a roster import (dry run first) followed by the CSV expor
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import pathlib
+import zoneinfo
 
+import pytest
 from playwright import sync_api
 from playwright.sync_api import expect
 
@@ -75,14 +78,54 @@ def test_attendance_history_and_activity(
     dashboard.get_by_role("link", name="Activity").click()
     activity = dashboard.locator("#activity")
     expect(dashboard.locator("#activity-table tbody tr").first).to_be_visible()
+    audit = room.api("GET", "/api/v1/audit?limit=1000")["audit"]
+    added = sum(1 for entry in audit if entry["action"] == "session_add")
+    assert added >= 2
     activity.get_by_label("Kind", exact=True).select_option("session_add")
-    expect(dashboard.locator("#activity-table tbody tr")).to_have_count(2)
+    expect(dashboard.locator("#activity-table tbody tr")).to_have_count(added)
     activity.get_by_label("Kind", exact=True).select_option("")
     activity.get_by_label("Search", exact=True).fill("no such entry anywhere")
     expect(dashboard.locator("#activity-table tbody tr")).to_have_count(0)
     activity.get_by_label("Log", exact=True).select_option("checkins")
     activity.get_by_label("Search", exact=True).fill("s3 in campus")
     expect(dashboard.locator("#activity-table tbody tr").first).to_contain_text("s3")
+
+
+@pytest.mark.parametrize("direction", ["browser_ahead", "browser_behind"])
+def test_session_view_opens_on_the_courses_date(
+    room: conftest.Room, browser: sync_api.Browser, direction: conftest.Direction
+) -> None:
+    """A viewer whose browser is already on the next day (or still on the previous one) than
+    the course: the Sessions view opens on the course's meeting, says which zone its dates are
+    in, and a day the course does not meet on offers the nearest dates it does."""
+    utc = datetime.datetime.now(datetime.UTC)
+    course_zone, browser_zone = conftest.zones_apart(utc, direction)
+    course = f"tz-{direction.removeprefix('browser_')}"
+    session_id, course_date = room.add_course(course, course_zone, "b-203", utc)
+    browser_date = utc.astimezone(zoneinfo.ZoneInfo(browser_zone)).date().isoformat()
+    assert browser_date != course_date
+
+    with conftest.open_dashboard(browser, room.url, room.token, browser_zone, "sessions") as page:
+        view = page.locator("#sessions")
+        date = view.get_by_label("Date", exact=True)
+        view.get_by_label("Session", exact=True).select_option(str(session_id))
+        expect(date).to_have_value(course_date)
+        expect(page.locator("#session-zone")).to_contain_text(course_zone)
+        for student in sorted(conftest.STUDENTS):
+            row = page.locator(f'#session-table tr[data-student="{student}"]')
+            expect(row).to_contain_text("pending")
+        expect(page.locator("#error")).to_be_hidden()
+        conftest.screenshot(page, f"dashboard-session-{direction}")
+
+        # The browser's own date: not a meeting; the nearest one is offered and works.
+        date.fill(browser_date)
+        view.get_by_role("button", name="Show", exact=True).click()
+        expect(page.locator("#error")).to_contain_text(f"does not meet on {browser_date}")
+        expect(page.locator("#session-table tbody tr")).to_have_count(0)
+        page.locator("#session-summary").get_by_role("button", name=course_date).click()
+        expect(date).to_have_value(course_date)
+        expect(page.locator("#session-table tbody tr")).to_have_count(len(conftest.STUDENTS))
+        expect(page.locator("#error")).to_be_hidden()
 
 
 def test_roster_import_then_csv_export(
@@ -142,7 +185,16 @@ def test_a_teachers_live_room_and_activity(room: conftest.Room, browser: sync_ap
     check-ins instead; no error anywhere."""
     room.add_course_now()
     token = room.central.cli(
-        "token", "create", "--role", "teacher", "--name", "ms-a", "--course", "campus/cs101"
+        "token",
+        "create",
+        "--role",
+        "teacher",
+        "--site",
+        "campus",
+        "--name",
+        "ms-a",
+        "--course",
+        "campus/cs101",
     ).stdout.split()[-1]
     made = browser.new_context(
         locale="en-US", timezone_id="UTC", viewport={"width": 1280, "height": 860}

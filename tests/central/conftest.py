@@ -114,6 +114,7 @@ class Central:
     admin_token: str
     site: str
     room: str
+    operator_token: str = ""  # spans every site (the admin_token is the site's admin)
 
     async def request(
         self,
@@ -221,7 +222,9 @@ async def central(
     await db.add_site(site, "Test campus")
     await db.add_room(site, room, "Hall A-101", None, None, 50)
     token = auth.new_token()
-    await db.add_admin_token(auth.token_hash(token), "admin", "tests", 0)
+    await db.add_admin_token(auth.token_hash(token), "admin", "tests", 0, site=site)
+    operator = auth.new_token()
+    await db.add_admin_token(auth.token_hash(operator), "operator", "campus it", 0)
     async with (
         aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http,
         aiomqtt.Client(
@@ -231,7 +234,9 @@ async def central(
             protocol=aiomqtt.ProtocolVersion.V5,
         ) as mqtt,
     ):
-        handle = Central(f"http://127.0.0.1:{port}", settings, db, mqtt, http, token, site, room)
+        handle = Central(
+            f"http://127.0.0.1:{port}", settings, db, mqtt, http, token, site, room, operator
+        )
 
         async def connected() -> bool:
             status, body = await handle.request("GET", "/healthz")

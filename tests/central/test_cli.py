@@ -187,20 +187,49 @@ def test_provisioning_writes_a_bundle(config: pathlib.Path, tmp_path: pathlib.Pa
     gone = run("student", "export", *who)
     assert gone.returncode == 1 and "no student campus/s1" in gone.stderr
     token = run(
-        "token", "create", "--role", "auditor", "--name", "grafana", "--config", str(config)
+        "token",
+        "create",
+        "--role",
+        "auditor",
+        "--site",
+        "campus",
+        "--name",
+        "grafana",
+        "--config",
+        str(config),
     )
     assert token.returncode == 0 and token.stdout.strip().startswith("rp_")
-    no_course = run("token", "create", "--role", "teacher", "--config", str(config))
+    no_course = run(
+        "token", "create", "--role", "teacher", "--site", "campus", "--config", str(config)
+    )
     assert no_course.returncode == 1 and "needs at least one --course" in no_course.stderr
     unknown = run(
-        "token", "create", "--role", "teacher", "--course", "campus/law", "--config", str(config)
+        "token",
+        "create",
+        "--role",
+        "teacher",
+        "--site",
+        "campus",
+        "--course",
+        "campus/law",
+        "--config",
+        str(config),
     )
     assert unknown.returncode == 1 and "course campus/law does not exist" in unknown.stderr
     with contextlib.closing(sqlite3.connect(tmp_path / "data" / "central.db")) as raw:
         raw.execute("INSERT INTO courses VALUES ('campus', 'law', 'Law', 'UTC')")
         raw.commit()
     teacher = run(
-        "token", "create", "--role", "teacher", "--course", "campus/law", "--config", str(config)
+        "token",
+        "create",
+        "--role",
+        "teacher",
+        "--site",
+        "campus",
+        "--course",
+        "law",
+        "--config",
+        str(config),
     )
     assert teacher.returncode == 0, teacher.stderr
     listed = run("token", "list", "--config", str(config))

@@ -116,7 +116,7 @@ async def test_course_history_counts_rates_and_late_arrivals(central: conftest.C
 
     teacher = auth.new_token()
     await central.db.add_admin_token(
-        auth.token_hash(teacher), "teacher", "t", 1, ((site, "other"),)
+        auth.token_hash(teacher), "teacher", "t", 1, ((site, "other"),), site
     )
     status, body = await central.request(
         "GET", f"/api/v1/courses/{site}/cs1/history", None, teacher

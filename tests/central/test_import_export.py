@@ -56,7 +56,7 @@ def counts(body: dict[str, typing.Any]) -> tuple[int, int, int]:
 async def teacher_token(central: conftest.Central, course: str) -> str:
     token = auth.new_token()
     await central.db.add_admin_token(
-        auth.token_hash(token), "teacher", "t", 0, ((central.site, course),)
+        auth.token_hash(token), "teacher", "t", 0, ((central.site, course),), central.site
     )
     return token
 
@@ -433,11 +433,11 @@ async def test_exports_match_the_attendance_api(
     )
     assert status == 200 and parse_csv(text) == []  # s1's course is not theirs
     auditor = auth.new_token()
-    await central.db.add_admin_token(auth.token_hash(auditor), "auditor", "a", 0)
+    await central.db.add_admin_token(auth.token_hash(auditor), "auditor", "a", 0, site=central.site)
     assert (await central.request("GET", path, token=auditor))[0] == 403
 
     for query, expected in (
-        (f"session_id={lecture.id}", 400),  # no date
+        (f"session_id={lecture.id}", 200),  # no date: its default occurrence
         (f"session_id={lecture.id}&date=2027-03-23", 404),  # does not meet that day
         (f"session_id=999&date={DATE}", 404),
         (f"session_id={lecture.id}&date={DATE}&site={site}&course=law-101", 400),
@@ -475,7 +475,19 @@ async def test_exports_match_the_attendance_api(
         "export", "attendance", "--course", f"{site}/law-101", "--config", config
     )
     assert code == 0 and out_text.startswith("session_id,course,room,date"), err
-    code, _, err = await cli(
+    code, out_text, err = await cli(
         "export", "attendance", "--session", str(lecture.id), "--config", config
     )
-    assert code == 2 and "--date" in err
+    # Without --date: the session's default occurrence (today's in its zone, else the latest).
+    assert code == 0 and out_text.startswith("session_id,course,room,date"), err
+    code, _, err = await cli(
+        "export",
+        "attendance",
+        "--session",
+        str(lecture.id),
+        "--date",
+        "2027-03-23",
+        "--config",
+        config,
+    )
+    assert code == 1 and "does not meet on 2027-03-23" in err and "it meets on" in err, err

@@ -31,7 +31,7 @@ async def test_metrics_count_proofs_checkins_and_devices(enrolled: tuple) -> Non
     await central.publish(device.topic("proof"), b"garbage")
 
     async def scraped() -> str | None:
-        status, text = await central.request("GET", "/metrics", token=central.admin_token)
+        status, text = await central.request("GET", "/metrics", token=central.operator_token)
         assert status == 200
         return text if sample(text, "roomproof_proofs_total", '{outcome="malformed"}') else None
 
@@ -74,11 +74,15 @@ async def test_device_telemetry_is_kept_and_bad_telemetry_counted(enrolled: tupl
     _, text = await central.request("GET", "/metrics", token=central.admin_token)
     labels = f'{{device="{device.device}",site="{device.site}"}}'
     assert sample(text, "roomproof_device_outbox_depth", labels) == 7.0
+    # A site's token reads only its own site's series; the process-wide ones need an operator.
+    assert sample(text, "roomproof_proofs_total", '{outcome="accepted"}') is None
 
 
 async def test_tokens_are_listed_and_revoked_by_admins_only(central: conftest.Central) -> None:
     auditor = auth.new_token()
-    await central.db.add_admin_token(auth.token_hash(auditor), "auditor", "grafana", 5)
+    await central.db.add_admin_token(
+        auth.token_hash(auditor), "auditor", "grafana", 5, site=central.site
+    )
     status, body = await central.request("GET", "/api/v1/tokens", token=auditor)
     assert status == 403
     status, body = await central.request("GET", "/api/v1/tokens", token=central.admin_token)
@@ -100,7 +104,9 @@ async def test_tokens_are_listed_and_revoked_by_admins_only(central: conftest.Ce
 
 async def test_admin_actions_are_audited(central: conftest.Central) -> None:
     auditor = auth.new_token()
-    await central.db.add_admin_token(auth.token_hash(auditor), "auditor", "audit desk", 5)
+    await central.db.add_admin_token(
+        auth.token_hash(auditor), "auditor", "audit desk", 5, site=central.site
+    )
     path = f"/api/v1/rooms/{central.site}/{central.room}"
     token = central.admin_token
     assert (await central.request("PATCH", path, {"radius_m": 80}, token=token))[0] == 200

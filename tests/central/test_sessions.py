@@ -433,7 +433,7 @@ async def test_teachers_see_only_their_courses(week: Week) -> None:
 
     teacher = auth.new_token()
     await central.db.add_admin_token(
-        auth.token_hash(teacher), "teacher", "ms. a", 1, ((site, "mine"),)
+        auth.token_hash(teacher), "teacher", "ms. a", 1, ((site, "mine"),), site
     )
 
     async def as_teacher(method: str, path: str, body: object = None) -> tuple[int, typing.Any]:

@@ -85,9 +85,11 @@ class Campus:
             )
             self.sessions[course] = made["session"]["id"]
         await central.db.add_admin_token(
-            auth.token_hash(self.teacher), "teacher", "ms. a", 1, ((site, "a"),)
+            auth.token_hash(self.teacher), "teacher", "ms. a", 1, ((site, "a"),), site
         )
-        await central.db.add_admin_token(auth.token_hash(self.auditor), "auditor", "audit", 1)
+        await central.db.add_admin_token(
+            auth.token_hash(self.auditor), "auditor", "audit", 1, site=site
+        )
 
     async def admin(self, method: str, path: str, body: typing.Any = None) -> typing.Any:
         status, data = await self.central.request(
@@ -225,7 +227,9 @@ async def test_a_teacher_of_no_course_here_lists_nothing(campus: Campus) -> None
     await campus.scan("c-103", "s3")
     for courses in ((), (("elsewhere", "a"),), ((central.site, "c"),)):
         stranger = auth.new_token()
-        await central.db.add_admin_token(auth.token_hash(stranger), "teacher", "mr. x", 1, courses)
+        await central.db.add_admin_token(
+            auth.token_hash(stranger), "teacher", "mr. x", 1, courses, central.site
+        )
         assert await campus.checkins_of(stranger) == [], courses
     assert len(await campus.checkins_of(central.admin_token)) == 2
 

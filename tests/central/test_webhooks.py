@@ -52,6 +52,8 @@ FAST = {
     "webhook_timeout_s": 0.5,
     "webhook_poll_s": 0.05,
     "webhook_max_attempts": 4,
+    # The receivers here listen on loopback, which webhooks reach only when allowed (F5).
+    "webhook_allow_networks": ["127.0.0.1/32"],
 }
 
 
@@ -297,7 +299,9 @@ async def test_only_admins_manage_webhooks(central: conftest.Central) -> None:
     tokens = {}
     for role in ("teacher", "auditor"):
         tokens[role] = auth.new_token()
-        await central.db.add_admin_token(auth.token_hash(tokens[role]), role, role, 0)
+        await central.db.add_admin_token(
+            auth.token_hash(tokens[role]), role, role, 0, site=central.site
+        )
     body = {"url": "https://crm.example/hook", "events": ["checkin"]}
     for role, token in tokens.items():
         status, reply = await central.request("POST", "/api/v1/webhooks", body, token=token)
@@ -452,7 +456,9 @@ class Standalone:
         await self.db.add_site(self.site, "campus")
         await self.db.add_room(self.site, "r1", "Room 1", None, None, 50)
         await self.db.add_course(store.Course(self.site, "bio", "Biology", "Europe/Berlin"))
-        await self.db.add_admin_token(auth.token_hash(self.token), "admin", "tests", 0)
+        await self.db.add_admin_token(
+            auth.token_hash(self.token), "admin", "tests", 0, site=self.site
+        )
 
     async def start(self) -> None:
         app = app_mod.build(self.settings, with_bridge=False, clock=self.clock)

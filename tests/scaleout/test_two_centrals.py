@@ -213,7 +213,7 @@ async def test_two_centrals_store_every_proof_once(
         "--bundle",
         str(bundle),
     )
-    token = (await cli(config, "token", "create", "--role", "admin")).split()[-1]
+    token = (await cli(config, "token", "create", "--role", "admin", "--site", SITE)).split()[-1]
     code = tomllib.loads(bundle.read_text())["enrollment_code"]
     for process in cluster:
         await process.start()

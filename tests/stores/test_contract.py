@@ -4,12 +4,17 @@ the same Conflict and NotFound, the same order and pages."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
+import sqlite3
 
+import asyncpg
 import pytest
 
 from central import environment
+from central import pg_store
+from central import sqlite_store
 from central import store
 from central import timetable
 from tests.stores import conftest
@@ -786,3 +791,141 @@ async def test_teacher_tokens_carry_their_courses(db: store.Store) -> None:
     assert token.courses == ("campus/art", "campus/law")
     assert await db.revoke_admin_token("efefefefefef")
     assert await db.token_courses("ef" * 32) == frozenset()
+
+
+async def test_tokens_audit_and_webhooks_belong_to_a_site(db: store.Store) -> None:
+    """Sealed sites (issue 13): every list and revocation can be limited to one site."""
+    await provision(db)
+    await db.add_site("north", "North")
+    await db.add_admin_token("a1" * 32, "admin", "campus it", 1, (), SITE)
+    await db.add_admin_token("b2" * 32, "auditor", "north audit", 2, (), "north")
+    await db.add_admin_token("c3" * 32, "operator", "noc", 3)
+    assert await db.admin_grant("a1" * 32) == store.TokenGrant("admin", SITE)
+    assert await db.admin_grant("c3" * 32) == store.TokenGrant("operator", None)
+    assert await db.admin_grant("d4" * 32) is None
+    assert [t.id for t in await db.list_admin_tokens(SITE)] == ["a1a1a1a1a1a1"]
+    assert [t.site for t in await db.list_admin_tokens()] == [SITE, "north", None]
+    assert not await db.revoke_admin_token("b2b2b2b2b2b2", SITE)  # another site's
+    assert not await db.revoke_admin_token("c3c3c3c3c3c3", SITE)  # an operator's
+    assert await db.revoke_admin_token("b2b2b2b2b2b2", "north")
+    assert await db.set_token_site("a1a1a1a1a1a1", "auditor", "north")
+    assert await db.admin_grant("a1" * 32) == store.TokenGrant("auditor", "north")
+    assert not await db.set_token_site("e5e5e5e5e5e5", "admin", SITE)
+
+    await db.audit("admin:a", "one", "campus/x", "", 1, SITE)
+    await db.audit("admin:b", "two", "north/x", "", 2, "north")
+    await db.audit("cli:root", "three", "x", "", 3)
+    assert [e.action for e in await db.list_audit(10, 0, SITE)] == ["one"]
+    assert [(e.action, e.site) for e in await db.list_audit(10, 0)] == [
+        ("one", SITE),
+        ("two", "north"),
+        ("three", None),
+    ]
+
+    mine = await db.add_webhook("https://a.example/", ("checkin",), "", "s", 1, SITE)
+    theirs = await db.add_webhook("https://b.example/", ("checkin",), "", "s", 1, "north")
+    every = await db.add_webhook("https://c.example/", ("checkin",), "", "s", 1)
+    assert [w.id for w in await db.list_webhooks(SITE)] == [mine.id]
+    assert [w.site for w in await db.list_webhooks()] == [SITE, "north", None]
+    assert await db.enqueue_webhook_event("evt_1", "checkin", "{}", 5, SITE) == 2
+    assert await db.webhooks_due(5) == [mine.id, every.id]
+    assert await db.enqueue_webhook_event("evt_2", "checkin", "{}", 5, None) == 1
+    assert theirs.id not in await db.webhooks_due(5)
+
+    await db.add_student(SITE, "s1", "hash")
+    checkin = await db.add_checkin(new_checkin("s1", 10))
+    link = await db.add_link("h" * 64, checkin.id, 1, 10**13)
+    assert await db.get_link(link.id) == link
+    assert await db.get_link(link.id + 1) is None
+
+
+async def _forget_sites(db: store.Store) -> None:
+    """Puts the database back to the schema before sites were sealed (no site columns)."""
+    if isinstance(db, sqlite_store.SqliteStore):
+        with contextlib.closing(sqlite3.connect(db.path)) as raw:
+            raw.execute("DROP INDEX audit_log_site")
+            for table in ("admin_tokens", "audit_log", "webhooks"):
+                raw.execute(f"ALTER TABLE {table} DROP COLUMN site")
+            raw.execute("UPDATE schema_version SET version = 8")
+            raw.commit()
+        return
+    assert isinstance(db, pg_store.PgStore)
+    conn = await asyncpg.connect(db.dsn)
+    try:
+        await conn.execute("DROP INDEX audit_log_site")
+        for table in ("admin_tokens", "audit_log", "webhooks"):
+            await conn.execute(f"ALTER TABLE {table} DROP COLUMN site")
+        await conn.execute("DELETE FROM schema_version WHERE version = 6")
+    finally:
+        await conn.close()
+
+
+OLD_AUDIT = (
+    "INSERT INTO audit_log (at, actor, action, target, detail) VALUES (1, 'a', 'b', 'c', '')"
+)
+OLD_WEBHOOK = (
+    "INSERT INTO webhooks (url, events, description, secret, created_at)"
+    " VALUES ('https://x.example/', {events}, '', 's', 1)"
+)
+
+
+@pytest.mark.parametrize("sites", [("campus",), ("campus", "north")])
+async def test_sealing_sites_migrates_what_came_before(
+    backend: conftest.Backend, sites: tuple[str, ...]
+) -> None:
+    """With one site, site-less admin tokens become operators and auditors, teachers, audit
+    entries and webhooks get that site; with several, only teachers whose courses are of
+    one site get it (the rest is for `central token migrate`)."""
+    db = backend.make()
+    await db.open()
+    for site in sites:
+        await db.add_site(site, site)
+        await db.add_course(store.Course(site, "law", "Law", "UTC"))
+    await db.close()
+    await _forget_sites(db)
+    # rows written by the previous version, straight into its tables
+    if isinstance(db, sqlite_store.SqliteStore):
+        with contextlib.closing(sqlite3.connect(db.path)) as raw:
+            for token, role in (("a", "admin"), ("b", "auditor"), ("c", "teacher")):
+                raw.execute(
+                    "INSERT INTO admin_tokens (hash, role, name, created_at) VALUES (?, ?, '', 1)",
+                    (token * 64, role),
+                )
+            raw.execute("INSERT INTO token_courses VALUES (?, 'campus', 'law')", ("c" * 64,))
+            raw.execute(OLD_AUDIT)
+            raw.execute(OLD_WEBHOOK.format(events="'[\"checkin\"]'"))
+            raw.commit()
+    else:
+        assert isinstance(db, pg_store.PgStore)
+        conn = await asyncpg.connect(db.dsn)
+        try:
+            for token, role in (("a", "admin"), ("b", "auditor"), ("c", "teacher")):
+                await conn.execute(
+                    "INSERT INTO admin_tokens (hash, role, name, created_at)"
+                    " VALUES ($1, $2, '', 1)",
+                    token * 64,
+                    role,
+                )
+            await conn.execute("INSERT INTO token_courses VALUES ($1, 'campus', 'law')", "c" * 64)
+            await conn.execute(OLD_AUDIT)
+            await conn.execute(OLD_WEBHOOK.format(events="'{checkin}'"))
+        finally:
+            await conn.close()
+    upgraded = backend.make()
+    await upgraded.open()
+    try:
+        tokens = {t.id[0]: (t.role, t.site) for t in await upgraded.list_admin_tokens()}
+        (entry,) = await upgraded.list_audit(10, 0)
+        (hook,) = await upgraded.list_webhooks()
+    finally:
+        await upgraded.close()
+    if len(sites) == 1:
+        assert tokens == {
+            "a": ("operator", None),
+            "b": ("auditor", "campus"),
+            "c": ("teacher", "campus"),
+        }
+        assert entry.site == "campus" and hook.site == "campus"
+    else:
+        assert tokens == {"a": ("admin", None), "b": ("auditor", None), "c": ("teacher", "campus")}
+        assert entry.site is None and hook.site is None
