@@ -527,8 +527,8 @@ class Bridge:
     async def _status(self, where: topics.Topic, payload: bytes) -> None:
         """A signed `online`/`offline` (see `protocol.report`). Per device, central keeps the
         session (boot, iat) of the last status it took: a status older than that is stale,
-        and an `offline` counts only for the current boot (the last status's, or without one
-        in this process, the last stored proof's), so an old will cannot end a new session."""
+        and an `offline` counts only for the current boot (of the newer of that status and
+        the last stored proof), so an old will cannot end a new session."""
         topic = topics.topic(where.site, where.device, "status")
         try:
             device, claims = await verifier.verify_report(
@@ -551,17 +551,16 @@ class Bridge:
         if known is not None and order <= (known[1], known[2]):
             await self._reject("stale", topic, payload, "status older than the session's")
             return
-        if not online or known is None:
-            # The current session: the newer of this process's last status and the last
-            # stored proof (another process, or before a restart, may have taken the status).
-            current = known[:2] if known is not None else None
-            last = await self._last_proof_session(device)
-            if last is not None and (current is None or last[1] > current[1]):
-                current = last
-            # Of another boot, an `online` counts when newer than all we know (the device
-            # restarted), an `offline` never (an old will).
-            other_boot = current is not None and claims.boot != current[0]
-            if other_boot and (not online or claims.iat <= current[1]):
+        # The current session: the newer of this process's last status and the last stored
+        # proof (another process, or this one before a restart, may have taken the status).
+        current = known[:2] if known is not None else None
+        last = await self._last_proof_session(device)
+        if last is not None and (current is None or last[1] > current[1]):
+            current = last
+        # Of another boot, an `online` counts when newer than all we know (the device
+        # restarted), an `offline` never (an old will).
+        if current is not None and claims.boot != current[0]:
+            if not online or claims.iat <= current[1]:
                 await self._reject("stale", topic, payload, "status of an earlier boot")
                 return
         if len(self._sessions) > 100_000:
