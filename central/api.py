@@ -9,6 +9,7 @@ import html
 import importlib.resources
 import json
 import logging
+import secrets
 import string
 import time
 import typing
@@ -208,7 +209,25 @@ class Api:
             data=i18n.script_json(data),
             **i18n.html_values(lang),
         )
-        return web.Response(text=page, content_type="text/html", headers=_page_headers(lang))
+        response = web.Response(text=page, content_type="text/html", headers=_page_headers(lang))
+        self._give_browser_id(request, response)
+        return response
+
+    def _give_browser_id(self, request: web.Request, response: web.Response) -> None:
+        """The check-in pages give a browser without one its id before the student submits:
+        a check-in that still arrives without it is flagged `no_browser_id` (a relay or a
+        client that keeps no cookies), not a genuine student's first visit."""
+        if checkins.BROWSER_ID.fullmatch(request.cookies.get(BROWSER_COOKIE, "")):
+            return
+        response.set_cookie(
+            BROWSER_COOKIE,
+            secrets.token_urlsafe(24),
+            max_age=BROWSER_COOKIE_AGE_S,
+            httponly=True,
+            samesite="Strict",
+            secure=self.secure_cookie,
+            path="/",
+        )
 
     async def stylesheet(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -221,7 +240,9 @@ class Api:
         page = self.otp_page.substitute(
             lang=lang, data=i18n.script_json(data), **i18n.html_values(lang)
         )
-        return web.Response(text=page, content_type="text/html", headers=_page_headers(lang))
+        response = web.Response(text=page, content_type="text/html", headers=_page_headers(lang))
+        self._give_browser_id(request, response)
+        return response
 
     async def post_checkin(self, request: web.Request) -> web.Response:
         settings = self.service.settings

@@ -79,7 +79,12 @@ class ReportsApi:
         data = await self._body(request)
         try:
             result = await csvimport.run(
-                self.db, kind, data, dry == "true", site=auth.site_of(request)
+                self.db,
+                kind,
+                data,
+                dry == "true",
+                site=auth.site_of(request),
+                pin_min_length=self.settings.pin_min_length,
             )
         except csvimport.CsvError as exc:
             raise errors.ApiError(400, "invalid_csv", str(exc)) from exc
@@ -88,8 +93,10 @@ class ReportsApi:
         if result.applied:
             self.service.rosters.clear()
             self.service.sessions.clear()
-            summary = csvimport.summary(result)
-            await audit.api(request, self.db, f"import_{kind}", kind, summary, result.site)
+            self.service.forget_credentials()  # a new PIN revoked the student's credentials
+        if csvimport.audited(result):
+            detail = csvimport.audit_detail(result)
+            await audit.api(request, self.db, f"import_{kind}", kind, detail, result.site)
         return web.json_response(result.json())
 
     def _selection(self, request: web.Request) -> exports.Selection:

@@ -98,6 +98,7 @@ def build(
                 await task
         if bridge is not None:
             bridge.signatures.close()
+        service.close()
         await db.close()
 
     async def end_streams(app: web.Application) -> None:

@@ -16,6 +16,7 @@ from central import attendance
 from central import clock as clock_mod
 from central import errors
 from central import keyring
+from central import pinguard
 from central import policy
 from central import ratelimit
 from central import settings as settings_mod
@@ -126,6 +127,10 @@ class CheckinService:
         )
         self.otp_per_student = ratelimit.RateLimiter(settings.otp_attempts_per_minute)
         self.otp_per_client = ratelimit.RateLimiter(settings.otp_attempts_per_client_per_minute)
+        self.checkouts_per_client = ratelimit.RateLimiter(
+            settings.checkin_requests_per_client_per_minute
+        )
+        self.pins = pinguard.PinGuard(settings, db)
         # Hot-path caches (per process): a device's head state may be 1 s old, rooms,
         # sessions and rosters 5 s (an admin's change in this process forgets them at once).
         self.devices: ttlcache.TTLCache[tuple[str, str], store.Device | None] = ttlcache.TTLCache(
@@ -144,15 +149,15 @@ class CheckinService:
 
     async def check_in(self, request: Request, client_ip: str, now_ms: int | None = None) -> Result:
         now_ms = self.clock.now_ms() if now_ms is None else now_ms
+        # The token or the code first: a PIN is never judged without a valid one.
         if request.token is not None:
             device, slot, age, method = await self._by_token(request.token, now_ms)
         else:
-            device, slot, age, method = None, 0, 0, "otp"
+            device, slot, age = await self._by_otp(request, client_ip, now_ms)
+            method = "otp"
         student_id, site, credential_id = await self._student(
-            request, device.site if device else None, now_ms, check_credential=False
+            request, device.site, client_ip, now_ms, check_credential=False
         )
-        if device is None:
-            device, slot, age = await self._by_otp(request, student_id, client_ip, now_ms)
         if device.site != site:
             raise errors.ApiError(403, "wrong_site", "this student belongs to another site")
         browser = request.browser or secrets.token_urlsafe(24)
@@ -264,21 +269,23 @@ class CheckinService:
             verdict_of_slot=proof is not None,
             network=policy.network_of(client_ip, self.settings.campus_networks),
             browser_students=0,  # counted by the store (record_checkin)
+            browser_id=request.browser is not None,
             geo_band=band,
             on_roster=on_roster,
         )
 
     async def check_out(self, request: Request, client_ip: str) -> store.Checkin:
-        """Venues: the same QR (or code) scanned on the way out closes the attendance."""
+        """Venues: the same QR (or code) scanned on the way out closes the attendance. The
+        token or code is judged first, then whether the room takes check-outs, then the
+        student: no PIN is verified for a request that could not succeed anyway."""
         now_ms = self.clock.now_ms()
+        self.checkouts_per_client.check(
+            client_ip, now_ms / 1000, "too many check-outs from this address; wait"
+        )
         if request.token is not None:
             device, *_ = await self._by_token(request.token, now_ms)
-            student_id, site, _ = await self._student(request, device.site, now_ms)
         else:
-            student_id, site, _ = await self._student(request, None, now_ms)
-            device, *_ = await self._by_otp(request, student_id, client_ip, now_ms)
-        if device.site != site:
-            raise errors.ApiError(403, "wrong_site", "this student belongs to another site")
+            device, *_ = await self._by_otp(request, client_ip, now_ms)
         occurrence = await attendance.checkout_target(
             self.db, device.site, device.room, now_ms, self.settings.checkout_after_end_min * 60_000
         )
@@ -286,6 +293,9 @@ class CheckinService:
             raise errors.ApiError(
                 409, "no_checkout_session", "no session with check-out is running in this room"
             )
+        student_id, site, _ = await self._student(request, device.site, client_ip, now_ms)
+        if device.site != site:
+            raise errors.ApiError(403, "wrong_site", "this student belongs to another site")
         mine = [
             c
             for c in await self.db.occurrence_checkins(occurrence.session.id, occurrence.key)
@@ -339,8 +349,10 @@ class CheckinService:
         return device, token.slot, age, "qr"
 
     async def _by_otp(
-        self, request: Request, student_id: str, client_ip: str, now_ms: int
+        self, request: Request, client_ip: str, now_ms: int
     ) -> tuple[store.Device, int, int]:
+        """The room's device whose current code this is. Code attempts are limited per client
+        and per claimed student (the id sent, or the credential's), whatever the PIN."""
         assert request.site and request.room and request.otp
         site, room = request.site, request.room
         if not names.is_valid(site) or not names.is_valid(room):
@@ -348,7 +360,9 @@ class CheckinService:
         now_s = now_ms / 1000
         self.otp_per_client.check(client_ip, now_s, "too many code attempts from here; wait")
         self.otp_per_student.check(
-            f"{site}:{student_id}", now_s, "too many code attempts; wait a minute"
+            f"{site}:{self._claimed_student(request)}",
+            now_s,
+            "too many code attempts; wait a minute",
         )
         for device in await self.db.room_devices(site, room):
             if device.x25519 is None or device.slot_s is None:
@@ -361,11 +375,25 @@ class CheckinService:
                 return device, slot, device_ms - slots.slot_start_ms(slot, device.slot_s)
         raise errors.ApiError(403, "wrong_code", "this code is not the room's current code")
 
+    def _claimed_student(self, request: Request) -> str:
+        """Who the request says it is, before anything is verified (a key for limits)."""
+        if request.credential is not None and not (request.student_id and request.pin):
+            credential = self.credentials.read(request.credential)
+            return credential.student_id if credential is not None else "?"
+        return (request.student_id or "?")[:64]
+
     async def _student(
-        self, request: Request, site: str | None, now_ms: int, check_credential: bool = True
+        self,
+        request: Request,
+        site: str,
+        client_ip: str,
+        now_ms: int,
+        check_credential: bool = True,
     ) -> tuple[str, str, str | None]:
         """(student_id, site, the remembered-browser credential's id or None after a PIN).
-        With `check_credential` False the caller has the store check it is still active."""
+        With `check_credential` False the caller has the store check it is still active.
+        Called only once the token or code is known good; a wrong PIN and an unknown student
+        answer alike (pinguard.PinGuard limits both the same way)."""
         if request.credential is not None and not (request.student_id and request.pin):
             credential = self.credentials.read(request.credential)
             if credential is None or (
@@ -373,12 +401,11 @@ class CheckinService:
             ):
                 raise _credential_expired()
             return credential.student_id, credential.site, credential.id
-        site = site or request.site
-        assert site and request.student_id and request.pin
-        if not names.is_valid(request.student_id):
-            raise errors.ApiError(401, "bad_credentials", "unknown student id or wrong PIN")
-        if not await students.verify_pin(self.db, site, request.student_id, request.pin):
-            raise errors.ApiError(401, "bad_credentials", "unknown student id or wrong PIN")
+        assert request.student_id and request.pin
+        if not names.is_valid(request.student_id) or not await self.pins.verify(
+            site, request.student_id, request.pin, client_ip, now_ms
+        ):
+            raise _unknown_student()
         return request.student_id, site, None
 
     async def _roster(self, site: str, course: str) -> frozenset[str]:
@@ -440,6 +467,9 @@ class CheckinService:
             previous.ed25519, device.site, device.device, device.room, token.slot, token.signature
         )
 
+    def close(self) -> None:
+        self.pins.close()
+
     def forget_credentials(self) -> None:
         """After an erase or a revocation: every credential is checked with the store again."""
         self._credentials.clear()
@@ -465,6 +495,11 @@ class CheckinService:
         expires = now_ms + int(self.credentials.ttl_s * 1000)
         await self.db.add_credential(credential.id, site, student_id, now_ms, expires)
         return token
+
+
+def _unknown_student() -> errors.ApiError:
+    """The one answer for an unknown student id and a wrong PIN."""
+    return errors.ApiError(401, "bad_credentials", "unknown student id or wrong PIN")
 
 
 def _credential_expired() -> errors.ApiError:

@@ -132,11 +132,19 @@ def _parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     add = student.add_parser("add", parents=[common])
-    add.add_argument("--site", type=_name("site"), required=True)
-    add.add_argument("--student-id", type=_name("student id"), required=True)
-    pin = add.add_mutually_exclusive_group(required=True)
-    pin.add_argument("--pin")
-    pin.add_argument("--pin-stdin", action="store_true", help="read the PIN from standard input")
+    set_pin = student.add_parser(
+        "set-pin",
+        parents=[common],
+        help="reset a student's PIN (revokes the student's remembered browsers)",
+    )
+    for with_pin in (add, set_pin):
+        with_pin.add_argument("--site", type=_name("site"), required=True)
+        with_pin.add_argument("--student-id", type=_name("student id"), required=True)
+        pin = with_pin.add_mutually_exclusive_group(required=True)
+        pin.add_argument("--pin", help="at least pin_min_length (6) characters")
+        pin.add_argument(
+            "--pin-stdin", action="store_true", help="read the PIN from standard input"
+        )
     export = student.add_parser("export", parents=[common], help="everything about a student")
     export.add_argument("--site", type=_name("site"), required=True)
     export.add_argument("--student-id", type=_name("student id"), required=True)
@@ -327,18 +335,28 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
         print(f"device {args.site}/{args.device} revoked")
     elif key in (("device", "rotate-keys"), ("device", "re-enroll")):
         _device_command(args, settings)
-    elif key == ("student", "add"):
+    elif key in (("student", "add"), ("student", "set-pin")):
         pin = sys.stdin.readline().strip() if args.pin_stdin else args.pin
-        problem = students.pin_problem(pin or "")
+        problem = students.pin_problem(pin or "", settings.pin_min_length)
         if problem:
             raise CommandError(problem)
         pin_hash = students.hash_pin(pin)
+        target = f"{args.site}/{args.student_id}"
 
         async def add_student(db: store.Store) -> None:
             await db.add_student(args.site, args.student_id, pin_hash)
-            print(f"student {args.site}/{args.student_id} added")
+            print(f"student {target} added")
 
-        asyncio.run(_with_store(settings, add_student))
+        async def set_student_pin(db: store.Store) -> None:
+            if not await db.set_student_pin(args.site, args.student_id, pin_hash):
+                raise CommandError(f"student {target} does not exist")
+            await audit.cli(
+                db, "student_pin_set", target, "remembered browsers revoked", site=args.site
+            )
+            print(f"PIN of {target} set; the student's remembered browsers are revoked")
+
+        action = add_student if args.action == "add" else set_student_pin
+        asyncio.run(_with_store(settings, action))
     elif key == ("student", "export"):
 
         async def export_student(db: store.Store) -> None:

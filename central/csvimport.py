@@ -6,6 +6,10 @@ a single row error is written, so an import is all or nothing. Importing the sam
 changes nothing the second time: rows are matched to what exists (students by id, courses by
 code, enrolments by course and student, sessions by course, room, first date and start) and
 counted as created, updated or unchanged.
+
+PINs: a dry run never verifies one, so it cannot tell whether a PIN is a student's current
+one; an existing student's row with a PIN counts as `pin_will_be_set` instead. Setting a PIN
+revokes the student's remembered browsers (the store does it with the PIN).
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ class Result:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    pin_will_be_set: int = 0  # dry runs: existing students whose row has a PIN
+    pins: int = 0  # rows with a PIN
     errors: list[RowError] = dataclasses.field(default_factory=list)
     sites: frozenset[str] = frozenset()  # the sites the rows name (for the audit log)
 
@@ -93,6 +99,8 @@ class Result:
             "created": self.created,
             "updated": self.updated,
             "unchanged": self.unchanged,
+            "pin_will_be_set": self.pin_will_be_set,
+            "pins": self.pins,
             "errors": [e.json() for e in self.errors],
         }
 
@@ -111,7 +119,9 @@ Write = typing.Callable[[store.Store], typing.Awaitable[None]]
 class _Plan:
     """What the checked file would do: one outcome per row, and the writes that do it."""
 
-    outcomes: list[str] = dataclasses.field(default_factory=list)  # created|updated|unchanged
+    # created|updated|unchanged|pin_will_be_set
+    outcomes: list[str] = dataclasses.field(default_factory=list)
+    pins: int = 0
     writes: list[Write] = dataclasses.field(default_factory=list)
     seen: dict[tuple[str, ...], int] = dataclasses.field(default_factory=dict)
 
@@ -213,9 +223,10 @@ def _api_rule(exc: errors.ApiError) -> _RowProblem:
 class _Checker:
     """Checks rows one by one against the database (with small caches) into a plan."""
 
-    def __init__(self, db: store.Store, dry_run: bool) -> None:
+    def __init__(self, db: store.Store, dry_run: bool, pin_min_length: int) -> None:
         self.db = db
         self.dry_run = dry_run
+        self.pin_min_length = pin_min_length
         self.sites: dict[str, bool] = {}
         self.courses: dict[tuple[str, str], store.Course | None] = {}
         self.rooms: dict[tuple[str, str], bool] = {}
@@ -243,14 +254,20 @@ class _Checker:
         plan.once((site, student_id), number, f"student {student_id}")
         pin = row.get("pin", "")
         if pin:
-            problem = students.pin_problem(pin)
+            problem = students.pin_problem(pin, self.pin_min_length)
             if problem:
                 raise _RowProblem("pin", problem)
+            plan.pins += 1
         existing = await self.db.get_student(site, student_id)
-        if existing is not None and (
-            not pin or await students.verify_pin(self.db, site, student_id, pin)
-        ):
+        if existing is not None and not pin:
             plan.outcomes.append("unchanged")
+            return
+        if existing is not None and self.dry_run:
+            # Never verified in a dry run: "unchanged" would confirm a guessed PIN.
+            plan.outcomes.append("pin_will_be_set")
+            return
+        if existing is not None and await students.verify_pin(self.db, site, student_id, pin):
+            plan.outcomes.append("unchanged")  # the same PIN again: credentials stay
             return
         # Without a PIN a new student gets a locked one (the hash of a secret nobody holds):
         # they cannot check in until an import with a `pin` gives them one.
@@ -389,15 +406,17 @@ async def run(
     dry_run: bool,
     progress: Progress | None = None,
     site: str | None = None,
+    pin_min_length: int = students.MIN_PIN_LENGTH,
 ) -> Result:
     """Checks every row; writes them all unless it is a dry run or any row has an error.
     CsvError when the file as a whole cannot be read; Interrupted when a write is refused.
     `site`: the importer's site (None: any); a row of another site is a row error that
-    reads exactly like a site that does not exist."""
+    reads exactly like a site that does not exist. New PINs need `pin_min_length`
+    characters (the setting of that name)."""
     rows, bad = parse(data, kind)
     result = Result(kind, dry_run, rows=len(rows) + len(bad), errors=list(bad))
     result.sites = frozenset(row.get("site", "") for _, row in rows)
-    checker = _Checker(db, dry_run)
+    checker = _Checker(db, dry_run, pin_min_length)
     check = {
         "students": checker.check_students,
         "courses": checker.check_courses,
@@ -415,6 +434,7 @@ async def run(
         if progress is not None:
             progress("check", done, len(rows))
     result.errors.sort(key=lambda e: e.row)
+    result.pins = plan.pins
     if result.errors:
         return result
     for outcome in plan.outcomes:
@@ -437,7 +457,21 @@ async def run(
 
 def summary(result: Result) -> str:
     """One line for people (CLI, audit log)."""
+    pins = f", PIN will be set for {result.pin_will_be_set}" if result.pin_will_be_set else ""
     return (
         f"{result.kind}: {result.rows} rows, {result.created} created,"
-        f" {result.updated} updated, {result.unchanged} unchanged, {len(result.errors)} errors"
+        f" {result.updated} updated, {result.unchanged} unchanged{pins},"
+        f" {len(result.errors)} errors"
     )
+
+
+def audited(result: Result) -> bool:
+    """Written to the audit log: every applied import, and every import whose rows set PINs,
+    dry runs and refused files included (who tried PINs on which students is on record)."""
+    return result.applied or result.pins > 0
+
+
+def audit_detail(result: Result) -> str:
+    mode = "dry run" if result.dry_run else "applied" if result.applied else "refused"
+    pins = f"; {result.pins} rows with a PIN" if result.pins else ""
+    return f"{summary(result)}; {mode}{pins}"

@@ -820,6 +820,8 @@ def _paths() -> dict[str, dict[str, Schema]]:
                         "created": INT,
                         "updated": INT,
                         "unchanged": INT,
+                        "pin_will_be_set": INT,
+                        "pins": INT,
                         "errors": array(obj({"row": INT, "field": null(STR), "message": STR})),
                     }
                 ),

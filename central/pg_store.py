@@ -1203,13 +1203,19 @@ class PgStore:
         return await self._site_exists(site)
 
     async def set_student_pin(self, site: str, student_id: str, pin_hash: str) -> bool:
-        changed = await self._write(
-            "UPDATE students SET pin_hash = $1 WHERE site = $2 AND student_id = $3",
-            pin_hash,
-            site,
-            student_id,
-        )
-        return changed > 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                "UPDATE students SET pin_hash = $1 WHERE site = $2 AND student_id = $3",
+                pin_hash,
+                site,
+                student_id,
+            )
+            await conn.execute(
+                "UPDATE credentials SET revoked = TRUE WHERE site = $1 AND student_id = $2",
+                site,
+                student_id,
+            )
+        return _changed(status) > 0
 
     async def update_course(self, course: store.Course) -> bool:
         changed = await self._write(

@@ -15,6 +15,7 @@ from central import clientip
 from central import environment
 
 GEO_BANDS = (("in_room", 0.0), ("near", 200.0), ("on_campus", 1000.0))  # then "far"
+NO_BROWSER_ID = "no_browser_id: the browser sent no browser id (a relay or a shared phone?)"
 
 
 class PolicyError(ValueError):
@@ -81,6 +82,9 @@ class Facts:
     verdict_of_slot: bool  # False: no proof of that slot yet; the device's last verdict is used
     network: str
     browser_students: int  # other students this browser checked in for the same session/room
+    # The request carried a browser id (the roomproof_browser cookie, set by the check-in
+    # page): without one, a relay or a shared phone checking in several students is invisible.
+    browser_id: bool
     geo_band: str | None
     on_roster: bool | None  # None: no session running
 
@@ -102,6 +106,8 @@ def judge(facts: Facts, rules: Rules) -> tuple[dict[str, typing.Any], list[str]]
         flags.append("client network is not a campus network")
     if facts.browser_students > 0:
         flags.append(f"this browser also checked in {facts.browser_students} other student(s)")
+    if not facts.browser_id:
+        flags.append(NO_BROWSER_ID)
     if facts.geo_band == "far":
         flags.append("phone location is far from the room")
     if facts.on_roster is False:
@@ -115,6 +121,7 @@ def judge(facts: Facts, rules: Rules) -> tuple[dict[str, typing.Any], list[str]]
         "verdict_of_slot": facts.verdict_of_slot,
         "network": facts.network,
         "browser_students": facts.browser_students,
+        "no_browser_id": not facts.browser_id,
         "geo_band": facts.geo_band,
         "on_roster": facts.on_roster,
     }

@@ -33,6 +33,21 @@ class RateLimiter:
             self._hits = {k: v for k, v in self._hits.items() if v}
         return 0.0
 
+    def waiting(self, key: str, now: float) -> float:
+        """The seconds until `key` may try again (0: now), counting nothing: with `add`, a
+        limit on failures only (checked before the attempt, counted after it failed)."""
+        hits = self._hits.get(key)
+        if hits is None:
+            return 0.0
+        while hits and hits[0] <= now - self.window_s:
+            hits.popleft()
+        return hits[0] + self.window_s - now if len(hits) >= self.limit else 0.0
+
+    def add(self, key: str, now: float) -> None:
+        self._hits.setdefault(key, collections.deque()).append(now)
+        if len(self._hits) > 100_000:
+            self._hits = {k: v for k, v in self._hits.items() if v}
+
     def allow(self, key: str, now: float) -> bool:
         return self.retry_after(key, now) == 0.0
 
@@ -40,11 +55,16 @@ class RateLimiter:
         """Raises 429 rate_limited with Retry-After (whole seconds, at least 1)."""
         wait = self.retry_after(key, now)
         if wait > 0:
-            seconds = max(1, math.ceil(wait))
-            raise errors.ApiError(
-                429,
-                "rate_limited",
-                message,
-                {"retry_after_s": seconds},
-                headers={"Retry-After": str(seconds)},
-            )
+            raise limited(wait, message)
+
+
+def limited(wait_s: float, message: str) -> errors.ApiError:
+    """429 rate_limited with Retry-After (whole seconds, at least 1)."""
+    seconds = max(1, math.ceil(wait_s))
+    return errors.ApiError(
+        429,
+        "rate_limited",
+        message,
+        {"retry_after_s": seconds},
+        headers={"Retry-After": str(seconds)},
+    )

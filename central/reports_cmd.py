@@ -115,11 +115,17 @@ def _import(args: argparse.Namespace, settings: settings_mod.CentralSettings) ->
         async def run() -> csvimport.Result:
             db = await _open(settings)
             try:
-                result = await csvimport.run(db, args.kind, data, args.dry_run, progress)
-                if result.applied:
-                    await audit.cli(
-                        db, f"import_{args.kind}", args.kind, csvimport.summary(result), result.site
-                    )
+                result = await csvimport.run(
+                    db,
+                    args.kind,
+                    data,
+                    args.dry_run,
+                    progress,
+                    pin_min_length=settings.pin_min_length,
+                )
+                if csvimport.audited(result):
+                    detail = csvimport.audit_detail(result)
+                    await audit.cli(db, f"import_{args.kind}", args.kind, detail, result.site)
                 return result
             finally:
                 await db.close()

@@ -61,7 +61,8 @@ class CentralSettings(tomlsettings.EnvOverTomlSettings):
     checkin_opens_min: int = pydantic.Field(15, ge=0, le=240)
     checkout_after_end_min: int = pydantic.Field(60, ge=0, le=1440)
     checkin_require_verified: bool = False
-    flag_off_campus: bool = False
+    # F10: on by default; it only acts when campus_networks names the campus's subnets.
+    flag_off_campus: bool = True
     campus_networks: dict[str, list[str]] = pydantic.Field(default_factory=dict)
     retention_days: float = pydantic.Field(180, gt=0, le=36500)
     # Outbound webhooks: attempts per event, the first retry delay (doubling, with jitter, up
@@ -84,6 +85,17 @@ class CentralSettings(tomlsettings.EnvOverTomlSettings):
     # networks (CIDR).
     webhook_allow_hosts: list[str] = pydantic.Field(default_factory=list)
     webhook_allow_networks: list[str] = pydantic.Field(default_factory=list)
+    # F2/F3 (issue 13), student PINs: the shortest new PIN; wrong PINs per student before the
+    # exponential backoff starts, its first wait and its cap; failed PINs per client address a
+    # minute; concurrent Argon2 verifications and how many more may wait for one (beyond that,
+    # or a client's share of it, 429 at once).
+    pin_min_length: int = pydantic.Field(6, ge=6, le=64)
+    pin_failures_before_backoff: int = pydantic.Field(5, ge=1, le=100)
+    pin_backoff_s: float = pydantic.Field(30, gt=0, le=3600)
+    pin_backoff_max_s: float = pydantic.Field(3600, gt=0, le=86400)
+    pin_failures_per_client_per_minute: int = pydantic.Field(30, ge=1)
+    pin_verify_concurrency: int = pydantic.Field(2, ge=1, le=64)
+    pin_verify_queue: int = pydantic.Field(8, ge=0, le=1000)
     # F7 (issue 13): central refuses a broker that lets anyone connect without credentials,
     # unless this is set (a loud warning at each start).
     allow_anonymous_broker: bool = False

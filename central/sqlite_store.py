@@ -1236,10 +1236,20 @@ class SqliteStore:
 
     @_serialized
     async def set_student_pin(self, site: str, student_id: str, pin_hash: str) -> bool:
-        changed = await self._write(
-            "UPDATE students SET pin_hash = ? WHERE site = ? AND student_id = ?",
-            (pin_hash, site, student_id),
-        )
+        try:
+            cursor = await self.db.execute(
+                "UPDATE students SET pin_hash = ? WHERE site = ? AND student_id = ?",
+                (pin_hash, site, student_id),
+            )
+            changed = cursor.rowcount
+            await self.db.execute(
+                "UPDATE credentials SET revoked = 1 WHERE site = ? AND student_id = ?",
+                (site, student_id),
+            )
+            await self.db.commit()
+        except sqlite3.Error:
+            await self.db.rollback()
+            raise
         return changed > 0
 
     @_serialized

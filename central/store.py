@@ -575,7 +575,8 @@ class Store(typing.Protocol):
     async def add_course(self, course: Course) -> None: ...
     async def site_exists(self, site: str) -> bool: ...
     async def set_student_pin(self, site: str, student_id: str, pin_hash: str) -> bool:
-        """Replaces a student's PIN hash; False when the student does not exist."""
+        """Replaces a student's PIN hash and, in the same transaction, revokes every
+        remembered-browser credential of the student; False when the student does not exist."""
         ...
 
     async def update_course(self, course: Course) -> bool:

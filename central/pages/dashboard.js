@@ -304,7 +304,9 @@ async function runImport(dryRun) {
   const body = await api.send("POST", `/api/v1/imports/${kind}?dry_run=${dryRun}`, text, "text/csv");
   const verb = body.dry_run ? "Dry run" : body.applied ? "Applied" : "Not applied";
   $("import-result").textContent = `${verb}: ${body.rows} rows, ${body.created} new, ${body.updated} updated, `
-    + `${body.unchanged} unchanged; row errors: ${body.errors.length}.`;
+    + `${body.unchanged} unchanged`
+    + (body.pin_will_be_set ? `, PIN will be set for ${body.pin_will_be_set}` : "")
+    + `; row errors: ${body.errors.length}.`;
   $("import-result").dataset.outcome = body.errors.length ? "errors" : body.dry_run ? "checked" : "applied";
   const table = $("import-errors");
   table.classList.toggle("hidden", !body.errors.length);

@@ -23,7 +23,7 @@ from tests import system
 CHROMIUM = pathlib.Path("/usr/bin/chromium")
 SCREENSHOTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 SLOT_S = 5
-STUDENTS = {"s1": "4321", "s2": "8765", "s3": "1111"}
+STUDENTS = {"s1": "432109", "s2": "876543", "s3": "111111"}
 
 
 # Fixed-offset zones from UTC-12 to UTC+14 (POSIX signs: Etc/GMT+12 is UTC-12); Chromium's ICU

@@ -25,6 +25,8 @@ def check_in(room: conftest.Room, student: str) -> int:
         "POST",
         "/api/v1/checkins",
         {"token": url, "student_id": student, "pin": conftest.STUDENTS[student]},
+        # the browser id the check-in page gives each phone (without it: `no_browser_id`)
+        headers={"Cookie": f"roomproof_browser=phone-of-{student}-0123456789abcdef"},
     )
     assert status == 201, body
     return int(body["checkin"]["id"])
@@ -133,7 +135,7 @@ def test_roster_import_then_csv_export(
 ) -> None:
     room.add_course_now()
     students = tmp_path / "students.csv"
-    students.write_text("site,student_id,pin\ncampus,s4,2468\ncampus,s5,1357\n")
+    students.write_text("site,student_id,pin\ncampus,s4,246810\ncampus,s5,135790\n")
     roster = tmp_path / "roster.csv"
     roster.write_text("site,course,student_id\ncampus,cs101,s1\ncampus,cs101,nobody\n")
 

@@ -19,6 +19,7 @@ import uuid
 import aiohttp
 import aiomqtt
 import pytest
+import yarl
 from aiohttp import test_utils
 
 from central import app as app_mod
@@ -136,6 +137,15 @@ class Central:
             except ValueError:
                 return response.status, text
 
+    def new_phone(self) -> None:
+        """`http` becomes another phone that opened the check-in page: no student cookie, a
+        browser id of its own (the page sets one; without it a check-in is flagged
+        `no_browser_id`)."""
+        self.http.cookie_jar.clear()
+        self.http.cookie_jar.update_cookies(
+            {"roomproof_browser": b64.encode(os.urandom(18))}, yarl.URL(self.url)
+        )
+
     async def add_student(self, student_id: str, pin: str) -> None:
         await self.db.add_student(self.site, student_id, students.hash_pin(pin))
 
@@ -237,6 +247,7 @@ async def central(
         handle = Central(
             f"http://127.0.0.1:{port}", settings, db, mqtt, http, token, site, room, operator
         )
+        handle.new_phone()
 
         async def connected() -> bool:
             status, body = await handle.request("GET", "/healthz")

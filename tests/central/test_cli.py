@@ -171,7 +171,7 @@ def test_provisioning_writes_a_bundle(config: pathlib.Path, tmp_path: pathlib.Pa
         "--student-id",
         "s1",
         "--pin",
-        "1234",
+        "123456",
         "--config",
         str(config),
     )

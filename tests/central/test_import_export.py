@@ -63,20 +63,20 @@ async def teacher_token(central: conftest.Central, course: str) -> str:
 
 async def test_import_each_kind_over_http(central: conftest.Central) -> None:
     site, room = central.site, central.room
-    rows = f"site,student_id,pin\n{site},s1,2468\n{site},s2,2468\n{site},s3,\n"
+    rows = f"site,student_id,pin\n{site},s1,246810\n{site},s2,246810\n{site},s3,\n"
     status, body = await upload(central, "students", rows, dry_run=True)
     assert status == 200 and body["dry_run"] is True and body["applied"] is False, body
     assert counts(body) == (3, 0, 0) and body["rows"] == 3 and body["errors"] == []
     assert await central.db.get_student(site, "s1") is None  # a dry run writes nothing
     status, body = await upload(central, "students", rows)
     assert body["applied"] is True and counts(body) == (3, 0, 0), body
-    assert await students.verify_pin(central.db, site, "s1", "2468")
+    assert await students.verify_pin(central.db, site, "s1", "246810")
     status, body = await upload(central, "students", rows)
     assert body["applied"] is True and counts(body) == (0, 0, 3)  # idempotent
-    status, body = await upload(central, "students", f"site,student_id,pin\n{site},s1,9999\n")
+    status, body = await upload(central, "students", f"site,student_id,pin\n{site},s1,999999\n")
     assert counts(body) == (0, 1, 0)
-    assert await students.verify_pin(central.db, site, "s1", "9999")
-    assert not await students.verify_pin(central.db, site, "s1", "2468")
+    assert await students.verify_pin(central.db, site, "s1", "999999")
+    assert not await students.verify_pin(central.db, site, "s1", "246810")
 
     # Free text (the course's name) is taken as the JSON API takes it; exports escape it.
     courses = (
@@ -130,7 +130,7 @@ async def test_import_each_kind_over_http(central: conftest.Central) -> None:
 async def test_row_errors_name_row_and_field_and_write_nothing(central: conftest.Central) -> None:
     site, room = central.site, central.room
     await upload(central, "courses", f"site,course,timezone\n{site},law-101,Europe/Berlin\n")
-    await central.add_student("s1", "2468")
+    await central.add_student("s1", "246810")
     bad = (
         "site,course,room,first_date,start,end,grace_min\n"
         f"{site},law-101,{room},2027-03-22,09:00,10:00,5\n"  # row 2: fine
@@ -186,7 +186,7 @@ async def test_row_errors_name_row_and_field_and_write_nothing(central: conftest
         (5, "course"),
     ]
     assert await central.db.roster(site, "law-101") == []
-    people = f"site,student_id,pin\n{site},s9,12\nother-site,s8,1234\n"
+    people = f"site,student_id,pin\n{site},s9,12\nother-site,s8,123456\n"
     status, body = await upload(central, "students", people)
     assert [(e["row"], e["field"]) for e in body["errors"]] == [(2, "pin"), (3, "site")]
     assert await central.db.get_student(site, "s9") is None
@@ -194,7 +194,7 @@ async def test_row_errors_name_row_and_field_and_write_nothing(central: conftest
 
 async def test_bad_files_get_clear_errors(central: conftest.Central) -> None:
     site = central.site
-    status, body = await upload(central, "students", "site,student,pin\ncampus,s1,1234\n")
+    status, body = await upload(central, "students", "site,student,pin\ncampus,s1,123456\n")
     assert status == 400 and body["error"]["code"] == "invalid_csv"
     assert "missing student_id" in body["error"]["message"]
     assert "unknown student" in body["error"]["message"]
@@ -263,18 +263,18 @@ async def test_cli_import_is_the_same_code_path(
     config = config_for(central, tmp_path)
     site = central.site
     good = tmp_path / "students.csv"
-    good.write_text(f"site,student_id,pin\n{site},s1,2468\n{site},s2,1357\n")
+    good.write_text(f"site,student_id,pin\n{site},s1,246810\n{site},s2,135790\n")
     code, out, err = await cli("import", "students", str(good), "--dry-run", "--config", config)
     assert code == 0 and "2 created" in out and "dry run" in out, (out, err)
     assert "checking rows" in err  # the progress bar
     assert await central.db.get_student(site, "s1") is None
     code, out, err = await cli("import", "students", str(good), "--config", config)
     assert code == 0 and "2 created" in out, (out, err)
-    assert await students.verify_pin(central.db, site, "s2", "1357")
+    assert await students.verify_pin(central.db, site, "s2", "135790")
     code, out, err = await cli("import", "students", str(good), "--config", config)
     assert code == 0 and "2 unchanged" in out
     bad = tmp_path / "bad.csv"
-    bad.write_text(f"site,student_id,pin\n{site},s3,2468\n{site},S 4,2468\n")
+    bad.write_text(f"site,student_id,pin\n{site},s3,246810\n{site},S 4,246810\n")
     code, out, err = await cli("import", "students", str(bad), "--config", config)
     assert code == 1 and "row 3, student_id: student_id must be a valid name" in err, err
     assert "nothing written" in out and await central.db.get_student(site, "s3") is None
@@ -304,7 +304,7 @@ async def week(
     await upload(
         central,
         "students",
-        "site,student_id,pin\n" + "".join(f"{site},{s},2468\n" for s in ("s1", "s2", "s3", "s4")),
+        "site,student_id,pin\n" + "".join(f"{site},{s},246810\n" for s in ("s1", "s2", "s3", "s4")),
     )
     await upload(
         central,

@@ -28,7 +28,7 @@ async def check_in(
     slot = slots.slot_of(int(time.time() * 1000), conftest.SLOT_S)
     link = qrtoken.url(central.url, device.site, device.device, slot, device.token(slot))
     await central.add_student(student, "1234")
-    central.http.cookie_jar.clear()  # one phone per student
+    central.new_phone()  # one phone per student
     status, body = await central.request(
         "POST",
         "/api/v1/checkins",

@@ -70,7 +70,10 @@ class Week:
 
     def phone(self, name: str) -> aiohttp.ClientSession:
         if name not in self.phones:
-            self.phones[name] = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+            jar = aiohttp.CookieJar(unsafe=True)
+            # the browser id the check-in page gives a phone (without it: `no_browser_id`)
+            jar.update_cookies({"roomproof_browser": f"phone-{name}".ljust(22, "0")[:64]})
+            self.phones[name] = aiohttp.ClientSession(cookie_jar=jar)
         return self.phones[name]
 
     async def scan(
@@ -84,7 +87,7 @@ class Week:
         url = qrtoken.url(
             self.central.url, self.device.site, self.device.device, slot, self.device.token(slot)
         )
-        body = {"token": url, "student_id": student, "pin": "2468", **extra}
+        body = {"token": url, "student_id": student, "pin": "246810", **extra}
         async with self.phone(phone or student).post(self.central.url + path, json=body) as resp:
             return resp.status, await resp.json()
 
@@ -111,7 +114,7 @@ async def week(
     device, code = await central.add_device("pi-week", now_ms=clock.now_ms())
     await central.enroll(device, code)
     for student in ("s1", "s2", "s3", "s4", "s5"):
-        await central.add_student(student, "2468")
+        await central.add_student(student, "246810")
     handle = Week(central, clock, device)
     await handle.at(START)
     yield handle

@@ -171,7 +171,7 @@ class Room:
         token = qrtoken.url(
             self.central.url, self.device.site, self.device.device, slot, self.device.token(slot)
         )
-        self.central.http.cookie_jar.clear()
+        self.central.new_phone()
         status, body = await self.central.request(
             "POST", "/api/v1/checkins", {"token": token, "student_id": student, "pin": "2468"}
         )

@@ -37,8 +37,8 @@ def room(
     central = system.Central(tmp_path / "central", own_broker.url)
     bundle = tmp_path / "bundle.toml"
     token = central.provision(bundle, room_name="Hall A-101")
-    central.cli("student", "add", "--site", "campus", "--student-id", "s1", "--pin", "4321")
-    central.cli("student", "add", "--site", "campus", "--student-id", "s2", "--pin", "8765")
+    central.cli("student", "add", "--site", "campus", "--student-id", "s1", "--pin", "432109")
+    central.cli("student", "add", "--site", "campus", "--student-id", "s2", "--pin", "876543")
     framebuffer = tmp_path / "fb0"
     framebuffer.write_bytes(bytes(FB_W * FB_H * 4))
     agent = system.Agent(
@@ -113,7 +113,7 @@ def test_check_in_from_the_rendered_frame(room: dict[str, typing.Any]) -> None:
     assert status == 200 and "a-101" in str(page).lower()
 
     status, body, headers = http.request(
-        "POST", "/api/v1/checkins", {"token": url, "student_id": "s1", "pin": "4321"}
+        "POST", "/api/v1/checkins", {"token": url, "student_id": "s1", "pin": "432109"}
     )
     assert status == 201, body
     assert body["checkin"]["student_id"] == "s1" and body["checkin"]["room"] == "a-101"
@@ -134,7 +134,7 @@ def test_check_in_from_the_rendered_frame(room: dict[str, typing.Any]) -> None:
         qrtoken.sign(forged_key, "campus", "pi-a101", "a-101", token.slot),
     )
     status, body, _ = http.request(
-        "POST", "/api/v1/checkins", {"token": forged, "student_id": "s2", "pin": "8765"}
+        "POST", "/api/v1/checkins", {"token": forged, "student_id": "s2", "pin": "876543"}
     )
     assert status in (400, 403) and body["error"]["code"] == "forged_token", body
 
@@ -153,7 +153,7 @@ def test_check_in_from_the_rendered_frame(room: dict[str, typing.Any]) -> None:
         "two more slots",
     )
     status, body, _ = http.request(
-        "POST", "/api/v1/checkins", {"token": url, "student_id": "s2", "pin": "8765"}
+        "POST", "/api/v1/checkins", {"token": url, "student_id": "s2", "pin": "876543"}
     )
     assert status in (400, 403, 410) and body["error"]["code"] == "stale_token", body
 
@@ -452,7 +452,7 @@ def test_set_timing_command_changes_the_rotation(room: dict[str, typing.Any]) ->
         "the QR of the new slot",
     )
     status, body, _ = http.request(
-        "POST", "/api/v1/checkins", {"token": url, "student_id": "s1", "pin": "4321"}
+        "POST", "/api/v1/checkins", {"token": url, "student_id": "s1", "pin": "432109"}
     )
     assert status == 201, body
     status, body, _ = admin.request("GET", "/api/v1/rejections")

@@ -75,7 +75,7 @@ async def test_update_methods(db: store.Store) -> None:
 async def test_import_runs_on_both_stores(db: store.Store) -> None:
     await test_contract.provision(db)
     files = {
-        "students": f"site,student_id,pin\n{SITE},s1,2468\n{SITE},s2,\n",
+        "students": f"site,student_id,pin\n{SITE},s1,246810\n{SITE},s2,\n",
         "courses": f"site,course,name,timezone\n{SITE},law-101,Law,Europe/Berlin\n",
         "enrolments": f"site,course,student_id\n{SITE},law-101,s1\n{SITE},law-101,s2\n",
         "sessions": (
@@ -88,9 +88,9 @@ async def test_import_runs_on_both_stores(db: store.Store) -> None:
         assert first.applied and first.created == first.rows and not first.errors, first
         again = await csvimport.run(db, kind, text.encode(), dry_run=False)
         assert again.unchanged == again.rows and again.created == again.updated == 0, again
-    assert await students.verify_pin(db, SITE, "s1", "2468")
+    assert await students.verify_pin(db, SITE, "s1", "246810")
     # s2 has no PIN yet: a locked one that no PIN opens, until an import gives it one.
-    assert not await students.verify_pin(db, SITE, "s2", "2468")
+    assert not await students.verify_pin(db, SITE, "s2", "246810")
     assert await db.roster(SITE, "law-101") == ["s1", "s2"]
     moved = files["sessions"].replace("10:30", "10:45")
     result = await csvimport.run(db, "sessions", moved.encode(), dry_run=False)
