@@ -318,6 +318,7 @@ class Central:
             "mqtt_url": mqtt_url,
             "mqtt_client_id": f"central-bench-{self.port}",
             "log_level": "WARNING",
+            "allow_anonymous_broker": True,  # the benchmark's private broker
             **(extra or {}),
         }
         self.config.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in settings.items()))

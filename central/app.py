@@ -68,6 +68,9 @@ def build(
     routes.routes(app)  # last: it ends with the catch-all for unknown /api/ paths
 
     async def lifecycle(app: web.Application) -> collections.abc.AsyncIterator[None]:
+        if bridge is not None:
+            # Refuse an open broker before serving anything (bridge_mod.BrokerOpen).
+            bridge.broker_checked = await bridge_mod.check_broker(settings)
         await db.open()
         try:
             await auth.check_tokens(db)  # sites are sealed: no token may act without one
@@ -147,6 +150,15 @@ def serve(settings: settings_mod.CentralSettings) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 50)
+    try:
+        _run(app, settings, context)
+    except bridge_mod.BrokerOpen as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def _run(
+    app: web.Application, settings: settings_mod.CentralSettings, context: ssl.SSLContext | None
+) -> None:
     web.run_app(
         app,
         host=settings.http_host,

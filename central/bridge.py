@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import json
 import logging
 import random
 import ssl
@@ -35,17 +34,70 @@ from central import store
 from central import stores
 from central import verifier
 from edge_agent.protocol import proof
+from edge_agent.protocol import report
 from edge_agent.protocol import topics
 
 log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 24 * 3600
-TELEMETRY_MAX_BYTES = 16 * 1024
 PIPELINE_WINDOW = 64
 ROOM_CACHE_S = 5.0
 
 
 class StoreUnavailable(Exception):
     """The store failed even to count a rejection: the database is down, not the message."""
+
+
+class BrokerOpen(Exception):
+    """The broker lets a client without credentials connect, and that was not allowed."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(
+            f"the MQTT broker {url} accepts clients without credentials (anyone could read"
+            " commands and publish as a device): give it accounts (e.g. broker_dynsec), or set"
+            " allow_anonymous_broker = true"
+        )
+
+
+def _tls(settings: settings_mod.CentralSettings) -> ssl.SSLContext | None:
+    if not settings.mqtt_host_port()[2]:
+        return None
+    return ssl.create_default_context(cafile=str(settings.mqtt_ca) if settings.mqtt_ca else None)
+
+
+async def anonymous_allowed(settings: settings_mod.CentralSettings) -> bool | None:
+    """Whether the broker lets a client in without username and password: True, False (it
+    refused), or None (not reachable now, so not known)."""
+    host, port, _ = settings.mqtt_host_port()
+    try:
+        async with aiomqtt.Client(
+            host,
+            port,
+            identifier=f"central-probe-{random.getrandbits(48):012x}",
+            protocol=aiomqtt.ProtocolVersion.V5,
+            tls_context=_tls(settings),
+            timeout=10,
+        ):
+            return True
+    except aiomqtt.exceptions.MqttConnectError:
+        return False  # the broker answered, with a CONNACK that refuses the client
+    except aiomqtt.MqttError:
+        return None  # no answer: unreachable, or the connection broke
+
+
+async def check_broker(settings: settings_mod.CentralSettings) -> bool | None:
+    """BrokerOpen on an anonymous broker unless `allow_anonymous_broker`, then a warning;
+    the probe's answer otherwise (None: the broker could not be reached)."""
+    anonymous = await anonymous_allowed(settings)
+    if anonymous and not settings.allow_anonymous_broker:
+        raise BrokerOpen(settings.mqtt_url)
+    if anonymous:
+        log.warning(
+            "SECURITY: the MQTT broker %s accepts anonymous clients and allow_anonymous_broker"
+            " is set: anyone who reaches it can read commands and disturb devices' status;"
+            " only for tests and closed labs",
+            settings.mqtt_url,
+        )
+    return anonymous
 
 
 class Bridge:
@@ -64,6 +116,9 @@ class Bridge:
         self.open_alerts: set[tuple[str, str, str]] = set()
         # Commands this process sent, per device (the last 50), with their reported outcome.
         self.commands: dict[tuple[str, str], collections.deque[dict[str, typing.Any]]] = {}
+        self._telemetry_iat: dict[tuple[str, str], int] = {}
+        # Per device, the session of the last status taken: (boot, iat, 0 online / 1 offline).
+        self._sessions: dict[tuple[str, str], tuple[str, int, int]] = {}
         self._rooms: dict[tuple[str, str], tuple[float, store.Room | None]] = {}
         self.settings = settings
         self.db = db
@@ -76,14 +131,12 @@ class Bridge:
         self.key_grace = verifier.KeyChangeGrace() if settings.database_url else None
         self.connected = False
         self._client: aiomqtt.Client | None = None
+        # The anonymous-broker check (`check_broker`): None until it got an answer.
+        self.broker_checked: bool | None = None
 
     def _client_options(self) -> aiomqtt.Client:
-        host, port, tls = self.settings.mqtt_host_port()
-        context = None
-        if tls:
-            context = ssl.create_default_context(
-                cafile=str(self.settings.mqtt_ca) if self.settings.mqtt_ca else None
-            )
+        host, port, _ = self.settings.mqtt_host_port()
+        context = _tls(self.settings)
         properties = paho.mqtt.properties.Properties(paho.mqtt.packettypes.PacketTypes.CONNECT)
         properties.SessionExpiryInterval = SESSION_EXPIRY_S
         return aiomqtt.Client(
@@ -106,6 +159,10 @@ class Bridge:
         group = self.settings.mqtt_share_group
         while True:
             try:
+                if self.broker_checked is None:  # the broker was not reachable at start
+                    self.broker_checked = await check_broker(self.settings)
+                    if self.broker_checked is None:  # connect only once it has answered
+                        raise aiomqtt.MqttError("the broker did not answer")
                 client = self._client_options()
                 # Acknowledge after storing, not on receipt (paho's default).
                 client._client.manual_ack_set(True)
@@ -120,6 +177,9 @@ class Bridge:
             except aiomqtt.MqttError as exc:
                 if self.connected or attempt == 0:
                     log.warning("broker unreachable (%s); retrying", exc)
+            except BrokerOpen as exc:
+                log.critical("%s; not taking messages from it", exc)
+                self.broker_checked = None  # asked again after the backoff
             except StoreUnavailable as exc:
                 # Unacknowledged, the message stays with the broker (persistent session) and
                 # comes again after the reconnect.
@@ -210,34 +270,39 @@ class Bridge:
                 raise StoreUnavailable(str(again) or type(again).__name__) from exc
 
     async def _telemetry(self, where: topics.Topic, topic: str, payload: bytes) -> None:
-        """Kept in memory, per process: the device's latest health (for /metrics and the API)."""
+        """Kept in memory, per process: the device's latest health (for /metrics and the API).
+        Only signed by the device, and only newer than the last one kept (no replays)."""
         try:
-            if len(payload) > TELEMETRY_MAX_BYTES:
-                raise ValueError("oversize")
-            data = json.loads(payload)
-            if isinstance(data, dict) and data.get("type") == "command_result":
-                await self._command_result(where, topic, payload, data)
-                return
-            depth = data["outbox_depth"]
-            proofs = depth.get("proof", 0)
-            if not isinstance(data, dict) or not isinstance(proofs, int) or not 0 <= proofs < 2**53:
-                raise ValueError("shape")
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError):
-            await self._reject("bad_telemetry", topic, payload, "telemetry is not the agent's JSON")
+            device, claims = await verifier.verify_report(
+                self.db,
+                topic,
+                payload,
+                frozenset({report.TELEMETRY, report.COMMAND_RESULT}),
+                self.clock.now_ms(),
+                int(self.settings.clock_tolerance_s * 1000),
+            )
+        except verifier.Rejected as exc:
+            await self._reject(exc.reason, topic, payload, str(exc))
             return
-        if await self.db.get_device(where.site, where.device) is None:
-            await self._reject("unknown_device", topic, payload, "telemetry of an unknown device")
+        if isinstance(claims, report.CommandResult):
+            self._command_result(where, claims)
             return
-        self.telemetry[(where.site, where.device)] = {
+        if not isinstance(claims, report.Telemetry):
+            return
+        key = (where.site, where.device)
+        if claims.iat <= self._telemetry_iat.get(key, -1):
+            await self._reject("stale", topic, payload, "telemetry older than the last kept")
+            return
+        self._telemetry_iat[key] = claims.iat
+        self.telemetry[key] = {
             "received_at": self.clock.now_ms(),
-            "outbox_depth": {
-                str(k): v for k, v in depth.items() if isinstance(v, int) and 0 <= v < 2**53
-            },
-            "uptime_s": data.get("uptime_s") if isinstance(data.get("uptime_s"), int) else None,
-            "sensors": data.get("sensors") if isinstance(data.get("sensors"), dict) else {},
-            "clock": data.get("clock") if isinstance(data.get("clock"), dict) else {},
+            "outbox_depth": dict(claims.outbox_depth),
+            "uptime_s": claims.uptime_s,
+            "sensors": claims.sensors,
+            "clock": claims.clock,
         }
-        self.metrics.outbox_depth.labels(site=where.site, device=where.device).set(proofs)
+        proofs = claims.outbox_depth.get("proof", 0)
+        self.metrics.outbox_depth.labels(site=device.site, device=device.device).set(proofs)
 
     async def send_command(
         self, site: str, device: str, kind: str, args: dict[str, typing.Any], ttl_s: int
@@ -254,24 +319,18 @@ class Bridge:
         history.append(sent)
         return sent
 
-    async def _command_result(
-        self, where: topics.Topic, topic: str, payload: bytes, data: dict[str, typing.Any]
-    ) -> None:
-        outcome, reason = data.get("outcome"), data.get("reason", "")
-        if outcome not in ("applied", "rejected") or not isinstance(reason, str):
-            await self._reject("bad_telemetry", topic, payload, "malformed command result")
-            return
+    def _command_result(self, where: topics.Topic, claims: report.CommandResult) -> None:
         for sent in self.commands.get((where.site, where.device), ()):
-            if sent["nonce"] == data.get("nonce"):
-                sent["outcome"], sent["reason"] = outcome, reason[:100]
+            if sent["nonce"] == claims.nonce:
+                sent["outcome"], sent["reason"] = claims.outcome, claims.reason
         self.hub.publish(
             "command",
             {
                 "site": where.site,
                 "device": where.device,
-                "nonce": data.get("nonce") if isinstance(data.get("nonce"), str) else None,
-                "outcome": outcome,
-                "reason": reason[:100],
+                "nonce": claims.nonce,
+                "outcome": claims.outcome,
+                "reason": claims.reason,
             },
         )
 
@@ -466,18 +525,47 @@ class Bridge:
             await asyncio.sleep(every_s)
 
     async def _status(self, where: topics.Topic, payload: bytes) -> None:
-        if payload not in (b"online", b"offline"):
-            await self._reject(
-                "bad_status",
-                topics.topic(where.site, where.device, "status"),
+        """A signed `online`/`offline` (see `protocol.report`). Per device, central keeps the
+        session (boot, iat) of the last status it took: a status older than that is stale,
+        and an `offline` counts only for the current boot (of the newer of that status and
+        the last stored proof), so an old will cannot end a new session."""
+        topic = topics.topic(where.site, where.device, "status")
+        try:
+            device, claims = await verifier.verify_report(
+                self.db,
+                topic,
                 payload,
-                "status must be online or offline",
+                frozenset({report.STATUS}),
+                self.clock.now_ms(),
+                int(self.settings.clock_tolerance_s * 1000),
             )
+        except verifier.Rejected as exc:
+            await self._reject(exc.reason, topic, payload, str(exc))
             return
-        device = await self.db.get_device(where.site, where.device)
-        if device is None:
+        if not isinstance(claims, report.Status):
             return
-        online = payload == b"online"
+        key = (where.site, where.device)
+        online = claims.state == "online"
+        order = (claims.iat, 0 if online else 1)  # at one iat, the will ends its session
+        known = self._sessions.get(key)
+        if known is not None and order <= (known[1], known[2]):
+            await self._reject("stale", topic, payload, "status older than the session's")
+            return
+        # The current session: the newer of this process's last status and the last stored
+        # proof (another process, or this one before a restart, may have taken the status).
+        current = known[:2] if known is not None else None
+        last = await self._last_proof_session(device)
+        if last is not None and (current is None or last[1] > current[1]):
+            current = last
+        # Of another boot, an `online` counts when newer than all we know (the device
+        # restarted), an `offline` never (an old will).
+        if current is not None and claims.boot != current[0]:
+            if not online or claims.iat <= current[1]:
+                await self._reject("stale", topic, payload, "status of an earlier boot")
+                return
+        if len(self._sessions) > 100_000:
+            self._sessions.clear()
+        self._sessions[key] = (claims.boot, claims.iat, order[1])
         if await self.db.set_online(where.site, where.device, online, self.clock.now_ms()):
             self.hub.publish(
                 "device",
@@ -488,6 +576,19 @@ class Bridge:
                     "online": online,
                 },
             )
+
+    async def _last_proof_session(self, device: store.Device) -> tuple[str, int] | None:
+        """(boot, iat) of the device's last stored proof, if any."""
+        if device.last_seq < 1:
+            return None
+        row = await self.db.get_proof(device.site, device.device, device.last_seq)
+        if row is None:
+            return None
+        try:
+            _, claims = proof.decode(row.jws, len(row.jws))
+        except proof.ProofError:
+            return None
+        return claims.boot, claims.iat
 
     async def _enroll(self, where: topics.Topic, payload: bytes) -> None:
         outcome = await enrollment.handle(

@@ -527,11 +527,13 @@ def _device_command(args: argparse.Namespace, settings: settings_mod.CentralSett
         raise CommandError("--ttl-s: 1..86400")
     keys = keyring.load(settings.data_dir)
     prepared: list[tuple[str, dict[str, typing.Any]]] = []
+    device_key: list[bytes] = []  # the key that signs the device's result
 
     async def prepare(db: store.Store) -> None:
         found = await db.get_device(args.site, args.device)
         if found is None or found.ed25519 is None:
             raise CommandError(f"no enrolled device {args.site}/{args.device}")
+        device_key.append(found.ed25519)
         wanted = {"room": args.room} if kind == "re_enroll" and args.room else {}
         try:
             prepared.append(
@@ -549,7 +551,9 @@ def _device_command(args: argparse.Namespace, settings: settings_mod.CentralSett
     signed, sent = prepared[0]
     try:
         result = asyncio.run(
-            devicecmd.publish(settings, args.site, args.device, signed, sent["nonce"], args.wait)
+            devicecmd.publish(
+                settings, args.site, args.device, signed, sent["nonce"], args.wait, device_key[0]
+            )
         )
     except aiomqtt.MqttError as exc:
         raise CommandError(f"broker {settings.mqtt_url}: {exc}") from exc

@@ -1,8 +1,10 @@
 """A whole room on one machine: private Mosquitto, central (SQLite) and one enrolled edge agent.
 
 Every part runs as its own process through the same commands an installer would type, so the
-demo shows the real deployment path: `central device add` writes the enrollment bundle, the agent
-enrolls over MQTT with it and starts publishing proofs.
+demo shows the real deployment path: `central device add` writes the enrollment bundle (and,
+through Mosquitto's dynamic security plugin, the device's own broker account), the agent
+enrolls over MQTT with it and starts publishing proofs. The broker listens on loopback only and
+admits no anonymous client; central and the room screen listen on the `--host` address only.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
+import glob
 import json
 import os
 import pathlib
@@ -45,6 +48,15 @@ def _free_port(preferred: int, host: str = "127.0.0.1") -> int:
     raise DemoError("no free TCP port")
 
 
+def _dynsec_plugin() -> pathlib.Path:
+    """Mosquitto's dynamic security plugin (Debian's mosquitto package ships it)."""
+    found = sorted(glob.glob("/usr/lib/*/mosquitto_dynamic_security.so"))
+    for path in [*found, "/usr/lib/mosquitto_dynamic_security.so"]:
+        if os.path.exists(path):
+            return pathlib.Path(path)
+    raise DemoError("Mosquitto's dynamic security plugin is not installed: run `bash .ci/setup`")
+
+
 def _lan_address() -> str:
     """The first non-loopback address, so that a phone on the same network can reach central."""
     try:
@@ -71,6 +83,7 @@ def _wait_http(url: str, timeout: float, process: subprocess.Popen[bytes], what:
 
 
 def _wait_port(port: int, timeout: float, process: subprocess.Popen[bytes], what: str) -> None:
+    """Wait until `port` on loopback accepts connections."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -122,11 +135,30 @@ class Demo:
         mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not os.path.exists(mosquitto):
             raise DemoError("mosquitto is not installed: run `bash .ci/setup` first")
+        plugin = _dynsec_plugin()
+        ctrl = shutil.which("mosquitto_ctrl")
+        if ctrl is None:
+            raise DemoError("mosquitto_ctrl is not installed: run `bash .ci/setup` first")
         mqtt_port = _free_port(18830)
         broker_dir = self.workdir / "mosquitto"
-        broker_dir.mkdir(exist_ok=True)
+        broker_dir.mkdir(mode=0o700, exist_ok=True)
+        # Production's setup: no anonymous clients, an account per device (made by `central
+        # device add`), central with the plugin's admin account.
+        dynsec_file = broker_dir / "dynamic-security.json"
+        admin_password = self._admin_password(broker_dir)
+        if not dynsec_file.exists():
+            done = subprocess.run(
+                [ctrl, "dynsec", "init", str(dynsec_file), "admin", admin_password],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            if done.returncode != 0:
+                raise DemoError(f"mosquitto_ctrl dynsec init failed: {done.stderr.strip()}")
+        dynsec_file.chmod(0o600)
         (broker_dir / "mosquitto.conf").write_text(
-            f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\n"
+            f"listener {mqtt_port} 127.0.0.1\nallow_anonymous false\n"
+            f"plugin {plugin}\nplugin_opt_config_file {dynsec_file}\n"
             f"persistence true\npersistence_location {broker_dir}/\n"
             # Run as whoever runs the demo (as root, Mosquitto would switch to its own user,
             # which cannot write this private directory).
@@ -139,9 +171,12 @@ class Demo:
         public_url = f"http://{self.host}:{self.http_port}"
         self.central_config.write_text(
             f'data_dir = "{self.workdir / "central"}"\n'
-            f'http_host = "0.0.0.0"\nhttp_port = {self.http_port}\n'
+            f"http_host = {json.dumps(self.host)}\nhttp_port = {self.http_port}\n"
             f'public_url = "{public_url}"\nmqtt_url = "mqtt://127.0.0.1:{mqtt_port}"\n'
+            f'mqtt_username = "admin"\nmqtt_password = "{admin_password}"\n'
+            "broker_dynsec = true\n"
         )
+        self.central_config.chmod(0o600)
         print("demo: provisioning site, room, device and a student", flush=True)
         self._central("site", "add", "--site", SITE, "--name", "Demo Campus")
         self._central("room", "add", "--site", SITE, "--room", ROOM, "--name", "Lecture Hall A-101")
@@ -170,11 +205,12 @@ class Demo:
             "central",
             [sys.executable, "-m", "central", "serve", "--config", str(self.central_config)],
         )
-        _wait_http(f"http://127.0.0.1:{self.http_port}/healthz", 30, central, "central")
+        _wait_http(f"{self.local_url(self.http_port)}/healthz", 30, central, "central")
 
         settings = self.workdir / "edge" / "settings.toml"
         settings.write_text(
-            f'display_sinks = ["png", "web"]\nweb_host = "0.0.0.0"\nweb_port = {self.screen_port}\n'
+            f'display_sinks = ["png", "web"]\nweb_host = {json.dumps(self.host)}\n'
+            f"web_port = {self.screen_port}\n"
             # A laptop or VM may not be NTP-synchronised; a real room device waits for time.
             "require_trusted_time = false\n"
         )
@@ -194,7 +230,7 @@ class Demo:
                 str(settings),
             ],
         )
-        _wait_http(f"http://127.0.0.1:{self.screen_port}/", 30, agent, "edge agent")
+        _wait_http(f"{self.local_url(self.screen_port)}/", 30, agent, "edge agent")
         self._wait_enrolled(token, central)
         return {
             "screen": f"http://{self.host}:{self.screen_port}/",
@@ -208,10 +244,25 @@ class Demo:
             "logs": str(self.logs),
         }
 
+    def local_url(self, port: int) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{port}"
+
+    def _admin_password(self, broker_dir: pathlib.Path) -> str:
+        """The broker admin's password, kept (0600) with the broker for a kept --data-dir."""
+        path = broker_dir / "admin-password"
+        if path.exists():
+            return path.read_text().strip()
+        password = secrets.token_urlsafe(24)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(password)
+        return password
+
     def _wait_enrolled(self, token: str, central: subprocess.Popen[bytes]) -> None:
         """Wait until central has the device's first proof: the room is live."""
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.http_port}/api/v1/devices",
+            f"{self.local_url(self.http_port)}/api/v1/devices",
             headers={"Authorization": f"Bearer {token}"},
         )
         deadline = time.monotonic() + 60
@@ -249,7 +300,11 @@ class Demo:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m central demo", description=__doc__)
-    parser.add_argument("--host", help="address phones use to reach this machine (default: LAN)")
+    parser.add_argument(
+        "--host",
+        help="address phones use to reach this machine; central and the room screen listen on"
+        " it only (default: the first LAN address)",
+    )
     parser.add_argument("--http-port", type=int, default=8080)
     parser.add_argument("--screen-port", type=int, default=8081)
     parser.add_argument("--data-dir", type=pathlib.Path, help="keep state here (default: temp)")
@@ -265,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = Demo(
         workdir,
         host,
-        _free_port(args.http_port, "0.0.0.0"),
-        _free_port(args.screen_port, "0.0.0.0"),
+        _free_port(args.http_port, host),
+        _free_port(args.screen_port, host),
     )
     stop = False
 

@@ -9,7 +9,6 @@ carries it in clear.
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import ssl
 import typing
@@ -22,7 +21,9 @@ from central import keyring
 from central import settings as settings_mod
 from central import store
 from edge_agent.protocol import command
+from edge_agent.protocol import jws
 from edge_agent.protocol import names
+from edge_agent.protocol import report
 from edge_agent.protocol import topics
 
 
@@ -71,9 +72,11 @@ async def publish(
     signed: str,
     nonce: str,
     wait_s: float,
+    device_public: bytes,
 ) -> dict[str, typing.Any] | None:
     """Publish on the device's `cmd` topic (QoS 1) with a client of its own; then, for up to
-    `wait_s`, watch the device's telemetry for the command's result (None if none came)."""
+    `wait_s`, watch the device's telemetry for the command's result (None if none came): only
+    a result signed with `device_public`, the key the device holds when the command arrives."""
     host, port, tls = settings.mqtt_host_port()
     context = None
     if tls:
@@ -97,7 +100,7 @@ async def publish(
         try:
             async with asyncio.timeout(wait_s):
                 async for message in client.messages:
-                    found = _result(message.payload, nonce)
+                    found = _result(message.payload, site, device, nonce, device_public)
                     if found is not None:
                         return found
         except TimeoutError:
@@ -105,14 +108,20 @@ async def publish(
     return None
 
 
-def _result(payload: typing.Any, nonce: str) -> dict[str, typing.Any] | None:
-    if not isinstance(payload, bytes | bytearray) or len(payload) > 16 * 1024:
+def _result(
+    payload: typing.Any, site: str, device: str, nonce: str, device_public: bytes
+) -> dict[str, typing.Any] | None:
+    if not isinstance(payload, bytes | bytearray):
         return None
     try:
-        data = json.loads(payload)
-    except (ValueError, RecursionError):
+        parsed, claims = report.decode(bytes(payload), frozenset({report.COMMAND_RESULT}))
+    except report.ReportError:
         return None
-    if isinstance(data, dict) and data.get("type") == "command_result":
-        if data.get("nonce") == nonce:
-            return data
-    return None
+    if not isinstance(claims, report.CommandResult) or (claims.site, claims.device) != (
+        site,
+        device,
+    ):
+        return None
+    if claims.nonce != nonce or not jws.verify(parsed, device_public):
+        return None
+    return claims.model_dump()

@@ -96,6 +96,9 @@ class CentralSettings(tomlsettings.EnvOverTomlSettings):
     pin_failures_per_client_per_minute: int = pydantic.Field(30, ge=1)
     pin_verify_concurrency: int = pydantic.Field(2, ge=1, le=64)
     pin_verify_queue: int = pydantic.Field(8, ge=0, le=1000)
+    # F7 (issue 13): central refuses a broker that lets anyone connect without credentials,
+    # unless this is set (a loud warning at each start).
+    allow_anonymous_broker: bool = False
 
     @pydantic.field_validator("trusted_proxies")
     @classmethod

@@ -30,6 +30,7 @@ from edge_agent.protocol import chain
 from edge_agent.protocol import jws
 from edge_agent.protocol import proof
 from edge_agent.protocol import qrtoken
+from edge_agent.protocol import report
 from edge_agent.protocol import slots
 from edge_agent.protocol import topics
 
@@ -225,6 +226,37 @@ async def verify(
         late=late,
         gap=gap if device.last_seq > 0 else None,
     )
+
+
+async def verify_report(
+    db: store.Store,
+    topic: str,
+    payload: bytes,
+    allowed: frozenset[str],
+    received_ms: int,
+    clock_tolerance_ms: int,
+) -> tuple[store.Device, report.Report]:
+    """A device's signed status, telemetry or command result (`protocol.report`), checked
+    against its enrolled key; a report queued before a key change verifies with the device's
+    earlier key. Rejected reasons: unsigned, oversize, malformed, bad_header, schema,
+    topic_mismatch, unknown_device, bad_signature, clock."""
+    try:
+        where = topics.parse(topic)
+        parsed, claims = report.decode(payload, allowed)
+    except ValueError as exc:
+        raise Rejected(getattr(exc, "reason", "topic_mismatch"), str(exc)) from exc
+    if (claims.site, claims.device) != (where.site, where.device):
+        raise Rejected("topic_mismatch", "report site/device differ from its topic")
+    device = await db.get_device(claims.site, claims.device)
+    if device is None or device.ed25519 is None:
+        raise Rejected("unknown_device", f"no enrolled device {claims.site}/{claims.device}")
+    if not jws.verify(parsed, device.ed25519):
+        earlier = await db.device_keys(claims.site, claims.device)
+        if not any(jws.verify(parsed, old.ed25519) for old in earlier):
+            raise Rejected("bad_signature", "report is not signed by the device")
+    if claims.iat - received_ms > clock_tolerance_ms:
+        raise Rejected("clock", f"iat is {claims.iat - received_ms} ms in the future")
+    return device, claims
 
 
 def _qr_message(claims: proof.Claims) -> bytes | None:

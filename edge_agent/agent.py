@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import pathlib
@@ -40,6 +39,7 @@ from edge_agent.protocol import enroll
 from edge_agent.protocol import keychange
 from edge_agent.protocol import proof
 from edge_agent.protocol import qrtoken
+from edge_agent.protocol import report
 from edge_agent.protocol import slots
 from edge_agent.protocol import topics
 from edge_agent.protocol import totp
@@ -467,9 +467,10 @@ class Agent:
                 await asyncio.wait_for(self.report_now.wait(), self.settings.telemetry_interval_s)
             self.report_now.clear()
             depth = await asyncio.to_thread(self.outbox.depth)
-            payload = json.dumps(
+            claims = report.Telemetry.model_validate(
                 {
-                    "v": 1,
+                    "site": self.bundle.site,
+                    "device": self.bundle.device,
                     "iat": self.clock.now_ms(),
                     "boot": self.boot,
                     "uptime_s": round(time.monotonic() - self.started),
@@ -478,7 +479,8 @@ class Agent:
                     "clock": self.time_status.claim(),
                     "sensors": self.sensors.state(),
                 }
-            ).encode()
+            )
+            payload = report.sign(claims, self.keys.signing)
             try:
                 await asyncio.to_thread(self.outbox.put, outbox_mod.TELEMETRY, topic, payload)
             except STORAGE_ERRORS as exc:
@@ -498,17 +500,21 @@ class Agent:
         status_topic = topics.topic(b.site, b.device, "status")
         while not self.stopping.is_set():
             try:
+                # The will and the `online` of one connection share boot and iat: central
+                # takes an `offline` only for the session it knows as current.
+                connected_at = self.clock.now_ms()
+                will = self._status_report("offline", connected_at)
                 async with mqttlink.client(
-                    b, self.state_dir, self.settings.mqtt_keepalive_s
+                    b, self.state_dir, self.settings.mqtt_keepalive_s, will
                 ) as client:
                     backoff.reset()
                     self._set_link("online", f"{b.mqtt_host}:{b.mqtt_port}")
                     await client.subscribe(topics.topic(b.site, b.device, "cmd"), qos=1)
-                    await client.publish(status_topic, b"online", qos=1, retain=True)
+                    online = self._status_report("online", connected_at)
                     workers = [
                         asyncio.create_task(self._receive(client)),
                         asyncio.create_task(self._enroll(client)),
-                        asyncio.create_task(self._drain(client)),
+                        asyncio.create_task(self._drain(client, online)),
                     ]
                     stop = asyncio.create_task(self.stopping.wait())
                     try:
@@ -523,9 +529,8 @@ class Agent:
                         if task is not stop and task.exception() is not None:
                             raise task.exception()  # type: ignore[misc]
                     if self.stopping.is_set():
-                        await client.publish(
-                            status_topic, b"offline", qos=1, retain=True, timeout=3
-                        )
+                        offline = self._status_report("offline", self.clock.now_ms())
+                        await client.publish(status_topic, offline, qos=1, retain=True, timeout=3)
                         return
             except aiomqtt.MqttError as exc:
                 self._set_link("unreachable", str(exc))
@@ -535,6 +540,12 @@ class Agent:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), backoff.next_delay())
+
+    def _status_report(self, state: typing.Literal["online", "offline"], iat: int) -> bytes:
+        claims = report.Status(
+            site=self.bundle.site, device=self.bundle.device, boot=self.boot, iat=iat, state=state
+        )
+        return report.sign(claims, self.keys.signing)
 
     async def _receive(self, client: mqttlink.Client) -> None:
         async for message in client.messages:
@@ -555,12 +566,14 @@ class Agent:
         self.room.settings = self.settings
 
     async def _command(self, payload: bytes) -> None:
-        """Apply a genuine command; report every outcome (as telemetry) so central knows."""
+        """Apply a genuine command; report every outcome (as telemetry) so central knows,
+        signed with the key held when the command arrived (a key change may follow)."""
+        signer = self.keys.signing
         try:
             found = self.commands.check(payload, self.clock.now_ms())
         except command.CommandError as exc:
             log.warning("refused a command: %s (%s)", exc.reason, exc)
-            report = commands.result(commands.claimed_nonce(payload), None, "rejected", exc.reason)
+            outcome = commands.result(commands.claimed_nonce(payload), None, "rejected", exc.reason)
         else:
             if found.kind == "show_message":
                 self.message = (found.args["text"], time.monotonic() + found.args["seconds"])
@@ -575,17 +588,26 @@ class Agent:
                     await self._re_enroll(found.args)
             except command.CommandError as exc:
                 log.warning("refused a command: %s (%s)", exc.reason, exc)
-                report = commands.result(found.nonce, found.kind, "rejected", exc.reason)
+                outcome = commands.result(found.nonce, found.kind, "rejected", exc.reason)
             except STORAGE_ERRORS as exc:
                 self._storage_failed("keys not changed", exc)
-                report = commands.result(found.nonce, found.kind, "rejected", "storage")
+                outcome = commands.result(found.nonce, found.kind, "rejected", "storage")
             else:
                 log.info("applied command %s (%s)", found.kind, found.nonce)
-                report = commands.result(found.nonce, found.kind, "applied")
+                outcome = commands.result(found.nonce, found.kind, "applied")
         topic = topics.topic(self.bundle.site, self.bundle.device, "telemetry")
+        claims = report.CommandResult.model_validate(
+            {
+                "site": self.bundle.site,
+                "device": self.bundle.device,
+                "boot": self.boot,
+                "iat": self.clock.now_ms(),
+                **outcome,
+            }
+        )
         try:
             await asyncio.to_thread(
-                self.outbox.put, outbox_mod.TELEMETRY, topic, json.dumps(report).encode()
+                self.outbox.put, outbox_mod.TELEMETRY, topic, report.sign(claims, signer)
             )
         except STORAGE_ERRORS as exc:
             self._storage_failed("command result dropped", exc)
@@ -696,15 +718,23 @@ class Agent:
                 self._storage_failed("acknowledged rows cannot be removed", exc)
                 await asyncio.sleep(1.0)
 
-    async def _drain(self, client: mqttlink.Client) -> None:
+    async def _drain(self, client: mqttlink.Client, online: bytes) -> None:
         """Publish the outbox in order; a row is deleted only after a PUBACK that says a
-        subscriber (central) will get it. "No matching subscribers" keeps it for a retry."""
+        subscriber (central) will get it. "No matching subscribers" keeps it for a retry.
+        Once enrolled and drained, this connection's signed `online` (retained): central
+        then knows the key that signed it (an enrollment, or a key change queued in the
+        outbox, came first)."""
         waiting = mqttlink.Backoff(5.0)
+        b = self.bundle
         while True:
             await self.enrolled.wait()  # a re-enrollment pauses the drain until central answers
             self.outbox_changed.clear()
             items = await asyncio.to_thread(self.outbox.peek, 50)
             if not items:
+                if online:
+                    status_topic = topics.topic(b.site, b.device, "status")
+                    await client.publish(status_topic, online, qos=1, retain=True)
+                    online = b""
                 await self.outbox_changed.wait()
                 continue
             for item in items:

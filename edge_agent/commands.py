@@ -57,10 +57,9 @@ class Commands:
 def result(
     nonce: str | None, kind: str | None, outcome: str, reason: str = ""
 ) -> dict[str, typing.Any]:
-    """The report the device publishes (as telemetry) after each command it received."""
+    """What the device reports (a signed `protocol.report.CommandResult` on its telemetry
+    topic) after each command it received."""
     return {
-        "v": 1,
-        "type": "command_result",
         "nonce": nonce,
         "kind": kind,
         "outcome": outcome,

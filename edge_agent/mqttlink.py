@@ -66,8 +66,9 @@ def tls_context_for(b: bundle_mod.Bundle, state_dir: pathlib.Path) -> ssl.SSLCon
     return ssl.create_default_context(cafile=str(ca_file))
 
 
-def client(b: bundle_mod.Bundle, state_dir: pathlib.Path, keepalive_s: int) -> Client:
-    """An MQTT v5 client with a persistent session and the retained `offline` will."""
+def client(b: bundle_mod.Bundle, state_dir: pathlib.Path, keepalive_s: int, will: bytes) -> Client:
+    """An MQTT v5 client with a persistent session and the retained `offline` will (`will`:
+    the signed status report, see `protocol.report`)."""
     tls_context = None
     if b.tls:
         tls_context = tls_context_for(b, state_dir)
@@ -84,7 +85,7 @@ def client(b: bundle_mod.Bundle, state_dir: pathlib.Path, keepalive_s: int) -> C
         properties=connect_properties,
         keepalive=keepalive_s,
         tls_context=tls_context,
-        will=aiomqtt.Will(topics.topic(b.site, b.device, "status"), b"offline", qos=1, retain=True),
+        will=aiomqtt.Will(topics.topic(b.site, b.device, "status"), will, qos=1, retain=True),
         timeout=10,
     )
 

@@ -81,7 +81,7 @@ class Central:
         self.config.write_text(
             f'data_dir = "{workdir / "data"}"\nhttp_host = "127.0.0.1"\n'
             f'http_port = {self.port}\npublic_url = "http://127.0.0.1:{self.port}"\n'
-            f'mqtt_url = "{mqtt_url}"\nlog_level = "INFO"\n'
+            f'mqtt_url = "{mqtt_url}"\nlog_level = "INFO"\nallow_anonymous_broker = true\n'
         )
 
     @property

@@ -35,6 +35,7 @@ from edge_agent.protocol import enroll
 from edge_agent.protocol import keys
 from edge_agent.protocol import proof
 from edge_agent.protocol import qrtoken
+from edge_agent.protocol import report
 from edge_agent.protocol import slots
 from edge_agent.protocol import topics
 from tests import broker as broker_mod
@@ -96,6 +97,12 @@ class ScriptedDevice:
         self.prev = chain.link(compact)
         self.sent.append(compact)
         return compact
+
+    def report(self, model: type[report.Report], **claims: typing.Any) -> bytes:
+        """A signed status, telemetry or command result, as the agent sends it."""
+        fields = {"site": self.site, "device": self.device, "boot": "0123456789abcdef"}
+        fields["iat"] = int(time.time() * 1000)
+        return report.sign(model.model_validate({**fields, **claims}), self.signing)
 
 
 @dataclasses.dataclass
@@ -214,7 +221,7 @@ async def central(
         mqtt_share_group=f"g{unique}",
         otp_attempts_per_minute=3,
         profile_learn_proofs=3,
-        **central_overrides,
+        **{"allow_anonymous_broker": True, **central_overrides},
     )
     app = app_mod.build(settings, clock=clock)
     server = test_utils.TestServer(app, host="127.0.0.1", port=port)

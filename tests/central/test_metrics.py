@@ -8,6 +8,7 @@ import time
 
 from central import auth
 from edge_agent.protocol import qrtoken
+from edge_agent.protocol import report
 from edge_agent.protocol import slots
 from tests.central import conftest
 
@@ -46,17 +47,14 @@ async def test_metrics_count_proofs_checkins_and_devices(enrolled: tuple) -> Non
 
 async def test_device_telemetry_is_kept_and_bad_telemetry_counted(enrolled: tuple) -> None:
     central, device = enrolled
-    report = {
-        "v": 1,
-        "iat": int(time.time() * 1000),
-        "boot": "0123456789abcdef",
-        "uptime_s": 42,
-        "outbox_depth": {"proof": 7, "telemetry": 1},
-        "dropped": {},
-        "clock": {"source": "ntp", "uncertainty_ms": 10},
-        "sensors": {"gps": {"source": "gpsd", "mode": "gpsd", "status": "ok"}},
-    }
-    await central.publish(device.topic("telemetry"), json.dumps(report))
+    signed = device.report(
+        report.Telemetry,
+        uptime_s=42,
+        outbox_depth={"proof": 7, "telemetry": 1},
+        clock={"source": "ntp", "uncertainty_ms": 10},
+        sensors={"gps": {"source": "gpsd", "mode": "gpsd", "status": "ok"}},
+    )
+    await central.publish(device.topic("telemetry"), signed)
     for bad in (b"{", b"[]", json.dumps({"outbox_depth": "x"}).encode(), b"x" * 20000):
         await central.publish(device.topic("telemetry"), bad)
 
@@ -70,9 +68,9 @@ async def test_device_telemetry_is_kept_and_bad_telemetry_counted(enrolled: tupl
     assert telemetry["uptime_s"] == 42 and telemetry["sensors"]["gps"]["status"] == "ok"
 
     async def counted() -> bool:
-        return (await central.rejections()).get("bad_telemetry", 0) == 4
+        return (await central.rejections()).get("unsigned", 0) == 4
 
-    await conftest.poll(counted, 10, "4 bad telemetry messages counted")
+    await conftest.poll(counted, 10, "4 unsigned telemetry messages counted")
     _, text = await central.request("GET", "/metrics", token=central.admin_token)
     labels = f'{{device="{device.device}",site="{device.site}"}}'
     assert sample(text, "roomproof_device_outbox_depth", labels) == 7.0

@@ -14,6 +14,8 @@ import tomllib
 import aiomqtt
 import pytest
 
+from central import bridge
+from central import settings as central_settings
 from edge_agent import mqttlink
 from tests import broker as broker_mod
 from tests import system
@@ -66,6 +68,8 @@ def test_device_accounts_acls_and_revocation(tmp_path: pathlib.Path) -> None:
             config.write(
                 'mqtt_username = "admin"\nmqtt_password = "admin-secret"\nbroker_dynsec = true\n'
             )
+        settings = central_settings.load(central.config)
+        assert asyncio.run(bridge.anonymous_allowed(settings)) is False  # the broker refused
         bundle_a = tmp_path / "a.toml"
         admin_token = central.provision(bundle_a)
         bundle_b = tmp_path / "b.toml"
@@ -95,6 +99,13 @@ def test_device_accounts_acls_and_revocation(tmp_path: pathlib.Path) -> None:
                 return any(d["device"] == "pi-a101" and d["last_seq"] >= 1 for d in body["devices"])
 
             system.wait_for(stored, 60, "the device's proofs through its own account")
+
+            def online() -> bool | None:
+                _, body, _ = admin.request("GET", "/api/v1/devices")
+                return next(d["online"] for d in body["devices"] if d["device"] == "pi-a101")
+
+            # The agent's signed status: online once enrolled and drained, offline on a stop.
+            system.wait_for(online, 30, "the device's signed online")
             mine, theirs, own_cmd, other_cmd = asyncio.run(
                 try_as(broker, tomllib.loads(bundle_b.read_text()), "pi-b202", "pi-a101")
             )
@@ -109,6 +120,11 @@ def test_device_accounts_acls_and_revocation(tmp_path: pathlib.Path) -> None:
                 )
             _, body, _ = admin.request("GET", "/api/v1/devices")
             assert [d["enrolled"] for d in body["devices"] if d["device"] == "pi-b202"] == [False]
+            agent.stop()
+            system.wait_for(lambda: online() is False, 30, "the device's signed offline")
+            _, body, _ = admin.request("GET", "/api/v1/rejections")
+            assert not {"bad_signature", "stale"} & set(body["counts"]), body
         finally:
-            agent.stop(signal.SIGKILL)
+            if agent.process is not None:
+                agent.stop(signal.SIGKILL)
             central.stop()

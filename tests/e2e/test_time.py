@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
+import typing
 import urllib.request
 
 import aiomqtt
 import pytest
 
 from edge_agent import timesource
+from edge_agent.protocol import report
 from edge_agent.protocol import topics
 from tests import broker as broker_mod
 from tests import system
@@ -39,7 +41,9 @@ async def test_waiting_for_time(
             await client.subscribe(topics.topic("campus", "pi-a101", "telemetry"), qos=1)
             async with asyncio.timeout(60):
                 async for message in client.messages:
-                    telemetry = json.loads(message.payload)  # type: ignore[arg-type]
+                    payload = typing.cast(bytes, message.payload)
+                    _, signed = report.decode(payload, frozenset({report.TELEMETRY}))
+                    telemetry = signed.model_dump()
                     break
         assert telemetry["clock"]["source"] == "none"
         assert telemetry["sensors"]["wifi"]["mode"] == "pcap"

@@ -37,6 +37,7 @@ from edge_agent.protocol import jws
 from edge_agent.protocol import keys
 from edge_agent.protocol import proof
 from edge_agent.protocol import qrtoken
+from edge_agent.protocol import report
 from tests.central import conftest as central_conftest
 from tests.fuzz import conftest
 from tests.fuzz import inputs
@@ -59,6 +60,8 @@ REJECTION_REASONS = {
     "retired_key",
     "bad_status",
     "bad_telemetry",
+    "unsigned",  # status, telemetry and command results must be signed (F7)
+    "stale",
     "key_change_malformed",
     "key_change_topic_mismatch",
     "key_change_bad_signature",
@@ -513,9 +516,7 @@ def _dumps(value: typing.Any) -> bytes:
 
 def _counted(world: World, kind: str, payload: bytes) -> set[int]:
     """How many rejections central may count for this message."""
-    if kind == "telemetry":
-        return {0, 1}  # kept in memory when it has the agent's shape, else `bad_telemetry`
-    if kind != "enroll":
+    if kind != "enroll":  # status and telemetry: none is signed by the device
         return {1}
     try:
         request = enroll.parse_request(payload)
@@ -550,13 +551,14 @@ def test_mqtt_payloads(world: World) -> None:
         previous = seen["counts"]
         world.run(central.publish(device.topic(kind), payload))
         # Central handles one message at a time, in order: once this barrier is counted
-        # (bad_status), the message before it has been handled.
+        # (unsigned), the message before it has been handled.
         world.run(central.publish(device.topic("status"), b"barrier"))
-        barrier = previous.get("bad_status", 0) + 1 + (kind == "status")
+        unsigned = kind in ("status", "telemetry") and not payload.startswith(b"eyJ")
+        barrier = previous.get("unsigned", 0) + 1 + unsigned
 
         async def counted() -> dict[str, int]:
             counts = await central.rejections()
-            return counts if counts.get("bad_status", 0) >= barrier else {}
+            return counts if counts.get("unsigned", 0) >= barrier else {}
 
         counts = world.run(central_conftest.poll(counted, 10, f"handling of {message!r}"))
         seen["counts"] = counts
@@ -603,13 +605,19 @@ def test_mqtt_deeply_nested_payloads(world: World) -> None:
     counts = world.run(central_conftest.poll(counted, 10, "both rejections"))
     if counts.get("internal"):
         raise InternalError(f"counted as internal: {counts}")
-    assert all(counts.get(r) for r in ("bad_header", "enroll_malformed", "bad_telemetry")), counts
+    assert all(counts.get(r) for r in ("bad_header", "enroll_malformed", "unsigned")), counts
 
 
 def test_mqtt_former_bugs(world: World) -> None:
     central, device = world.central, world.device
     payloads = [b'{"outbox_depth": {"proof": 1e400}}', _dumps({"outbox_depth": {"proof": 10**400}})]
-    total = sum(world.run(central.rejections()).values()) + len(payloads)
+    # The same, signed by the device: the schema refuses them.
+    payloads += [
+        jws.sign(body, device.signing, device.device, report.TELEMETRY).encode()
+        for body in payloads
+    ]
+    before = world.run(central.rejections())
+    total = sum(before.values()) + len(payloads)
     for payload in payloads:
         world.run(central.publish(device.topic("telemetry"), payload))
 
@@ -620,4 +628,5 @@ def test_mqtt_former_bugs(world: World) -> None:
     counts = world.run(central_conftest.poll(counted, 10, "the rejections"))
     if counts.get("internal"):
         raise InternalError(f"counted as internal: {counts}")
-    assert counts.get("bad_telemetry") == len(payloads), counts
+    assert counts.get("unsigned", 0) - before.get("unsigned", 0) == 2, counts
+    assert counts.get("schema", 0) - before.get("schema", 0) == 2, counts

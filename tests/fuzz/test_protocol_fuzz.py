@@ -21,6 +21,7 @@ from edge_agent.protocol import keys
 from edge_agent.protocol import names
 from edge_agent.protocol import proof
 from edge_agent.protocol import qrtoken
+from edge_agent.protocol import report
 from edge_agent.protocol import slots
 from edge_agent.protocol import topics
 from edge_agent.protocol import totp
@@ -175,6 +176,49 @@ def test_proof_decode_signed_claims_of_any_shape(claims: dict[str, object]) -> N
         return
     assert jws.verify(parsed, DEVICE_KEY.public)
     assert decoded.device == "pi-a101"
+
+
+# -- signed reports (status, telemetry, command results) -------------------------------------
+REPORT_REASONS = PROOF_REASONS | {"unsigned"}
+TELEMETRY = report.Telemetry(
+    site="campus",
+    device="pi-a101",
+    boot="0123456789abcdef",
+    iat=1_763_800_000_123,
+    uptime_s=7,
+    outbox_depth={"proof": 2, "telemetry": 0},
+    sensors={"gps": {"source": "gpsd", "status": "ok"}},
+)
+TELEMETRY_SIGNED = report.sign(TELEMETRY, DEVICE_KEY)
+
+
+@hypothesis.given(
+    st.binary()
+    | _jws_parts().map(str.encode)
+    | st.builds(
+        lambda claims, typ: jws.sign(json.dumps(claims).encode(), DEVICE_KEY, "pi-a101", typ),
+        inputs.objects_with([*TELEMETRY.model_dump(), "state", "nonce", "outcome"]),
+        st.sampled_from(sorted(report.MODELS)),
+    ).map(str.encode)
+)
+def test_report_decode(compact: bytes) -> None:
+    try:
+        parsed, claims = report.decode(compact, frozenset(report.MODELS))
+    except report.ReportError as exc:
+        assert exc.reason in REPORT_REASONS
+        return
+    assert claims.device == parsed.kid
+
+
+@hypothesis.given(inputs.mutations(TELEMETRY_SIGNED))
+def test_mutated_report_never_verifies_as_something_else(mutated: bytes) -> None:
+    try:
+        parsed, claims = report.decode(mutated, frozenset(report.MODELS))
+    except report.ReportError as exc:
+        assert exc.reason in REPORT_REASONS
+        return
+    if jws.verify(parsed, DEVICE_KEY.public):
+        assert claims == TELEMETRY
 
 
 @hypothesis.given(st.integers(min_value=1, max_value=5000), st.sampled_from(["[", "{"]))

@@ -159,7 +159,7 @@ async def cluster(
         f'database_url = "{pg_dsn}"\n'
         f'mqtt_url = "{broker.url}"\n'
         f'mqtt_share_group = "g{unique}"\n'
-        'log_level = "INFO"\n'
+        'log_level = "INFO"\nallow_anonymous_broker = true\n'
     )
     processes = [
         Process(
