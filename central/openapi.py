@@ -185,7 +185,7 @@ SCHEMAS: dict[str, Schema] = {
             "site": null(STR),
             "name": STR,
             "created_at": TIME,
-            "courses": array(array(STR)),
+            "courses": array(STR),  # "site/course" a teacher token is limited to
         }
     ),
     "AuditEntry": obj(

@@ -1,4 +1,4 @@
-"""Student PINs against guessing and floods (issue 13, F2 and F3).
+"""Student PINs against guessing and floods.
 
 - Argon2id verifications (about 130 ms of CPU each here) run on a pool of
   `pin_verify_concurrency` threads: that pool is the semaphore. Up to `pin_verify_queue` more

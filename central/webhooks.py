@@ -88,7 +88,7 @@ def check_url(url: object) -> str:
     return url
 
 
-# -- where webhooks may post (issue 13 F5) --------------------------------------------------
+# -- where webhooks may post ------------------------------------------------------------------
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
