@@ -280,7 +280,11 @@ async def test_two_centrals_store_every_proof_once(
         async def duplicates_counted() -> bool:
             return await handle.rejections() == {"duplicate": redelivered}
 
-        await conftest.poll(duplicates_counted, 10, f"{redelivered} duplicates counted")
+        try:
+            await conftest.poll(duplicates_counted, 30, f"{redelivered} duplicates counted")
+        except AssertionError:  # say what was counted instead
+            counts = await handle.rejections()
+            raise AssertionError(f"rejections {counts}, not {redelivered} duplicates") from None
         assert sorted(first.stored + second.stored) == list(range(1, PROOFS // 2 + 1))
         assert first.stored and second.stored, "both centrals take a share"
         answers = await same_answers()
