@@ -104,6 +104,13 @@ async def checkin(central: conftest.Central, device: conftest.ScriptedDevice, st
     )
     assert status == 201, body
     await central.publish(device.topic("proof"), device.next_proof())  # this slot's, if new
+    seq = device.seq
+
+    async def stored() -> bool:  # before anyone dumps the tables to compare them
+        row = await central.db.get_device(device.site, device.device)
+        return row is not None and row.last_seq == seq
+
+    await conftest.poll(stored, 10, f"proof {seq} of {device.site}/{device.device}")
     return int(body["checkin"]["id"])
 
 
