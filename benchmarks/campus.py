@@ -224,7 +224,7 @@ class Store:
 
     async def admin_token(self) -> str:
         token = auth.new_token()
-        await self.db.add_admin_token(auth.token_hash(token), "admin", "benchmark", now_ms())
+        await self.db.add_admin_token(auth.token_hash(token), "operator", "benchmark", now_ms())
         return token
 
     async def add_sessions(self, devices: list[Device], rosters: dict[int, list[str]]) -> None:

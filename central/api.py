@@ -29,6 +29,7 @@ from central import events
 from central import i18n
 from central import keyring
 from central import metrics
+from central import outage
 from central import params
 from central import profiles
 from central import ratelimit
@@ -152,8 +153,16 @@ class Api:
         )
 
     async def healthz(self, request: web.Request) -> web.Response:
+        """The store and the broker apart: 503 while the store cannot write (the last write's
+        outcome says so); a broker outage is reported, not fatal (check-ins still work)."""
         mqtt = "connected" if self.bridge is not None and self.bridge.connected else "disconnected"
-        return web.json_response({"status": "ok", "mqtt": mqtt})
+        if outage.STORE.down:
+            return web.json_response(
+                {"status": "unavailable", "store": "unavailable", "mqtt": mqtt},
+                status=503,
+                headers={"Retry-After": str(outage.RETRY_AFTER_S)},
+            )
+        return web.json_response({"status": "ok", "store": "ok", "mqtt": mqtt})
 
     async def prometheus(self, request: web.Request) -> web.Response:
         """Prometheus exposition. It is process-wide (every site's), so an operator's token

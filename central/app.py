@@ -26,6 +26,7 @@ from central import events
 from central import keyring
 from central import metrics
 from central import openapi
+from central import outage
 from central import retention
 from central import settings as settings_mod
 from central import store
@@ -116,15 +117,23 @@ async def _health(
     central whose database handle is wedged); STATUS= says what an operator wants to know."""
     notifier.ready("serving")
     interval = min(notifier.watchdog_interval_s or 10.0, 10.0)
+    was_healthy = True
     while True:
         try:
             await asyncio.wait_for(db.list_devices("-"), timeout=interval)
             healthy = True
         except Exception as exc:  # any store failure means unhealthy, never a crash
-            log.error("store check failed: %s; not feeding the systemd watchdog", exc)
+            if was_healthy:  # one line per state change, not one per check
+                log.error("store check failed: %s; not feeding the systemd watchdog", exc)
             healthy = False
+        if healthy and not was_healthy:
+            log.warning("store check passes again; feeding the systemd watchdog")
+        was_healthy = healthy
         broker = "connected" if bridge is not None and bridge.connected else "disconnected"
-        notifier.status(f"serving; broker {broker}; store {'ok' if healthy else 'FAILING'}")
+        # The read check answers whether the store is reachable; the last write's outcome
+        # whether it can write (a full disk still reads): either failing is UNAVAILABLE.
+        store_state = "ok" if healthy and not outage.STORE.down else "UNAVAILABLE"
+        notifier.status(f"serving; broker {broker}; store {store_state}")
         if healthy and notifier.watchdog_interval_s is not None:
             notifier.watchdog()
         await asyncio.sleep(interval)

@@ -28,6 +28,7 @@ from central import environment
 from central import events
 from central import keyring
 from central import metrics
+from central import outage
 from central import settings as settings_mod
 from central import sigpool
 from central import store
@@ -41,6 +42,21 @@ log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 24 * 3600
 PIPELINE_WINDOW = 64
 ROOM_CACHE_S = 5.0
+
+
+def _store_failed(exc: BaseException) -> None:
+    """One log line when the store goes down (the tracker logs it), none per reconnect after."""
+    if not outage.STORE.down:
+        log.error("store unavailable (%s); reconnecting to get the message again", exc)
+    outage.STORE.failed(exc)
+
+
+def _reconnect_wait(attempt: int) -> float:
+    """Jittered exponential backoff: capped at 10 s for the broker, and growing further (to
+    outage.BACKOFF_CAP_S) while the store is down, whose failures a reconnect resets no count of."""
+    ceiling = min(10.0, 0.5 * 2**attempt)
+    ceiling = max(ceiling, outage.STORE.backoff_s())
+    return random.uniform(ceiling / 2, ceiling)
 
 
 class StoreUnavailable(Exception):
@@ -183,13 +199,12 @@ class Bridge:
             except StoreUnavailable as exc:
                 # Unacknowledged, the message stays with the broker (persistent session) and
                 # comes again after the reconnect.
-                log.error("store unavailable (%s); reconnecting to get the message again", exc)
+                _store_failed(exc)
             finally:
                 self.connected = False
                 self._client = None
             attempt += 1
-            ceiling = min(10.0, 0.5 * 2**attempt)
-            await asyncio.sleep(random.uniform(ceiling / 2, ceiling))
+            await asyncio.sleep(_reconnect_wait(attempt))
 
     async def _pipeline(self, client: aiomqtt.Client) -> None:
         """Handle up to PIPELINE_WINDOW messages at once: one device's messages strictly in
@@ -205,6 +220,7 @@ class Bridge:
             while True:
                 task, message = await pending.get()
                 await task  # StoreUnavailable ends the connection: the rest comes again
+                outage.STORE.succeeded()
                 if message.qos > 0:
                     client._client.ack(message.mid, message.qos)
 

@@ -9,6 +9,9 @@ import typing
 
 from aiohttp import web
 
+from central import outage
+from central import stores
+
 log = logging.getLogger(__name__)
 REQUEST_ID = web.RequestKey("request_id", str)
 
@@ -95,7 +98,10 @@ async def middleware(
             raise
         code = _HTTP_CODES.get(exc.status, "http_error")
         response = web.json_response(body(request, code, exc.reason, {}), status=exc.status)
-    except Exception:
+    except Exception as exc:
+        if stores.is_outage(exc):
+            outage.STORE.failed(exc)  # logged once per state change, not per request
+            return _unavailable(request, request_id)
         log.exception(
             "internal error on %s %s [%s]",
             request.method,
@@ -106,6 +112,20 @@ async def middleware(
         response = web.json_response(
             body(request, "internal", "internal error; quote the request id", {}), status=500
         )
+    if request.method not in ("GET", "HEAD", "OPTIONS") and response.status < 300:
+        outage.STORE.succeeded()  # a write went through
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id
     return response
+
+
+def _unavailable(request: web.Request, request_id: str) -> web.Response:
+    message = "the store cannot read or write right now; retry later"
+    headers = {"Retry-After": str(outage.RETRY_AFTER_S), "X-Request-Id": request_id}
+    if request.path.startswith("/api/"):
+        return web.json_response(
+            body(request, "store_unavailable", message, {}), status=503, headers=headers
+        )
+    return web.Response(
+        text=f"Service temporarily unavailable: {message}.\n", status=503, headers=headers
+    )

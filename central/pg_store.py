@@ -251,6 +251,16 @@ _BROWSER_STUDENTS = (
 )
 
 
+async def _require_durable_commits(conn: asyncpg.Connection, dsn: str) -> None:
+    """A 201 or a PUBACK goes out after the commit: the commit must be on disk by then."""
+    setting = await conn.fetchval("SHOW synchronous_commit")
+    if setting == "off":
+        raise RuntimeError(
+            f"database {redact(dsn)}: synchronous_commit is off, so an answered check-in or"
+            " proof could be lost in a crash; turn it on (the server's, the role's or the DSN's)"
+        )
+
+
 class PgStore:
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
@@ -271,6 +281,7 @@ class PgStore:
             raise ConnectionError(f"database {redact(self.dsn)}: {exc}") from exc
         try:
             async with self.pool.acquire() as conn:
+                await _require_durable_commits(conn, self.dsn)
                 await self._migrate(conn)
         except Exception:
             await self.close()

@@ -27,6 +27,11 @@ def _health(settings: settings_mod.CentralSettings) -> dict[str, str] | None:
     try:
         with urllib.request.urlopen(f"http://{host}:{settings.http_port}/healthz", timeout=3) as r:
             return dict(json.loads(r.read()))
+    except urllib.error.HTTPError as exc:  # 503 while the store cannot write: still an answer
+        try:
+            return dict(json.loads(exc.read()))
+        except (OSError, ValueError):
+            return None
     except (urllib.error.URLError, OSError, ValueError):
         return None
 
@@ -39,7 +44,9 @@ async def report(settings: settings_mod.CentralSettings, db: store.Store) -> Rep
         lines.append(f"service        not answering on port {settings.http_port}")
         problems.append("central is not running (or not on this host/port)")
     else:
-        lines.append(f"service        up, broker {health.get('mqtt')}")
+        lines.append(f"service        up, broker {health.get('mqtt')}, store {health.get('store')}")
+        if health.get("store") == "unavailable":
+            problems.append("central cannot write to its store (answering 503 until it can)")
         if health.get("mqtt") != "connected":
             problems.append(f"central is not connected to the broker {settings.mqtt_url}")
     now = int(time.time() * 1000)

@@ -19,7 +19,12 @@ _OUTAGE_CLASSES = frozenset({"08", "53", "55", "57", "58"})
 
 def is_outage(exc: BaseException) -> bool:
     """True when the database itself failed, so the work should be retried later."""
-    if isinstance(exc, sqlite3.OperationalError | OSError | asyncpg.InterfaceError):
+    # InternalClientError: a connection the server terminated mid-operation ("cannot switch
+    # to state ...", asyncpg's pool hands it out once more).
+    if isinstance(
+        exc,
+        sqlite3.OperationalError | OSError | asyncpg.InterfaceError | asyncpg.InternalClientError,
+    ):
         return True
     if isinstance(exc, asyncpg.PostgresError):
         return str(getattr(exc, "sqlstate", "") or "")[:2] in _OUTAGE_CLASSES

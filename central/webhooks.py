@@ -33,9 +33,11 @@ from central import api_attendance
 from central import attendance
 from central import clock as clock_mod
 from central import events
+from central import outage
 from central import params
 from central import settings as settings_mod
 from central import store
+from central import stores
 from central import timetable
 
 log = logging.getLogger(__name__)
@@ -328,6 +330,24 @@ def event_body(event_id: str, event_type: str, created_ms: int, data: dict[str, 
     )
 
 
+def _tick_failed(exc: Exception, failures: int) -> int:
+    """One log line when dispatching starts failing (a traceback only for what is not a store
+    outage), none for the ticks after it."""
+    if stores.is_outage(exc):
+        outage.STORE.failed(exc)
+        if failures == 0:
+            log.error("webhook dispatch paused, store unavailable (%s); backing off", exc)
+    elif failures == 0:
+        log.exception("webhook dispatch failed; backing off")
+    return failures + 1
+
+
+def _tick_wait(settings: settings_mod.CentralSettings, failures: int) -> float:
+    if failures == 0:
+        return settings.webhook_poll_s
+    return min(outage.BACKOFF_CAP_S, settings.webhook_poll_s * 2 ** min(failures, 16))
+
+
 class Dispatcher:
     """Turns events into deliveries and delivers them: one task per webhook at a time, so a
     slow or dead receiver only delays its own queue."""
@@ -369,16 +389,23 @@ class Dispatcher:
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
             listener = asyncio.create_task(self._listen(), name="webhook-events")
             try:
+                failures = 0  # consecutive failed ticks: the wait doubles, capped
                 while True:
                     try:
                         self._subscribed = None  # another process may have changed them
                         await self._closed_sessions()
                         await self._start_senders(http)
                         await self._purge()
-                    except Exception:  # a store hiccup: log, try again next tick
-                        log.exception("webhook dispatch failed; retrying")
+                    except Exception as exc:
+                        failures = _tick_failed(exc, failures)
+                    else:
+                        if failures:
+                            log.warning("webhook dispatch works again after %d failures", failures)
+                            outage.STORE.succeeded()
+                        failures = 0
+                    wait_s = _tick_wait(self.settings, failures)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.settings.webhook_poll_s)
+                        await asyncio.wait_for(self._wake.wait(), wait_s)
                     self._wake.clear()
             finally:
                 listener.cancel()
