@@ -36,7 +36,8 @@ ERROR_TEXT = {
     413: "The body is too large.",
     415: "The body's media type is not accepted.",
     429: "Too many requests from this client; wait (Retry-After).",
-    503: "A dependency (the broker) is unavailable.",
+    503: "The store (store_unavailable), or for commands the broker, is unavailable; retry"
+    " after Retry-After.",
 }
 
 
@@ -317,7 +318,7 @@ def _op(
 ) -> Schema:
     """One operation; roles None means public (no token)."""
     parameters = parameters or []
-    codes = set(errors) | {400}
+    codes = set(errors) | {400, 503}  # 503 store_unavailable: any route during a store outage
     if roles is not None:
         codes |= {401, 403}
     if any(p["in"] == "path" or p["name"] == "site" for p in parameters):
