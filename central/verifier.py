@@ -54,15 +54,33 @@ class Accepted:
 
 
 class ClockOffsets:
-    """Per device, (iat - received) of recent proofs; the largest is the least delayed."""
+    """Per device, (iat - received) of recent proofs; the largest is the least delayed.
+
+    A proof that waited in a queue (at the broker while central restarted, in the device's
+    outbox) has a smaller sample than its delay-free twin; the largest of the window ignores
+    it as long as one undelayed sample is in the window. A restarted central starts with an
+    empty window, so the window is seeded with the estimate the store holds (`seed`): a
+    restart's backlog then cannot pull the estimate down (issue 14, D6). Only samples within
+    one slot below the estimate reach the window (`verify`), and a device makes one proof per
+    slot, so a backlog adds at most a couple of samples: the seed stays in the window."""
 
     def __init__(self) -> None:
         self._samples: dict[tuple[str, str], collections.deque[int]] = {}
 
-    def add(self, site: str, device: str, sample_ms: int) -> int:
-        samples = self._samples.setdefault((site, device), collections.deque(maxlen=OFFSET_SAMPLES))
+    def add(self, site: str, device: str, sample_ms: int, seed: int | None = None) -> int:
+        samples = self._samples.get((site, device))
+        if samples is None:
+            if len(self._samples) > MAX_CACHED:
+                self._samples.clear()
+            samples = self._samples[(site, device)] = collections.deque(maxlen=OFFSET_SAMPLES)
+            if seed is not None:
+                samples.append(seed)
         samples.append(sample_ms)
         return max(samples)
+
+    def reset(self, site: str, device: str) -> None:
+        """Forget the device's samples (its clock was stepped: the old ones are wrong)."""
+        self._samples.pop((site, device), None)
 
 
 class KeyStarts:
@@ -207,7 +225,7 @@ async def verify(
     previous = device.clock_offset_ms
     # A proof drained late from the outbox says nothing about the clock: keep the estimate.
     fresh = not late and (previous is None or sample >= previous - claims.slot_s * 1000)
-    offset = offsets.add(claims.site, claims.device, sample) if fresh else previous
+    offset = offsets.add(claims.site, claims.device, sample, previous) if fresh else previous
     row = store.ProofRow(
         site=claims.site,
         device=claims.device,
