@@ -159,3 +159,36 @@ async def test_a_restarts_backlog_does_not_make_the_current_token_future(
     shown = slots.slot_of(clock.now_ms() - DEVICE_BEHIND_MS, conftest.SLOT_S)
     status, body = await check_in(central, device, shown, "s1")
     assert status == 201, body
+
+
+async def open_alerts(central: conftest.Central, kind: str) -> list[dict[str, typing.Any]]:
+    status, body = await central.request(
+        "GET", "/api/v1/alerts?open=true", token=central.admin_token
+    )
+    assert status == 200, body
+    return [alert for alert in body["alerts"] if alert["kind"] == kind]
+
+
+async def test_the_first_proof_from_the_future_raises_a_clock_alert(
+    central: conftest.Central, clock: clock_mod.SettableClock
+) -> None:
+    device, code = await central.add_device("pi-ahead", clock.now_ms())
+    await central.enroll(device, code)
+    await central.publish(device.topic("proof"), device.next_proof(iat_ms=clock.now_ms()))
+
+    async def stored() -> bool:
+        return await central.stored_seqs(device.device) == [1]
+
+    await conftest.poll(stored, 10, "the first proof")
+    assert await open_alerts(central, "clock") == []
+    clock.advance(SLOT_MS)
+    a_day = 86_400_000
+    await central.publish(device.topic("proof"), device.next_proof(iat_ms=clock.now_ms() + a_day))
+
+    async def clock_alert() -> list[dict[str, typing.Any]]:
+        return await open_alerts(central, "clock")
+
+    (alert,) = await conftest.poll(clock_alert, 10, "a clock alert")
+    assert alert["device"] == "pi-ahead" and "future" in alert["reason"], alert
+    assert (await central.rejections()).get("clock") == 1
+    assert await central.stored_seqs(device.device) == [1]
