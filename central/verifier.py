@@ -208,8 +208,10 @@ async def verify(
             raise Rejected(
                 "chain_broken", f"seq {claims.seq} does not chain to seq {device.last_seq}"
             )
-        if device.last_iat is not None and claims.iat < device.last_iat:
-            raise Rejected("clock", "iat goes backwards")
+        if device.last_iat is not None and not _back_by_step(
+            claims.iat, device.last_iat, claims.clock_step_ms
+        ):
+            raise Rejected("clock", "iat goes backwards further than a declared clock step")
     if claims.seq == 1 and claims.prev != chain.GENESIS:
         raise Rejected("chain_broken", "the first proof must chain to the genesis hash")
     gap = (device.last_seq + 1, claims.seq - 1) if claims.seq > device.last_seq + 1 else None
@@ -223,6 +225,10 @@ async def verify(
 
     sample = claims.iat - received_ms
     previous = device.clock_offset_ms
+    if claims.clock_step_ms is not None and not late:
+        # The device's clock was stepped back: the samples before the step are wrong.
+        offsets.reset(claims.site, claims.device)
+        previous = None
     # A proof drained late from the outbox says nothing about the clock: keep the estimate.
     fresh = not late and (previous is None or sample >= previous - claims.slot_s * 1000)
     offset = offsets.add(claims.site, claims.device, sample, previous) if fresh else previous
@@ -292,7 +298,7 @@ async def _check_late(db: store.Store, claims: proof.Claims, link: str) -> None:
     if before is not None:
         if claims.prev != before.hash:
             raise Rejected("chain_broken", f"late seq {claims.seq} does not chain to seq - 1")
-        if claims.iat < before.iat:
+        if not _back_by_step(claims.iat, before.iat, claims.clock_step_ms):
             raise Rejected("clock", f"late seq {claims.seq} is older than its predecessor")
     after = await db.get_proof(claims.site, claims.device, claims.seq + 1)
     if after is not None:
@@ -302,5 +308,11 @@ async def _check_late(db: store.Store, claims: proof.Claims, link: str) -> None:
             raise Rejected("chain_broken", f"stored seq {claims.seq + 1} unreadable") from exc
         if next_claims.prev != link:
             raise Rejected("chain_broken", f"seq {claims.seq + 1} does not chain to late seq")
-        if claims.iat > after.iat:
+        if not _back_by_step(after.iat, claims.iat, next_claims.clock_step_ms):
             raise Rejected("clock", f"late seq {claims.seq} is newer than its successor")
+
+
+def _back_by_step(iat: int, previous_iat: int, step_ms: int | None) -> bool:
+    """A chain's iat never goes back, except by at most the clock step back that the later
+    proof declares, signed, in `clock_step_ms` (docs/protocol.md, "Clock steps")."""
+    return iat >= previous_iat - (step_ms or 0)

@@ -192,3 +192,56 @@ async def test_the_first_proof_from_the_future_raises_a_clock_alert(
     assert alert["device"] == "pi-ahead" and "future" in alert["reason"], alert
     assert (await central.rejections()).get("clock") == 1
     assert await central.stored_seqs(device.device) == [1]
+
+
+async def test_a_clock_corrected_after_running_ahead_is_accepted_and_checks_in(
+    central: conftest.Central, clock: clock_mod.SettableClock
+) -> None:
+    """Ten minutes ahead (within tolerance: stored, clock alert), then corrected: the proof
+    that declares the step is accepted, the alert clears and the token on screen works."""
+    device, code = await central.add_device("pi-stepped", clock.now_ms())
+    await central.enroll(device, code)
+    ahead = 600_000
+    for n in range(1, 4):
+        await central.publish(
+            device.topic("proof"), device.next_proof(iat_ms=clock.now_ms() + ahead)
+        )
+
+        async def stored(n: int = n) -> bool:
+            return len(await central.stored_seqs(device.device)) == n
+
+        await conftest.poll(stored, 10, f"proof {n}")
+        clock.advance(SLOT_MS)
+    assert len(await open_alerts(central, "clock")) == 1
+    last_iat = clock.now_ms() - SLOT_MS + ahead
+    # NTP corrects the clock. Going back without declaring it, or declaring too little, is
+    # refused: a chain's time never goes back unexplained.
+    undeclared = device.next_proof(iat_ms=clock.now_ms())
+    await central.publish(device.topic("proof"), undeclared)
+    device.seq, device.prev = device.seq - 1, conftest.chain.link(device.sent[-2])
+    too_little = device.next_proof(iat_ms=clock.now_ms(), clock_step_ms=1000)
+    await central.publish(device.topic("proof"), too_little)
+    device.seq, device.prev = device.seq - 1, conftest.chain.link(device.sent[-3])
+
+    async def refused() -> bool:
+        return (await central.rejections()).get("clock") == 2
+
+    await conftest.poll(refused, 10, "two refusals")
+    declared = device.next_proof(iat_ms=clock.now_ms(), clock_step_ms=last_iat - clock.now_ms())
+    await central.publish(device.topic("proof"), declared)
+
+    async def stored4() -> bool:
+        return len(await central.stored_seqs(device.device)) == 4
+
+    await conftest.poll(stored4, 10, "the proof declaring the step")
+    row = await central.db.get_device(central.site, device.device)
+    assert row is not None and row.clock_offset_ms == 0 and row.last_iat == clock.now_ms()
+
+    async def cleared() -> bool:
+        return await open_alerts(central, "clock") == []
+
+    await conftest.poll(cleared, 10, "the clock alert to clear")
+    await central.add_student("s2", "1111")
+    shown = slots.slot_of(clock.now_ms(), conftest.SLOT_S)
+    status, body = await check_in(central, device, shown, "s2")
+    assert status == 201, body
