@@ -182,6 +182,7 @@ async def test_the_first_proof_from_the_future_raises_a_clock_alert(
     await conftest.poll(stored, 10, "the first proof")
     assert await open_alerts(central, "clock") == []
     clock.advance(SLOT_MS)
+    refused = (await central.rejections()).get("clock", 0)  # a store may be shared: count on
     a_day = 86_400_000
     await central.publish(device.topic("proof"), device.next_proof(iat_ms=clock.now_ms() + a_day))
 
@@ -190,7 +191,7 @@ async def test_the_first_proof_from_the_future_raises_a_clock_alert(
 
     (alert,) = await conftest.poll(clock_alert, 10, "a clock alert")
     assert alert["device"] == "pi-ahead" and "future" in alert["reason"], alert
-    assert (await central.rejections()).get("clock") == 1
+    assert (await central.rejections()).get("clock", 0) == refused + 1
     assert await central.stored_seqs(device.device) == [1]
 
 
@@ -214,6 +215,7 @@ async def test_a_clock_corrected_after_running_ahead_is_accepted_and_checks_in(
         clock.advance(SLOT_MS)
     assert len(await open_alerts(central, "clock")) == 1
     last_iat = clock.now_ms() - SLOT_MS + ahead
+    earlier = (await central.rejections()).get("clock", 0)  # a store may be shared: count on
     # NTP corrects the clock. Going back without declaring it, or declaring too little, is
     # refused: a chain's time never goes back unexplained.
     undeclared = device.next_proof(iat_ms=clock.now_ms())
@@ -224,7 +226,7 @@ async def test_a_clock_corrected_after_running_ahead_is_accepted_and_checks_in(
     device.seq, device.prev = device.seq - 1, conftest.chain.link(device.sent[-3])
 
     async def refused() -> bool:
-        return (await central.rejections()).get("clock") == 2
+        return (await central.rejections()).get("clock", 0) == earlier + 2
 
     await conftest.poll(refused, 10, "two refusals")
     declared = device.next_proof(iat_ms=clock.now_ms(), clock_step_ms=last_iat - clock.now_ms())
