@@ -374,6 +374,8 @@ class Bridge:
             await self._reject(exc.reason, topic, payload, str(exc))
             if exc.reason == "fork":
                 await self._fork(topic, payload, str(exc), received)
+            if exc.reason == "clock":
+                await self._clock_rejected(topic, str(exc), received)
             return
         except store.Conflict:
             await self._reject("duplicate", topic, payload, "stored concurrently")
@@ -433,6 +435,14 @@ class Bridge:
             await self._raise(row.site, row.device, "clock", reason, now)
         else:
             await self._clear(row.site, row.device, "clock", now)
+
+    async def _clock_rejected(self, topic: str, message: str, now: int) -> None:
+        """A proof refused for its time (from the future beyond tolerance, or going back)
+        raises the device's `clock` alert at once: it is the reason the room went quiet
+        (issue 14, D2). The topic names the device; a bad topic never reaches here."""
+        where = topics.parse(topic)
+        log.warning("device %s/%s: proof refused, %s", where.site, where.device, message)
+        await self._raise(where.site, where.device, "clock", f"proof refused: {message}", now)
 
     async def _raise(self, site: str, device: str, kind: str, reason: str, now: int) -> None:
         raised = await self.db.raise_alert(site, device, kind, reason, now)

@@ -54,15 +54,33 @@ class Accepted:
 
 
 class ClockOffsets:
-    """Per device, (iat - received) of recent proofs; the largest is the least delayed."""
+    """Per device, (iat - received) of recent proofs; the largest is the least delayed.
+
+    A proof that waited in a queue (at the broker while central restarted, in the device's
+    outbox) has a smaller sample than its delay-free twin; the largest of the window ignores
+    it as long as one undelayed sample is in the window. A restarted central starts with an
+    empty window, so the window is seeded with the estimate the store holds (`seed`): a
+    restart's backlog then cannot pull the estimate down (issue 14, D6). Only samples within
+    one slot below the estimate reach the window (`verify`), and a device makes one proof per
+    slot, so a backlog adds at most a couple of samples: the seed stays in the window."""
 
     def __init__(self) -> None:
         self._samples: dict[tuple[str, str], collections.deque[int]] = {}
 
-    def add(self, site: str, device: str, sample_ms: int) -> int:
-        samples = self._samples.setdefault((site, device), collections.deque(maxlen=OFFSET_SAMPLES))
+    def add(self, site: str, device: str, sample_ms: int, seed: int | None = None) -> int:
+        samples = self._samples.get((site, device))
+        if samples is None:
+            if len(self._samples) > MAX_CACHED:
+                self._samples.clear()
+            samples = self._samples[(site, device)] = collections.deque(maxlen=OFFSET_SAMPLES)
+            if seed is not None:
+                samples.append(seed)
         samples.append(sample_ms)
         return max(samples)
+
+    def reset(self, site: str, device: str) -> None:
+        """Forget the device's samples (its clock was stepped: the old ones are wrong)."""
+        self._samples.pop((site, device), None)
 
 
 class KeyStarts:
@@ -190,8 +208,10 @@ async def verify(
             raise Rejected(
                 "chain_broken", f"seq {claims.seq} does not chain to seq {device.last_seq}"
             )
-        if device.last_iat is not None and claims.iat < device.last_iat:
-            raise Rejected("clock", "iat goes backwards")
+        if device.last_iat is not None and not _back_by_step(
+            claims.iat, device.last_iat, claims.clock_step_ms
+        ):
+            raise Rejected("clock", "iat goes backwards further than a declared clock step")
     if claims.seq == 1 and claims.prev != chain.GENESIS:
         raise Rejected("chain_broken", "the first proof must chain to the genesis hash")
     gap = (device.last_seq + 1, claims.seq - 1) if claims.seq > device.last_seq + 1 else None
@@ -205,9 +225,13 @@ async def verify(
 
     sample = claims.iat - received_ms
     previous = device.clock_offset_ms
+    if claims.clock_step_ms is not None and not late:
+        # The device's clock was stepped back: the samples before the step are wrong.
+        offsets.reset(claims.site, claims.device)
+        previous = None
     # A proof drained late from the outbox says nothing about the clock: keep the estimate.
     fresh = not late and (previous is None or sample >= previous - claims.slot_s * 1000)
-    offset = offsets.add(claims.site, claims.device, sample) if fresh else previous
+    offset = offsets.add(claims.site, claims.device, sample, previous) if fresh else previous
     row = store.ProofRow(
         site=claims.site,
         device=claims.device,
@@ -274,7 +298,7 @@ async def _check_late(db: store.Store, claims: proof.Claims, link: str) -> None:
     if before is not None:
         if claims.prev != before.hash:
             raise Rejected("chain_broken", f"late seq {claims.seq} does not chain to seq - 1")
-        if claims.iat < before.iat:
+        if not _back_by_step(claims.iat, before.iat, claims.clock_step_ms):
             raise Rejected("clock", f"late seq {claims.seq} is older than its predecessor")
     after = await db.get_proof(claims.site, claims.device, claims.seq + 1)
     if after is not None:
@@ -284,5 +308,11 @@ async def _check_late(db: store.Store, claims: proof.Claims, link: str) -> None:
             raise Rejected("chain_broken", f"stored seq {claims.seq + 1} unreadable") from exc
         if next_claims.prev != link:
             raise Rejected("chain_broken", f"seq {claims.seq + 1} does not chain to late seq")
-        if claims.iat > after.iat:
+        if not _back_by_step(after.iat, claims.iat, next_claims.clock_step_ms):
             raise Rejected("clock", f"late seq {claims.seq} is newer than its successor")
+
+
+def _back_by_step(iat: int, previous_iat: int, step_ms: int | None) -> bool:
+    """A chain's iat never goes back, except by at most the clock step back that the later
+    proof declares, signed, in `clock_step_ms` (docs/protocol.md, "Clock steps")."""
+    return iat >= previous_iat - (step_ms or 0)

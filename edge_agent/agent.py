@@ -241,8 +241,13 @@ class Agent:
             now = self.clock.now_ms()
             slot = slots.slot_of(now, slot_s)
             self.time_status = timesource.current(self.window.last_gps)
-            # One proof per slot, compared by time so that a new slot_s keeps working.
-            due = last_iat == 0 or slots.slot_of(last_iat, slot_s) < slot
+            # One proof per slot, compared by time so that a new slot_s keeps working; after
+            # a clock step back, the next proof declares it at once.
+            due = (
+                last_iat == 0
+                or slots.slot_of(last_iat, slot_s) < slot
+                or self.clock.pending_step_ms > 0
+            )
             if due and self.showing_tokens:
                 env = self.window.env(self.sensors.missing())
                 clock = self.time_status.claim()
@@ -309,13 +314,16 @@ class Agent:
                     "qr": b64.encode(self.room.token(slot)),
                     "prev": prev,
                     "env": env,
+                    "clock_step_ms": step_ms or None,
                 }
             )
             return proof.sign(claims, self.keys.signing)
 
+        step_ms = self.clock.pending_step_ms
         seq, _ = self.outbox.append_proof(
-            topics.topic(b.site, b.device, "proof"), slot, now_ms, build
+            topics.topic(b.site, b.device, "proof"), slot, now_ms, build, step_ms
         )
+        self.clock.declared(step_ms)
         self.depth = sum(self.outbox.depth().values())
         return seq
 
@@ -327,6 +335,8 @@ class Agent:
             return "waiting for time: the clock is not synchronised (NTP or GPS)"
         if self.storage_error is not None:
             return self.storage_error
+        if self.clock.stepped_at is not None and time.monotonic() - self.clock.stepped_at < 600:
+            return f"clock went back {self.clock.last_step_ms / 1000:.0f} s (it ran ahead)"
         if self.message is not None and time.monotonic() < self.message[1]:
             return self.message[0]
         state = (
@@ -355,7 +365,9 @@ class Agent:
                 still = dataclasses.replace(content, seconds_left=0.0)
                 if still == shown and not self.failing_sinks:
                     self.last_frame_at = time.monotonic()  # the screen is still right
-                    at = max(at + 1000, (self.clock.now_ms() // 1000 + 1) * 1000)
+                    # At most a second past the next one: the clock may have gone back.
+                    following = (self.clock.now_ms() // 1000 + 1) * 1000
+                    at = min(max(at + 1000, following), following + 1000)
                     await asyncio.sleep(
                         max(0.0, (at - PREPARE_AHEAD_MS - self.clock.now_ms()) / 1000)
                     )
@@ -476,7 +488,7 @@ class Agent:
                     "uptime_s": round(time.monotonic() - self.started),
                     "outbox_depth": depth,
                     "dropped": await asyncio.to_thread(self.outbox.counters),
-                    "clock": self.time_status.claim(),
+                    "clock": {**self.time_status.claim(), **self.clock.state()},
                     "sensors": self.sensors.state(),
                 }
             )

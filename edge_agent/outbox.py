@@ -90,7 +90,12 @@ class Outbox:
         return ChainState(*row)
 
     def append_proof(
-        self, topic: str, slot: int, iat: int, build: typing.Callable[[int, str], str]
+        self,
+        topic: str,
+        slot: int,
+        iat: int,
+        build: typing.Callable[[int, str], str],
+        step_ms: int = 0,
     ) -> tuple[int, str]:
         """Build the next proof from (seq, prev) and store it with the chain state, atomically."""
         with self._lock:
@@ -100,7 +105,8 @@ class Outbox:
                     "SELECT seq, hash, iat FROM chain WHERE id = 1"
                 ).fetchone()
                 # By time, not slot number: after a slot_s change, slot numbers change scale.
-                if seq > 0 and iat <= last_iat:
+                # A declared clock step back (`step_ms`) lets iat go back that far.
+                if seq > 0 and iat <= last_iat and not (step_ms and iat >= last_iat - step_ms):
                     raise ValueError(f"iat {iat} is not after the last proof's iat {last_iat}")
                 compact = build(seq + 1, prev)
                 self._db.execute(

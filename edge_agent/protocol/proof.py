@@ -88,6 +88,9 @@ class Claims(pydantic.BaseModel):
     qr: B64Sig
     prev: Hex64
     env: Env = pydantic.Field(default_factory=Env)
+    # The device's clock was stepped back by this much since its previous proof: this proof's
+    # iat (and slot) may be below the previous proof's by at most this (docs/protocol.md).
+    clock_step_ms: int | None = pydantic.Field(None, ge=1, lt=2**53)
 
 
 def sign(claims: Claims, key: keys.SigningKey) -> str:

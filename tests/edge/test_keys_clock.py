@@ -44,33 +44,56 @@ class FakeTime:
         self.mono += seconds
 
 
-def test_clock_never_goes_backwards() -> None:
+def test_small_step_back_is_held_for_no_longer_than_the_step() -> None:
     now = FakeTime(1_763_800_000.0)
-    clock = agentclock.AgentClock(wall=lambda: now.wall, monotonic=lambda: now.mono)
-    readings = []
-    for _ in range(10):
-        now.advance(7)
+    clock = agentclock.AgentClock(wall=lambda: now.wall)
+    readings, walls = [], []
+    for step in range(20):
+        if step == 10:
+            now.wall -= 1.5  # NTP steps the clock back 1.5 s: held (at most HOLD_MS)
+        now.advance(0.25)
         readings.append(clock.now_ms())
-    assert readings[-1] == int(now.wall * 1000)
-    now.wall -= 3600  # NTP steps the clock back one hour
-    for _ in range(10):
-        now.advance(7)
-        readings.append(clock.now_ms())
-    assert clock.stepped_back_ms() > 3500_000
-    assert readings == sorted(readings) and len(set(readings)) == len(readings)
-    assert readings[-1] - readings[9] == 70_000  # counted at the monotonic rate
+        walls.append(int(now.wall * 1000))
+    assert readings == sorted(readings)
+    assert max(r - w for r, w in zip(readings, walls, strict=True)) <= 1500
+    assert readings[-1] == int(now.wall * 1000)  # caught up after 1.5 s
+    assert clock.steps == 0 and clock.pending_step_ms == 0
     slot_list = [slots.slot_of(ms, 20) for ms in readings]
     assert slot_list == sorted(slot_list)
-    now.wall += 7200  # the wall clock is ahead again: follow it
-    assert clock.now_ms() == int(now.wall * 1000)
-    assert clock.stepped_back_ms() == 0
 
 
-def test_clock_floor_from_a_previous_run() -> None:
-    now = FakeTime(1_000.0)
-    clock = agentclock.AgentClock(
-        floor_ms=5_000_000, wall=lambda: now.wall, monotonic=lambda: now.mono
-    )
-    assert clock.now_ms() >= 5_000_000
+def test_large_step_back_is_followed_logged_and_left_to_declare(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = FakeTime(1_763_800_000.0)
+    clock = agentclock.AgentClock(wall=lambda: now.wall)
+    before = clock.now_ms()
+    now.wall -= 3600  # the clock had run an hour ahead; NTP corrects it
+    with caplog.at_level("WARNING"):
+        after = clock.now_ms()
+    assert after == int(now.wall * 1000) == before - 3_600_000
+    assert clock.pending_step_ms == 3_600_000 and clock.state() == {
+        "steps_back": 1,
+        "last_step_ms": 3_600_000,
+    }
+    assert "went back 3600.0 s" in caplog.text
+    clock.declared(3_600_000)
+    assert clock.pending_step_ms == 0
     now.advance(1)
-    assert clock.now_ms() == 5_001_000
+    assert clock.now_ms() == int(now.wall * 1000)
+
+
+def test_clock_floor_from_a_run_a_day_ahead_is_released() -> None:
+    now = FakeTime(1_763_800_000.0)
+    ahead = int(now.wall * 1000) + 86_390_000  # the last proof, stamped a day ahead
+    clock = agentclock.AgentClock(floor_ms=ahead, wall=lambda: now.wall)
+    assert clock.now_ms() == int(now.wall * 1000)
+    assert clock.pending_step_ms == 86_390_000
+
+
+def test_clock_floor_from_a_previous_run_just_ahead_is_held() -> None:
+    now = FakeTime(1_000.0)
+    clock = agentclock.AgentClock(floor_ms=1_001_000, wall=lambda: now.wall)
+    assert clock.now_ms() == 1_001_000
+    now.advance(2)
+    assert clock.now_ms() == 1_002_000

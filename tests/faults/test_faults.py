@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import itertools
 import os
 import pathlib
 import random
@@ -88,13 +89,14 @@ class Room:
         assert status == 200, body
         public = b64.decode(body["devices"][0]["public_key"])
         previous = chain.GENESIS
-        slots: list[int] = []
+        last_slot = -1
         for row in rows:
             parsed, claims = proof.decode(row["jws"])
             assert jws.verify(parsed, public) and claims.prev == previous
             previous = chain.link(row["jws"])
-            slots.append(claims.slot)
-        assert slots == sorted(set(slots)), "slots must strictly increase"
+            # Slots strictly increase, except at a proof that declares a clock step back.
+            assert claims.slot > last_slot or claims.clock_step_ms, "slots must increase"
+            last_slot = claims.slot
         return rows
 
     def stop(self) -> None:
@@ -212,8 +214,7 @@ def test_full_disk_under_the_state_dir_degrades_and_recovers(room: Room) -> None
         subprocess.run(["umount", "-l", str(state)], check=False)
 
 
-@pytest.mark.slow
-def test_clock_stepped_back_an_hour_keeps_seq_and_slots_monotonic(room: Room) -> None:
+def faketime_library() -> pathlib.Path:
     library = next(
         (
             path
@@ -227,6 +228,17 @@ def test_clock_stepped_back_an_hour_keeps_seq_and_slots_monotonic(room: Room) ->
     )
     if library is None or shutil.which("faketime") is None:
         pytest.skip("libfaketime is not installed (apt-get install faketime)")
+    return library
+
+
+def steps_back(rows: list[dict[str, typing.Any]]) -> list[tuple[proof.Claims, proof.Claims]]:
+    claims = [proof.decode(r["jws"])[1] for r in rows]
+    return [(a, b) for a, b in itertools.pairwise(claims) if b.iat < a.iat]
+
+
+@pytest.mark.slow
+def test_clock_stepped_back_an_hour_is_declared_once_and_nothing_is_refused(room: Room) -> None:
+    library = faketime_library()
     room.agent.start()
     system.wait_for(lambda: room.last_seq() >= 2, 60, "proofs on true time")
     assert room.agent.stop(signal.SIGTERM) == 0
@@ -240,9 +252,43 @@ def test_clock_stepped_back_an_hour_keeps_seq_and_slots_monotonic(room: Room) ->
     stamped = datetime.datetime.strptime(last_line[:23], "%Y-%m-%d %H:%M:%S,%f")
     behind_s = (datetime.datetime.now() - stamped).total_seconds()
     assert 3500 < behind_s < 3700, (behind_s, last_line)
+    assert "the system clock went back 3" in room.agent.log.read_text()
     rows = room.assert_exactly_once()
-    iats = [proof.decode(r["jws"])[1].iat for r in rows]
-    assert iats == sorted(iats), "iat went backwards"
+    # The chain's time goes back once, at the proof that declares the step (signed).
+    ((before, after),) = steps_back(rows)
+    assert after.seq == before.seq + 1 and after.clock_step_ms is not None
+    assert before.iat - after.iat <= after.clock_step_ms
+    assert 3500_000 < after.clock_step_ms < 3700_000, after.clock_step_ms
     status, body, _ = room.admin.request("GET", "/api/v1/rejections")
     assert status == 200, body
     assert "clock" not in body["counts"], body["counts"]
+
+
+@pytest.mark.slow
+def test_clock_a_day_ahead_then_corrected_works_again_at_once(room: Room) -> None:
+    """Issue 14, D2: a day ahead, proofs are refused (clock alert at the first); corrected,
+    the agent follows the clock at once and declares the step, and its proofs are stored."""
+    library = faketime_library()
+    room.agent.start()
+    system.wait_for(lambda: room.last_seq() >= 2, 60, "proofs on true time")
+    assert room.agent.stop(signal.SIGTERM) == 0
+    room.agent.start(LD_PRELOAD=str(library), FAKETIME="+1d", FAKETIME_DONT_FAKE_MONOTONIC="1")
+
+    def clock_alert() -> bool:
+        status, body, _ = room.admin.request("GET", "/api/v1/alerts?open=true")
+        assert status == 200, body
+        return any(a["kind"] == "clock" for a in body["alerts"])
+
+    system.wait_for(clock_alert, 30, "a clock alert for the refused proofs")
+    assert room.agent.stop(signal.SIGTERM) == 0
+    made_ahead, _ = room.outbox()
+    room.agent.start()  # the clock is corrected
+    system.wait_for(lambda: room.last_seq() >= made_ahead + 2, 3 * SLOT_S, "proofs again")
+    system.wait_for(lambda: not clock_alert(), 3 * SLOT_S, "the clock alert to clear")
+    room.agent.stop(signal.SIGTERM)
+    assert "the system clock went back 8639" in room.agent.log.read_text()
+    rows = room.proofs()
+    corrected = [proof.decode(r["jws"])[1] for r in rows if r["seq"] > made_ahead]
+    assert corrected[0].clock_step_ms is not None and corrected[0].clock_step_ms > 86_000_000
+    # Stamped on the corrected clock (this host's), not a day ahead.
+    assert all(c.iat < time.time() * 1000 + 60_000 for c in corrected), corrected
