@@ -19,6 +19,7 @@ from edge_agent.protocol import topics
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
 NO_MATCHING_SUBSCRIBERS = 16  # MQTT v5 PUBACK reason 0x10
+Sent = paho.mqtt.client.MQTTMessageInfo  # a QoS 1 publish awaiting its PUBACK
 
 
 class Client(aiomqtt.Client):
@@ -55,6 +56,22 @@ class Client(aiomqtt.Client):
                 await self._wait_for(confirmation.wait(), timeout=ack_timeout_s)
         return self._reasons.pop(info.mid, 0)
 
+    def start_publish(self, topic: str, payload: bytes) -> Sent:
+        """Publish at QoS 1 without waiting for the PUBACK (see `wait_acked`): several
+        messages go out back to back, in order, up to the in-flight window."""
+        info = self._client.publish(topic, payload, qos=1)
+        if info.rc != paho.mqtt.client.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        return info
+
+    async def wait_acked(self, info: Sent, ack_timeout_s: float = 30) -> int:
+        """The PUBACK reason code (0 = accepted) of a message from `start_publish`."""
+        if not info.is_published():
+            confirmation = asyncio.Event()
+            with self._pending_call(info.mid, confirmation, self._pending_publishes):
+                await self._wait_for(confirmation.wait(), timeout=ack_timeout_s)
+        return self._reasons.pop(info.mid, 0)
+
 
 def tls_context_for(b: bundle_mod.Bundle, state_dir: pathlib.Path) -> ssl.SSLContext:
     """With a CA in the bundle, trust that CA only (pinned): a certificate from any public CA
@@ -66,9 +83,16 @@ def tls_context_for(b: bundle_mod.Bundle, state_dir: pathlib.Path) -> ssl.SSLCon
     return ssl.create_default_context(cafile=str(ca_file))
 
 
-def client(b: bundle_mod.Bundle, state_dir: pathlib.Path, keepalive_s: int, will: bytes) -> Client:
+def client(
+    b: bundle_mod.Bundle,
+    state_dir: pathlib.Path,
+    keepalive_s: int,
+    will: bytes,
+    inflight: int = 20,
+) -> Client:
     """An MQTT v5 client with a persistent session and the retained `offline` will (`will`:
-    the signed status report, see `protocol.report`)."""
+    the signed status report, see `protocol.report`); at most `inflight` QoS 1 messages
+    await their PUBACK at once (the broker may lower it with its Receive Maximum)."""
     tls_context = None
     if b.tls:
         tls_context = tls_context_for(b, state_dir)
@@ -87,6 +111,7 @@ def client(b: bundle_mod.Bundle, state_dir: pathlib.Path, keepalive_s: int, will
         tls_context=tls_context,
         will=aiomqtt.Will(topics.topic(b.site, b.device, "status"), will, qos=1, retain=True),
         timeout=10,
+        max_inflight_messages=inflight,
     )
 
 
