@@ -771,11 +771,13 @@ class Agent:
             self.inflight_peak = max(self.inflight_peak, len(pending))
             item, info = pending.popleft()
             reason = await client.wait_acked(info)
-            if reason == mqttlink.NO_MATCHING_SUBSCRIBERS:
-                self._set_link("online, central not subscribed")
-                return False
-            if reason >= 0x80:
-                log.warning("broker refused %s (reason %d); will retry", item.topic, reason)
+            if reason == mqttlink.NO_MATCHING_SUBSCRIBERS or reason >= 0x80:
+                for _, later in pending:
+                    client.abandon(later)
+                if reason == mqttlink.NO_MATCHING_SUBSCRIBERS:
+                    self._set_link("online, central not subscribed")
+                else:
+                    log.warning("broker refused %s (reason %d); will retry", item.topic, reason)
                 return False
             waiting.reset()
             self._set_link("online")

@@ -32,6 +32,7 @@ class Client(aiomqtt.Client):
 
     def __init__(self, *args: typing.Any, **kwargs: typing.Any) -> None:
         self._reasons: dict[int, int] = {}
+        self._abandoned: set[int] = set()  # sent, but no one waits for the PUBACK any more
         super().__init__(*args, **kwargs)
 
     def _on_publish(
@@ -42,7 +43,10 @@ class Client(aiomqtt.Client):
         reason_code: paho.mqtt.reasoncodes.ReasonCode,
         properties: paho.mqtt.properties.Properties,
     ) -> None:
-        self._reasons[mid] = int(reason_code.value)
+        if mid in self._abandoned:
+            self._abandoned.discard(mid)
+        else:
+            self._reasons[mid] = int(reason_code.value)
         super()._on_publish(client, userdata, mid, reason_code, properties)
 
     async def publish_acked(self, topic: str, payload: bytes, ack_timeout_s: float = 30) -> int:
@@ -62,7 +66,14 @@ class Client(aiomqtt.Client):
         info = self._client.publish(topic, payload, qos=1)
         if info.rc != paho.mqtt.client.MQTT_ERR_SUCCESS:
             raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        self._abandoned.discard(info.mid)  # a message id is reused once its flow is over
         return info
+
+    def abandon(self, info: Sent) -> None:
+        """No `wait_acked` will follow for this message: drop its reason code, now or when
+        its PUBACK arrives."""
+        if self._reasons.pop(info.mid, None) is None and not info.is_published():
+            self._abandoned.add(info.mid)
 
     async def wait_acked(self, info: Sent, ack_timeout_s: float = 30) -> int:
         """The PUBACK reason code (0 = accepted) of a message from `start_publish`."""
