@@ -8,6 +8,7 @@ fsyncs, PNG encoding, framebuffer writes) runs in threads with clear hand-offs.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -168,6 +169,7 @@ class Agent:
         self.outbox_changed = asyncio.Event()
         self.link_state = "connecting to broker"
         self.depth = 0
+        self.inflight_peak = 0  # the most rows a drain had awaiting their PUBACK at once
         self.storage_error: str | None = None
         self.storage_failures: set[str] = set()
         self.failing_sinks: set[str] = set()
@@ -460,6 +462,7 @@ class Agent:
             showing_tokens=self.showing_tokens,
             sensors={name: state["status"] for name, state in self.sensors.state().items()},
             uptime_s=time.monotonic() - self.started,
+            inflight_peak=self.inflight_peak,
         )
 
     async def _metrics_loop(self) -> None:
@@ -517,7 +520,11 @@ class Agent:
                 connected_at = self.clock.now_ms()
                 will = self._status_report("offline", connected_at)
                 async with mqttlink.client(
-                    b, self.state_dir, self.settings.mqtt_keepalive_s, will
+                    b,
+                    self.state_dir,
+                    self.settings.mqtt_keepalive_s,
+                    will,
+                    self.settings.mqtt_inflight,
                 ) as client:
                     backoff.reset()
                     self._set_link("online", f"{b.mqtt_host}:{b.mqtt_port}")
@@ -733,6 +740,8 @@ class Agent:
     async def _drain(self, client: mqttlink.Client, online: bytes) -> None:
         """Publish the outbox in order; a row is deleted only after a PUBACK that says a
         subscriber (central) will get it. "No matching subscribers" keeps it for a retry.
+        Up to `mqtt_inflight` rows are in flight at once (sent, PUBACK awaited, in order),
+        so a backlog drains at the link's bandwidth, not one row per round trip.
         Once enrolled and drained, this connection's signed `online` (retained): central
         then knows the key that signed it (an enrollment, or a key change queued in the
         outbox, came first)."""
@@ -741,7 +750,9 @@ class Agent:
         while True:
             await self.enrolled.wait()  # a re-enrollment pauses the drain until central answers
             self.outbox_changed.clear()
-            items = await asyncio.to_thread(self.outbox.peek, 50)
+            items = await asyncio.to_thread(
+                self.outbox.peek, max(50, 2 * self.settings.mqtt_inflight)
+            )
             if not items:
                 if online:
                     status_topic = topics.topic(b.site, b.device, "status")
@@ -749,17 +760,38 @@ class Agent:
                     online = b""
                 await self.outbox_changed.wait()
                 continue
-            for item in items:
-                reason = await client.publish_acked(item.topic, item.payload)
+            if not await self._publish_window(client, items, waiting):
+                await asyncio.sleep(waiting.next_delay())
+            self.depth = sum((await asyncio.to_thread(self.outbox.depth)).values())
+
+    async def _publish_window(
+        self,
+        client: mqttlink.Client,
+        items: list[outbox_mod.Item],
+        waiting: mqttlink.Backoff,
+    ) -> bool:
+        """Publish `items` in order with up to `mqtt_inflight` awaiting their PUBACK; delete
+        each accepted row in order. False at the first row the broker did not accept: it and
+        the rows after it stay (those already sent come again; central ignores duplicates)."""
+        window = self.settings.mqtt_inflight
+        pending: collections.deque[tuple[outbox_mod.Item, mqttlink.Sent]] = collections.deque()
+        queue = collections.deque(items)
+        while queue or pending:
+            while queue and len(pending) < window:
+                item = queue.popleft()
+                pending.append((item, client.start_publish(item.topic, item.payload)))
+            self.inflight_peak = max(self.inflight_peak, len(pending))
+            item, info = pending.popleft()
+            reason = await client.wait_acked(info)
+            if reason == mqttlink.NO_MATCHING_SUBSCRIBERS or reason >= 0x80:
+                for _, later in pending:
+                    client.abandon(later)
                 if reason == mqttlink.NO_MATCHING_SUBSCRIBERS:
                     self._set_link("online, central not subscribed")
-                    await asyncio.sleep(waiting.next_delay())
-                    break
-                if reason >= 0x80:
+                else:
                     log.warning("broker refused %s (reason %d); will retry", item.topic, reason)
-                    await asyncio.sleep(waiting.next_delay())
-                    break
-                waiting.reset()
-                self._set_link("online")
-                await self._ack(item.id)
-            self.depth = sum((await asyncio.to_thread(self.outbox.depth)).values())
+                return False
+            waiting.reset()
+            self._set_link("online")
+            await self._ack(item.id)
+        return True

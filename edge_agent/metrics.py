@@ -29,6 +29,7 @@ class Snapshot:
     showing_tokens: bool  # False while waiting for a trusted clock
     sensors: dict[str, str]  # sensor -> status ("ok", "replay ended", or the problem)
     uptime_s: float
+    inflight_peak: int = 0  # most outbox rows awaiting their PUBACK at once (a drain)
 
 
 def registry(snapshot: Snapshot) -> prometheus_client.CollectorRegistry:
@@ -50,6 +51,11 @@ def registry(snapshot: Snapshot) -> prometheus_client.CollectorRegistry:
     )
     gauge("roomproof_edge_trusted_time", "1 while the clock is trusted", snapshot.trusted_time)
     gauge("roomproof_edge_showing_tokens", "1 while codes are shown", snapshot.showing_tokens)
+    gauge(
+        "roomproof_edge_mqtt_inflight_peak",
+        "most outbox rows awaiting their PUBACK at once since start",
+        snapshot.inflight_peak,
+    )
     gauge("roomproof_edge_uptime_seconds", "seconds since the agent started", snapshot.uptime_s)
     if snapshot.display_age_s is not None:
         gauge(

@@ -19,6 +19,7 @@ from edge_agent.protocol import topics
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
 NO_MATCHING_SUBSCRIBERS = 16  # MQTT v5 PUBACK reason 0x10
+Sent = paho.mqtt.client.MQTTMessageInfo  # a QoS 1 publish awaiting its PUBACK
 
 
 class Client(aiomqtt.Client):
@@ -31,6 +32,7 @@ class Client(aiomqtt.Client):
 
     def __init__(self, *args: typing.Any, **kwargs: typing.Any) -> None:
         self._reasons: dict[int, int] = {}
+        self._abandoned: set[int] = set()  # sent, but no one waits for the PUBACK any more
         super().__init__(*args, **kwargs)
 
     def _on_publish(
@@ -41,7 +43,10 @@ class Client(aiomqtt.Client):
         reason_code: paho.mqtt.reasoncodes.ReasonCode,
         properties: paho.mqtt.properties.Properties,
     ) -> None:
-        self._reasons[mid] = int(reason_code.value)
+        if mid in self._abandoned:
+            self._abandoned.discard(mid)
+        else:
+            self._reasons[mid] = int(reason_code.value)
         super()._on_publish(client, userdata, mid, reason_code, properties)
 
     async def publish_acked(self, topic: str, payload: bytes, ack_timeout_s: float = 30) -> int:
@@ -49,6 +54,29 @@ class Client(aiomqtt.Client):
         info = self._client.publish(topic, payload, qos=1)
         if info.rc != paho.mqtt.client.MQTT_ERR_SUCCESS:
             raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        if not info.is_published():
+            confirmation = asyncio.Event()
+            with self._pending_call(info.mid, confirmation, self._pending_publishes):
+                await self._wait_for(confirmation.wait(), timeout=ack_timeout_s)
+        return self._reasons.pop(info.mid, 0)
+
+    def start_publish(self, topic: str, payload: bytes) -> Sent:
+        """Publish at QoS 1 without waiting for the PUBACK (see `wait_acked`): several
+        messages go out back to back, in order, up to the in-flight window."""
+        info = self._client.publish(topic, payload, qos=1)
+        if info.rc != paho.mqtt.client.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        self._abandoned.discard(info.mid)  # a message id is reused once its flow is over
+        return info
+
+    def abandon(self, info: Sent) -> None:
+        """No `wait_acked` will follow for this message: drop its reason code, now or when
+        its PUBACK arrives."""
+        if self._reasons.pop(info.mid, None) is None and not info.is_published():
+            self._abandoned.add(info.mid)
+
+    async def wait_acked(self, info: Sent, ack_timeout_s: float = 30) -> int:
+        """The PUBACK reason code (0 = accepted) of a message from `start_publish`."""
         if not info.is_published():
             confirmation = asyncio.Event()
             with self._pending_call(info.mid, confirmation, self._pending_publishes):
@@ -66,9 +94,16 @@ def tls_context_for(b: bundle_mod.Bundle, state_dir: pathlib.Path) -> ssl.SSLCon
     return ssl.create_default_context(cafile=str(ca_file))
 
 
-def client(b: bundle_mod.Bundle, state_dir: pathlib.Path, keepalive_s: int, will: bytes) -> Client:
+def client(
+    b: bundle_mod.Bundle,
+    state_dir: pathlib.Path,
+    keepalive_s: int,
+    will: bytes,
+    inflight: int = 20,
+) -> Client:
     """An MQTT v5 client with a persistent session and the retained `offline` will (`will`:
-    the signed status report, see `protocol.report`)."""
+    the signed status report, see `protocol.report`); at most `inflight` QoS 1 messages
+    await their PUBACK at once (the broker may lower it with its Receive Maximum)."""
     tls_context = None
     if b.tls:
         tls_context = tls_context_for(b, state_dir)
@@ -87,6 +122,7 @@ def client(b: bundle_mod.Bundle, state_dir: pathlib.Path, keepalive_s: int, will
         tls_context=tls_context,
         will=aiomqtt.Will(topics.topic(b.site, b.device, "status"), will, qos=1, retain=True),
         timeout=10,
+        max_inflight_messages=inflight,
     )
 
 

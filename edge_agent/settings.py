@@ -38,6 +38,8 @@ class AgentSettings(tomlsettings.EnvOverTomlSettings):
     metrics_file: pathlib.Path | None = None
     mqtt_keepalive_s: int = pydantic.Field(30, ge=5, le=3600)
     reconnect_max_s: float = pydantic.Field(30, ge=1)
+    # Issue 14 D5: QoS 1 messages sent before the first one's PUBACK (a drain's window).
+    mqtt_inflight: int = pydantic.Field(20, ge=1, le=1000)
     enroll_retry_s: float = pydantic.Field(10, ge=1)
     log_level: typing.Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: typing.Literal["text", "json"] = "text"
