@@ -202,6 +202,37 @@ def central_overrides() -> dict[str, typing.Any]:
     return {}
 
 
+def settings_for(
+    tmp_path: pathlib.Path,
+    broker: broker_mod.Broker,
+    port: int,
+    unique: str,
+    **overrides: typing.Any,
+) -> settings_mod.CentralSettings:
+    """A test central's settings: its own data dir, port, MQTT client id and share group, on
+    the test session's (anonymous) broker."""
+    return settings_mod.CentralSettings(
+        data_dir=tmp_path / "central",
+        http_host="127.0.0.1",
+        http_port=port,
+        public_url=f"http://127.0.0.1:{port}",
+        mqtt_url=broker.url,
+        mqtt_client_id=f"central-{unique}",
+        mqtt_share_group=f"g{unique}",
+        **{"allow_anonymous_broker": True, **overrides},
+    )
+
+
+async def seed_site(db: store.Store, unique: str) -> tuple[str, str, str]:
+    """Site s<unique> with room a-101 and an admin token of that site: (site, room, token)."""
+    site, room = f"s{unique}", "a-101"
+    await db.add_site(site, "Test campus")
+    await db.add_room(site, room, "Hall A-101", None, None, 50)
+    token = auth.new_token()
+    await db.add_admin_token(auth.token_hash(token), "admin", "tests", 0, site=site)
+    return site, room, token
+
+
 @pytest.fixture()
 async def central(
     tmp_path: pathlib.Path,
@@ -211,28 +242,19 @@ async def central(
 ) -> collections.abc.AsyncIterator[Central]:
     port = broker_mod.free_port()
     unique = uuid.uuid4().hex[:10]
-    settings = settings_mod.CentralSettings(
-        data_dir=tmp_path / "central",
-        http_host="127.0.0.1",
-        http_port=port,
-        public_url=f"http://127.0.0.1:{port}",
-        mqtt_url=broker.url,
-        mqtt_client_id=f"central-{unique}",
-        mqtt_share_group=f"g{unique}",
-        otp_attempts_per_minute=3,
-        profile_learn_proofs=3,
-        **{"allow_anonymous_broker": True, **central_overrides},
+    settings = settings_for(
+        tmp_path,
+        broker,
+        port,
+        unique,
+        **{"otp_attempts_per_minute": 3, "profile_learn_proofs": 3, **central_overrides},
     )
     app = app_mod.build(settings, clock=clock)
     server = test_utils.TestServer(app, host="127.0.0.1", port=port)
     await server.start_server()
     db = stores.make(settings)
     await db.open()
-    site, room = f"s{unique}", "a-101"
-    await db.add_site(site, "Test campus")
-    await db.add_room(site, room, "Hall A-101", None, None, 50)
-    token = auth.new_token()
-    await db.add_admin_token(auth.token_hash(token), "admin", "tests", 0, site=site)
+    site, room, token = await seed_site(db, unique)
     operator = auth.new_token()
     await db.add_admin_token(auth.token_hash(operator), "operator", "campus it", 0)
     async with (

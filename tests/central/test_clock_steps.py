@@ -16,9 +16,7 @@ import pytest
 from aiohttp import test_utils
 
 from central import app as app_mod
-from central import auth
 from central import clock as clock_mod
-from central import settings as settings_mod
 from central import stores
 from edge_agent.protocol import qrtoken
 from edge_agent.protocol import slots
@@ -71,24 +69,11 @@ async def restartable(
 ) -> collections.abc.AsyncIterator[Restartable]:
     port = broker_mod.free_port()
     unique = uuid.uuid4().hex[:10]
-    settings = settings_mod.CentralSettings(
-        data_dir=tmp_path / "central",
-        http_host="127.0.0.1",
-        http_port=port,
-        public_url=f"http://127.0.0.1:{port}",
-        mqtt_url=broker.url,
-        mqtt_client_id=f"central-{unique}",
-        mqtt_share_group=f"g{unique}",
-        allow_anonymous_broker=True,
-    )
+    settings = conftest.settings_for(tmp_path, broker, port, unique)
     settings.data_dir.mkdir(mode=0o700)
     db = stores.make(settings)
     await db.open()
-    site, room = f"s{unique}", "a-101"
-    await db.add_site(site, "Test campus")
-    await db.add_room(site, room, "Hall A-101", None, None, 50)
-    token = auth.new_token()
-    await db.add_admin_token(auth.token_hash(token), "admin", "tests", 0, site=site)
+    site, room, token = await conftest.seed_site(db, unique)
     async with (
         aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http,
         aiomqtt.Client(
