@@ -322,6 +322,7 @@ class Api:
                 "clock_offset_ms": d.clock_offset_ms,
                 "slot_s": d.slot_s,
                 "otp_step_s": d.otp_step_s,
+                "otp_digest": (d.otp_digest or "sha1") if d.slot_s is not None else None,
                 "verdict": d.last_verdict,
                 "telemetry": self._telemetry(d.site, d.device),
             }
@@ -613,6 +614,7 @@ class Api:
                         "added_at": params.iso(k.added_at),
                         "current": k.ed25519 == device.ed25519,
                         "evidence": k.evidence,
+                        "note": k.note,
                     }
                     for k in history
                 ]

@@ -116,6 +116,7 @@ SCHEMAS: dict[str, Schema] = {
             "clock_offset_ms": null(INT),
             "slot_s": null(INT),
             "otp_step_s": null(INT),
+            "otp_digest": null(STR),
             "verdict": null(STR),
             "telemetry": null(ANY_OBJECT),
         }
@@ -594,6 +595,7 @@ def _paths() -> dict[str, dict[str, Schema]]:
                                     "added_at": TIME,
                                     "current": BOOL,
                                     "evidence": STR,
+                                    "note": STR,
                                 }
                             )
                         )

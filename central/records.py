@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import typing
 
 from central import evidence
+from central import keychain
 from central import keyring
 from central import store
 from edge_agent.protocol import b64
@@ -18,7 +20,11 @@ class Pending(Exception):
     """The proof of the check-in's slot has not reached central yet."""
 
 
-def record_claims(checkin: store.Checkin, proof_row: store.ProofRow, now_ms: int) -> dict:
+def record_claims(
+    checkin: store.Checkin, proof_row: store.ProofRow, now_ms: int, device_key: bytes
+) -> dict[str, typing.Any]:
+    """What central countersigns; `device_kid` names the key that signed the proof (RFC 7638
+    thumbprint), so the key chain a bundle carries ends at a key central vouched for."""
     return {
         "record": checkin.id,
         "site": checkin.site,
@@ -36,6 +42,7 @@ def record_claims(checkin: store.Checkin, proof_row: store.ProofRow, now_ms: int
         "proof_seq": proof_row.seq,
         "checked_in_at": checkin.created_at,
         "issued_at": now_ms,
+        "device_kid": keychain.thumbprint(device_key),
     }
 
 
@@ -57,10 +64,15 @@ async def bundle(
     record_jws = checkin.record_jws
     if record_jws is None:
         signed = evidence.sign_record(
-            record_claims(checkin, proof_row, now_ms), token, proof_row.jws, keys.signing
+            record_claims(checkin, proof_row, now_ms, epoch.ed25519),
+            token,
+            proof_row.jws,
+            keys.signing,
         )
         record_jws = await db.set_record_jws(checkin.id, signed)
-    return evidence.make_bundle(record_jws, token, proof_row.jws), epoch.ed25519
+    # The key history up to the signing epoch: the bundle verifies with central's key alone.
+    chain = keychain.member(await db.device_keys(checkin.site, checkin.device), epoch)
+    return evidence.make_bundle(record_jws, token, proof_row.jws, chain), epoch.ed25519
 
 
 def new_link_token() -> str:
