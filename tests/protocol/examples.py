@@ -270,6 +270,18 @@ def bundle() -> bytes:
     return evidence.make_bundle(record_jws(), qr_signature(), proof_jws())
 
 
+def status_jws() -> str:
+    return report.sign(status_claims(), DEVICE_ED).decode()
+
+
+def telemetry_jws() -> str:
+    return report.sign(telemetry_claims(), DEVICE_ED).decode()
+
+
+def command_result_jws() -> str:
+    return report.sign(command_result_claims(), DEVICE_ED).decode()
+
+
 def _part(compact: str | bytes, index: int) -> bytes:
     text = compact.decode() if isinstance(compact, bytes) else compact
     return b64.decode(text.split(".")[index])
@@ -282,9 +294,9 @@ def _hex(data: bytes) -> str:
 def build() -> dict[str, tuple[str, str]]:
     """name -> (format, value): `text` is shown as is (UTF-8), `wrapped` in lines of 76."""
     qr_message = qrtoken.message(SITE, DEVICE, ROOM, SLOT)
-    status_jws = report.sign(status_claims(), DEVICE_ED)
-    telemetry_jws = report.sign(telemetry_claims(), DEVICE_ED)
-    result_jws = report.sign(command_result_claims(), DEVICE_ED)
+    status = status_jws()
+    telemetry = telemetry_jws()
+    result = command_result_jws()
     change = keychange.decode(keychange_jws().encode())[1]
     x25519_shared = DEVICE_X.shared(CENTRAL_X.public)
     parsed_proof = jws.parse(proof_jws(), proof.MAX_BYTES)
@@ -315,15 +327,15 @@ def build() -> dict[str, tuple[str, str]]:
         ),
         "proof-jws": ("wrapped", proof_jws()),
         "proof-link": ("wrapped", chain.link(proof_jws())),
-        "status-payload": ("text", _part(status_jws, 1).decode()),
-        "status-jws": ("wrapped", status_jws.decode()),
-        "telemetry-payload": ("text", _part(telemetry_jws, 1).decode()),
-        "telemetry-jws": ("wrapped", telemetry_jws.decode()),
+        "status-payload": ("text", _part(status, 1).decode()),
+        "status-jws": ("wrapped", status),
+        "telemetry-payload": ("text", _part(telemetry, 1).decode()),
+        "telemetry-jws": ("wrapped", telemetry),
         "command-header": ("text", _part(command_jws(), 0).decode()),
         "command-payload": ("text", _part(command_jws(), 1).decode()),
         "command-jws": ("wrapped", command_jws()),
-        "command-result-payload": ("text", _part(result_jws, 1).decode()),
-        "command-result-jws": ("wrapped", result_jws.decode()),
+        "command-result-payload": ("text", _part(result, 1).decode()),
+        "command-result-jws": ("wrapped", result),
         "enroll-code": ("wrapped", ENROLLMENT_CODE),
         "enroll-mac-input": ("text", enroll.mac_input(**enroll_fields()).decode()),
         "enroll-request": ("text", enroll_request().decode()),
