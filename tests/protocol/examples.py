@@ -2,7 +2,8 @@
 
 Fixed keys (seeds 00..1f, 20..3f, ...), fixed names and fixed times make every signed object
 deterministic (Ed25519 signatures are), so the document can show exact bytes and a test can
-check them: `python -m tests.protocol.examples` prints every example in the document's form.
+check them: `python -m tests.protocol.examples` prints every example in the document's form,
+and `python -m tests.protocol.examples --write` recomputes the document's blocks in place.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import base64
 import hashlib
 import hmac
 import json
+import pathlib
+import re
 import sys
 import typing
 
@@ -359,10 +362,42 @@ def render(form: str, value: str) -> str:
     return "\n".join(value[i : i + WRAP] for i in range(0, len(value), WRAP))
 
 
-def main() -> None:
-    for name, (form, value) in build().items():
-        sys.stdout.write(f"<!-- example: {name} {form} -->\n```\n{render(form, value)}\n```\n\n")
+DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+BLOCK = re.compile(r"^<!-- example: ([a-z0-9-]+) (text|wrapped) -->\n```\n.*?\n```$", re.M | re.S)
+
+
+def block(name: str, form: str, value: str) -> str:
+    return f"<!-- example: {name} {form} -->\n```\n{render(form, value)}\n```"
+
+
+def rewrite(text: str, values: dict[str, tuple[str, str]]) -> tuple[str, set[str]]:
+    """The document with each marked block recomputed, and the names it lacks."""
+    seen: set[str] = set()
+
+    def fresh(match: re.Match[str]) -> str:
+        name = match[1]
+        if name not in values:
+            raise SystemExit(f"docs/protocol.md shows example {name}, which nothing computes")
+        seen.add(name)
+        return block(name, *values[name])
+
+    return BLOCK.sub(fresh, text), set(values) - seen
+
+
+def main(argv: list[str]) -> int:
+    """Print every example, or with --write recompute the blocks of docs/protocol.md in
+    place (after a deliberate format change; new examples must be placed by hand)."""
+    values = build()
+    if argv[1:] == ["--write"]:
+        text, missing = rewrite(DOC.read_text(encoding="utf-8"), values)
+        DOC.write_text(text, encoding="utf-8")
+        for name in sorted(missing):
+            sys.stdout.write(f"not in the document yet:\n{block(name, *values[name])}\n")
+        return 1 if missing else 0
+    for name, (form, value) in values.items():
+        sys.stdout.write(block(name, form, value) + "\n\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(sys.argv))
