@@ -199,6 +199,18 @@ def test_non_canonical_base64url_is_refused_by_both_sides() -> None:
 # -- a real agent and a real central ---------------------------------------------------------
 
 
+def enrollment_request(payload: str) -> dict[str, typing.Any]:
+    """The request's members: bare JSON, or (proof of possession) the payload of a JWS
+    signed by the Ed25519 key the request carries."""
+    if payload.startswith("{"):
+        request = json.loads(payload)
+        assert isinstance(request, dict)
+        return request
+    claims = json.loads(unb64(payload.split(".")[1]))
+    key = unb64(claims["ed25519"])
+    return jose_verify(payload, key, "roomproof-enroll+jws", claims["device"])
+
+
 def read_bus(path: pathlib.Path) -> list[tuple[str, str]]:
     """(topic, payload) lines written by mosquitto_sub."""
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -240,7 +252,7 @@ def test_a_live_agent_and_central_interoperate_with_other_libraries(
 
         # Enrollment: the device's keys reach central under an HMAC of the bundle's code.
         requests = system.wait_for(lambda: on(read_bus(bus_file), "enroll"), 60, "a request")
-        request = json.loads(requests[0])
+        request = enrollment_request(requests[0])
         mac_input = "\n".join(
             ["roomproof-enroll/v1"]
             + [str(request[k]) for k in ("site", "room", "device", "ed25519", "x25519")]
