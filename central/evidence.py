@@ -13,9 +13,10 @@ import dataclasses
 import json
 import typing
 
+import rfc8785
+
 from edge_agent.protocol import b64
 from edge_agent.protocol import chain
-from edge_agent.protocol import jcs
 from edge_agent.protocol import jws
 from edge_agent.protocol import keys
 from edge_agent.protocol import proof
@@ -49,6 +50,12 @@ class Verified:
     checks: list[str]
 
 
+def canonical_json(value: typing.Any) -> bytes:
+    """RFC 8785 (JCS) bytes of `value`; ValueError for what has no canonical form (NaN,
+    infinities, integers beyond 2**53-1, lone surrogates, non-string keys)."""
+    return rfc8785.dumps(value)
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -80,12 +87,12 @@ def sign_record(
     if not isinstance(token_signature, bytes) or len(token_signature) != keys.SIGNATURE_BYTES:
         raise ValueError(f"a QR token signature is {keys.SIGNATURE_BYTES} bytes")
     claims = {**record, "token": b64.encode(token_signature), "proof_hash": chain.link(proof_jws)}
-    return jws.sign(jcs.dumps(claims), central_key, kid=RECORD_KID, typ=RECORD_TYP)
+    return jws.sign(rfc8785.dumps(claims), central_key, kid=RECORD_KID, typ=RECORD_TYP)
 
 
 def _canonical(record_jws: str, token: str, proof_jws: str) -> bytes:
     bundle = {"type": BUNDLE_TYPE, "record": record_jws, "token": token, "proof": proof_jws}
-    return jcs.dumps(bundle)
+    return rfc8785.dumps(bundle)
 
 
 def make_bundle(record_jws: str, token_signature: bytes, proof_jws: str) -> bytes:
@@ -129,7 +136,7 @@ def _load(data: object) -> tuple[str, str, str]:
     if not all(isinstance(value, str) for value in bundle.values()):
         raise EvidenceError("malformed", "bundle members must be strings")
     try:
-        canonical = jcs.dumps(bundle)
+        canonical = rfc8785.dumps(bundle)
     except ValueError as exc:  # e.g. an escaped lone surrogate, which has no UTF-8 form
         raise EvidenceError("malformed", f"bundle has no canonical form: {exc}") from exc
     if body != canonical:

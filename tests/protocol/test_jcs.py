@@ -1,39 +1,12 @@
-"""Canonical JSON is RFC 8785 (JCS): our encoder against an independent implementation."""
+"""Canonical JSON is RFC 8785 (JCS): central's records and bundles use the `rfc8785` library;
+these pin what the protocol relies on (the RFC's own examples, and refusal of what has no
+canonical form) so a change of library or of its behaviour shows here."""
 
 from __future__ import annotations
 
-import math
-import struct
-import typing
-
-import hypothesis
-import hypothesis.strategies as st
 import pytest
-import rfc8785
 
-from edge_agent.protocol import jcs
-
-SAFE = st.integers(min_value=-jcs.MAX_SAFE_INTEGER, max_value=jcs.MAX_SAFE_INTEGER)
-FINITE = st.floats(allow_nan=False, allow_infinity=False)
-TEXT = st.text(st.characters(codec="utf-8"))  # no lone surrogates
-VALUES = st.recursive(
-    st.none() | st.booleans() | SAFE | FINITE | TEXT,
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(TEXT, inner, max_size=5),
-    max_leaves=30,
-)
-
-
-@hypothesis.given(VALUES)
-@hypothesis.settings(max_examples=400, deadline=None)
-def test_same_bytes_as_an_independent_jcs(value: typing.Any) -> None:
-    assert jcs.dumps(value) == rfc8785.dumps(value)
-
-
-def test_every_double_bit_pattern_sample_writes_as_ecmascript_does() -> None:
-    for n in range(20_000):
-        value = struct.unpack("<d", (n * 0x9E3779B97F4A7C15 % 2**64).to_bytes(8, "little"))[0]
-        if math.isfinite(value):
-            assert jcs.number(value) == rfc8785.dumps(value).decode(), repr(value)
+from central import evidence
 
 
 def test_the_rfc_8785_examples() -> None:
@@ -43,12 +16,12 @@ def test_the_rfc_8785_examples() -> None:
         "string": "\u20ac$\u000f\u000aA'\u0042\u0022\u005c\\\"/",
         "literals": [None, True, False],
     }
-    assert jcs.dumps(value) == (
+    assert evidence.canonical_json(value) == (
         b'{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],'
         b'"string":"\xe2\x82\xac$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}'
     )
     order = {"\u20ac": 0, "\r": 1, "\ufb33": 2, "1": 3, "\U0001f600": 4, "\u0080": 5, "\u00f6": 6}
-    assert list(jcs.dumps(order).decode().split(",")) == [
+    assert list(evidence.canonical_json(order).decode().split(",")) == [
         '{"\\r":1',
         '"1":3',
         '"\u0080":5',
@@ -65,4 +38,4 @@ def test_the_rfc_8785_examples() -> None:
 )
 def test_what_jcs_cannot_write_is_refused(value: object) -> None:
     with pytest.raises(ValueError):
-        jcs.dumps(value)
+        evidence.canonical_json(value)
