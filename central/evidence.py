@@ -13,6 +13,7 @@ part of the bundle.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import typing
 
@@ -98,6 +99,12 @@ def sign_record(
 
 def _canonical(bundle: dict[str, typing.Any]) -> bytes:
     return rfc8785.dumps(bundle)
+
+
+def chain_hash(key_chain: object) -> str:
+    """Lowercase hex SHA-256 of the JCS bytes of a bundle's `key` member, which records
+    countersign as `key_chain_sha256` (ValueError for what has no canonical form)."""
+    return hashlib.sha256(rfc8785.dumps(key_chain)).hexdigest()
 
 
 def make_bundle(
@@ -226,6 +233,11 @@ def _device_key(
     signed_kid = record.get("device_kid")
     if signed_kid is not None and signed_kid != kid:
         raise EvidenceError("key_mismatch", "central countersigned another device key")
+    signed_chain = record.get("key_chain_sha256")
+    if signed_chain is not None and (chain is None or chain_hash(chain) != signed_chain):
+        raise EvidenceError("key_chain", "the key chain is not the one central countersigned")
+    if signed_chain is not None:
+        checks.append("key chain is the one central countersigned")
     return device_public, kid, checks
 
 

@@ -237,15 +237,19 @@ async def test_bundles_before_and_after_a_rotation_verify_with_centrals_key_alon
             evidence.verify_bundle(canonical({**bundle, "key": key}), None, b64.decode(central_key))
         assert caught.value.reason == "key_chain" and reason in str(caught.value)
 
-    # A bundle without a chain (as made before chains) still verifies with --device-key.
-    bare = {k: v for k, v in json.loads(files["before"].read_bytes()).items() if k != "key"}
-    path = tmp_path / "bare.json"
-    path.write_bytes(canonical(bare))
-    done = verify_cli(path, "--central-key", central_key)
-    assert (done.returncode, done.stdout.split(":")[0]) == (1, "INVALID"), done.stdout
-    assert "no_device_key" in done.stdout
-    argv = [str(path), "--central-key", central_key, "--device-key", b64.encode(old.public)]
-    assert verify_cmd.main(argv) == 0
+    # Central countersigned the chain: not a byte of it changes, not even a note, and it
+    # cannot be dropped. (Bundles made before chains verify with --device-key: test_evidence.)
+    noted = {**bundle["key"], "chain": [dict(bundle["key"]["chain"][0], note="x"), change]}
+    bare = {k: v for k, v in bundle.items() if k != "key"}
+    for changed in ({**bundle, "key": noted}, bare):
+        path = tmp_path / "changed.json"
+        path.write_bytes(canonical(changed))
+        argv = [str(path), "--central-key", central_key, "--device-key", b64.encode(old.public)]
+        assert verify_cmd.main(argv) == 1
+        with pytest.raises(evidence.EvidenceError, match="not the one central countersigned"):
+            evidence.verify_bundle(
+                path.read_bytes(), device.signing.public, b64.decode(central_key)
+            )
     # With a chain, a given device key must be one of its keys.
     argv = [str(files["before"]), "--central-key", central_key]
     assert verify_cmd.main([*argv, "--device-key", b64.encode(old.public)]) == 0

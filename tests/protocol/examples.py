@@ -281,7 +281,9 @@ ISSUED_AT = IAT_MS + 86_400_000
 
 
 def record_jws() -> str:
-    claims = records.record_claims(checkin(), proof_row(), ISSUED_AT, DEVICE_ED.public)
+    history = key_history()
+    key_chain = keychain.member(history, history[0])
+    claims = records.record_claims(checkin(), proof_row(), ISSUED_AT, key_chain)
     return evidence.sign_record(claims, qr_signature(), proof_jws(), CENTRAL_ED)
 
 

@@ -168,6 +168,10 @@ def verify_bundle(data: bytes, device: bytes | None, central: bytes) -> Bundle:
     assert device is not None, "a bundle without a key chain needs the device's key"
     if "device_kid" in record:
         assert record["device_kid"] == thumbprint(device)
+    if "key_chain_sha256" in record:
+        assert (
+            record["key_chain_sha256"] == hashlib.sha256(rfc8785.dumps(bundle["key"])).hexdigest()
+        )
     proof = jose_verify(bundle["proof"], device, "roomproof-proof+jws", claims["device"])
     for field in ("site", "room", "device", "slot"):
         assert record[field] == proof[field], field
