@@ -101,7 +101,7 @@ def _canonical(bundle: dict[str, typing.Any]) -> bytes:
     return rfc8785.dumps(bundle)
 
 
-def chain_hash(key_chain: object) -> str:
+def chain_hash(key_chain: typing.Any) -> str:
     """Lowercase hex SHA-256 of the JCS bytes of a bundle's `key` member, which records
     countersign as `key_chain_sha256` (ValueError for what has no canonical form)."""
     return hashlib.sha256(rfc8785.dumps(key_chain)).hexdigest()
