@@ -152,7 +152,7 @@ def write(
                 info.uname = info.gname = ""
                 info.mode = 0o600
                 with database.open("rb") as source:
-                    tar.addfile(info, source)
+                    tar.addfile(info, _Counting(source, info.size, progress))
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(temp, out)
@@ -169,6 +169,31 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, now_ms: int) -> Non
     info.mode = 0o600
     info.mtime = now_ms // 1000
     tar.addfile(info, _BytesReader(data))
+
+
+class _Counting:
+    """Reads a file on, saying at each tenth how far it got (a large database takes a while)."""
+
+    def __init__(
+        self,
+        source: typing.IO[bytes],
+        total: int,
+        progress: collections.abc.Callable[[str], None],
+    ) -> None:
+        self._source = source
+        self._total = max(total, 1)
+        self._done = 0
+        self._told = 0
+        self._progress = progress
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._source.read(size)
+        self._done += len(chunk)
+        tenth = self._done * 10 // self._total
+        if tenth > self._told and tenth < 10:
+            self._told = tenth
+            self._progress(f"{tenth * 10}% ({self._done / 1e6:.0f} of {self._total / 1e6:.0f} MB)")
+        return chunk
 
 
 class _BytesReader:

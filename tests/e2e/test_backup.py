@@ -138,6 +138,12 @@ def wait_stored(admin: system.Http, expected: list[int], what: str) -> None:
     system.wait_for(lambda: stored_seqs(admin) == expected, 30, what)
 
 
+def gap_alerts(admin: system.Http) -> list[dict[str, typing.Any]]:
+    status, body, _ = admin.request("GET", f"/api/v1/alerts?site={SITE}&kind=gap")
+    assert status == 200, body
+    return typing.cast(list[dict[str, typing.Any]], body["alerts"])
+
+
 def central_key(http: system.Http) -> str:
     status, body, _ = http.request("GET", "/api/v1/keys")
     assert status == 200, body
@@ -262,14 +268,20 @@ def test_restore_drill(
         verify_offline(paths, device.scripted.signing.public, key_before)
 
         # The chain goes on: the next proof is accepted over the gap the backup left, and the
-        # proofs that came after the snapshot fill it (as the device's outbox would resend).
+        # proofs that came after the snapshot, when they reach central again (as the broker's
+        # queue or an unacknowledged outbox would send them), fill it: no fork, no break.
         device.proof()
         wait_stored(
             admin, [*range(1, in_backup + 1), last + 1], "the next proof at the restored central"
         )
+        gap = f"seq {in_backup + 1}..{last} missing"
+        assert [(a["reason"], a["open"]) for a in gap_alerts(admin)] == [(gap, True)]
         for compact in device.scripted.sent[in_backup:last]:
             device.send_raw("proof", compact)
         wait_stored(admin, list(range(1, last + 2)), "the gap filled")
+        system.wait_for(
+            lambda: [a["open"] for a in gap_alerts(admin)] == [False], 10, "the gap alert cleared"
+        )
         public = device.scripted.signing.public
         test_room.assert_valid_chain(test_room.stored_proofs(admin), public)
         checkin = check_in(second, device, *LATE_STUDENT)
