@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
+import concurrent.futures
 import contextlib
 import hashlib
 import importlib.metadata
@@ -195,6 +196,26 @@ def verify_offline(bundles: list[pathlib.Path], device_key: bytes, central_key_b
         assert run.returncode == 0, f"{bundle}: {out}"
 
 
+def provision(central: system.Central, bundle: pathlib.Path, roster: pathlib.Path) -> str:
+    """Site, room, device (its bundle), students and an admin token, through the CLI (the
+    commands that need only the site run side by side); returns the token."""
+    central.cli("site", "add", "--site", SITE)
+    rows = [f"{SITE},{student},{pin}" for student, pin in [*STUDENTS.items(), LATE_STUDENT]]
+    roster.write_text("\n".join(["site,student_id,pin", *rows]) + "\n")
+    device = ("device", "add", "--site", SITE, "--room", ROOM, "--device", DEVICE)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        room = pool.submit(
+            lambda: [
+                central.cli("room", "add", "--site", SITE, "--room", ROOM),
+                central.cli(*device, "--bundle", str(bundle)),
+            ]
+        )
+        token = pool.submit(central.cli, "token", "create", "--role", "admin", "--site", SITE)
+        students = pool.submit(central.cli, "import", "students", str(roster))
+        room.result(), students.result()
+        return token.result().stdout.split()[-1]
+
+
 @pytest.mark.slow
 def test_restore_drill(
     tmp_path: pathlib.Path, own_broker: broker_mod.Broker, databases: list[str | None]
@@ -203,11 +224,7 @@ def test_restore_drill(
     passphrase_file.write_text(PASSPHRASE + "\n")
     first = make_central(tmp_path / "first", own_broker, databases[0])
     bundle = tmp_path / "bundle.toml"
-    token = first.provision(bundle)
-    roster = tmp_path / "students.csv"
-    rows = [f"{SITE},{student},{pin}" for student, pin in [*STUDENTS.items(), LATE_STUDENT]]
-    roster.write_text("\n".join(["site,student_id,pin", *rows]) + "\n")
-    first.cli("import", "students", str(roster))
+    token = provision(first, bundle, tmp_path / "students.csv")
     code = tomllib.loads(bundle.read_text())["enrollment_code"]
     first.start()
     device = Device(own_broker)
@@ -265,7 +282,6 @@ def test_restore_drill(
             paths.append(tmp_path / f"{checkin_id}.json")
             paths[-1].write_bytes(raw)
             assert evidence(admin, checkin_id) == raw  # the stored countersignature
-        verify_offline(paths, device.scripted.signing.public, key_before)
 
         # The chain goes on: the next proof is accepted over the gap the backup left, and the
         # proofs that came after the snapshot, when they reach central again (as the broker's
@@ -275,7 +291,11 @@ def test_restore_drill(
             admin, [*range(1, in_backup + 1), last + 1], "the next proof at the restored central"
         )
         gap = f"seq {in_backup + 1}..{last} missing"
-        assert [(a["reason"], a["open"]) for a in gap_alerts(admin)] == [(gap, True)]
+        system.wait_for(
+            lambda: [(a["reason"], a["open"]) for a in gap_alerts(admin)] == [(gap, True)],
+            10,
+            f"a gap alert ({gap})",
+        )
         for compact in device.scripted.sent[in_backup:last]:
             device.send_raw("proof", compact)
         wait_stored(admin, list(range(1, last + 2)), "the gap filled")
@@ -285,9 +305,9 @@ def test_restore_drill(
         public = device.scripted.signing.public
         test_room.assert_valid_chain(test_room.stored_proofs(admin), public)
         checkin = check_in(second, device, *LATE_STUDENT)
-        path = tmp_path / "after.json"
-        path.write_bytes(evidence(admin, checkin["id"]))
-        verify_offline([path], public, key_before)
+        paths.append(tmp_path / "after.json")
+        paths[-1].write_bytes(evidence(admin, checkin["id"]))
+        verify_offline(paths, public, key_before)  # those from before and the new one
     finally:
         stop.set()
         if publisher is not None:
@@ -457,6 +477,15 @@ def test_restore_refuses_and_writes_nothing(
     forged = tmp_path / "forged.tar.gz"
     repack(altered, forged, rewrite_manifest)
     refused(forged, "the manifest was altered")
+
+    # A member the manifest does not name (here one that would escape the data dir).
+    with tarfile.open(archive, "r:gz") as old, tarfile.open(altered, "w:gz") as new:
+        for member in old.getmembers():
+            new.addfile(member, old.extractfile(member))
+        extra = tarfile.TarInfo("../central.toml")
+        extra.size = 4
+        new.addfile(extra, io.BytesIO(b"evil"))
+    refused(altered, "unexpected member '../central.toml'")
 
     # A data dir that is not empty is left as it was.
     data_dir.mkdir()
