@@ -226,12 +226,13 @@ def test_restore_drill(
     bundle = tmp_path / "bundle.toml"
     token = provision(first, bundle, tmp_path / "students.csv")
     code = tomllib.loads(bundle.read_text())["enrollment_code"]
-    first.start()
-    device = Device(own_broker)
     stop = threading.Event()
+    device: Device | None = None
     publisher: threading.Thread | None = None
     second: system.Central | None = None
     try:
+        first.start()
+        device = Device(own_broker)
         admin = system.Http(first.url, token)
         key_before = central_key(system.Http(first.url))
         device.enroll(code, b64.decode(key_before))
@@ -312,7 +313,8 @@ def test_restore_drill(
         stop.set()
         if publisher is not None:
             publisher.join(10)
-        device.close()
+        if device is not None:
+            device.close()
         first.stop()
         if second is not None:
             second.stop()
