@@ -103,7 +103,10 @@ class Result:
 def worst_verdict(*verdicts: str | None) -> str | None:
     """A displaced device flags every check-in of its window, whichever proof says so."""
     known = [v for v in verdicts if v is not None]
-    return max(known, key=VERDICT_SEVERITY.get) if known else None
+    # A verdict this table does not know ranks worst: it flags rather than hides.
+    return (
+        max(known, key=lambda v: VERDICT_SEVERITY.get(v, len(VERDICT_SEVERITY))) if known else None
+    )
 
 
 def device_now_ms(device: store.Device, now_ms: int) -> int:

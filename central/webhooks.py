@@ -222,7 +222,7 @@ class Guard:
         infos = await asyncio.get_running_loop().getaddrinfo(
             host, port, type=socket.SOCK_STREAM, family=family
         )
-        found = [
+        found: list[tuple[socket.AddressFamily, int, Address]] = [
             (info[0], info[2], ipaddress.ip_address(str(info[4][0]).partition("%")[0]))
             for info in infos
         ]
@@ -345,7 +345,7 @@ def _tick_failed(exc: Exception, failures: int) -> int:
 def _tick_wait(settings: settings_mod.CentralSettings, failures: int) -> float:
     if failures == 0:
         return settings.webhook_poll_s
-    return min(outage.BACKOFF_CAP_S, settings.webhook_poll_s * 2 ** min(failures, 16))
+    return min(outage.BACKOFF_CAP_S, settings.webhook_poll_s * 2.0 ** min(failures, 16))
 
 
 class Dispatcher:
