@@ -267,21 +267,18 @@ class Api:
             self.metrics.checkins.labels(outcome=exc.code).inc()
             raise
         self.metrics.checkins.labels(outcome=result.checkin.status).inc()
-        answer = responses.CheckinResult(checkin=responses.Checkin.of(result.checkin))
+        parts: dict[str, typing.Any] = {"checkin": responses.Checkin.of(result.checkin)}
         if result.occurrence is not None:
-            answer = answer.model_copy(
-                update={
-                    "session": responses.CheckinSession(
-                        id=result.occurrence.session.id,
-                        course=result.occurrence.session.course,
-                        date=result.occurrence.key,
-                        starts_at=result.occurrence.start_ms,
-                        ends_at=result.occurrence.end_ms,
-                    )
-                }
+            parts["session"] = responses.CheckinSession(
+                id=result.occurrence.session.id,
+                course=result.occurrence.session.course,
+                date=result.occurrence.key,
+                starts_at=result.occurrence.start_ms,
+                ends_at=result.occurrence.end_ms,
             )
         if result.credential is not None:
-            answer = answer.model_copy(update={"credential": result.credential})
+            parts["credential"] = result.credential
+        answer = responses.CheckinResult(**parts)  # the parts not given are left out
         response = parse.respond(answer, status=201)
         if result.credential is not None:
             response.set_cookie(
