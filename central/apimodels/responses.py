@@ -193,10 +193,10 @@ class Proofs(Answer):
 
 
 class Rejection(Answer):
-    model_config = pydantic.ConfigDict(frozen=True, extra="allow")
     at: Time
-    reason: str
     topic: str
+    reason: str
+    size: int
 
 
 class Rejections(Answer):

@@ -2,10 +2,12 @@
 check-in in a running session, an alert, a chain event, a webhook with a delivery, a link)
 matches the schema the OpenAPI document gives for it, item by item, times as RFC 3339; bad
 input is refused in the one error format naming the field; and the query types keep
-central.params' strict rules (ASCII digits only, RFC 3339 with a timezone)."""
+central.params' strict rules (ASCII digits only, RFC 3339 with a timezone). On SQLite and on
+PostgreSQL."""
 
 from __future__ import annotations
 
+import collections.abc
 import datetime
 import time
 import typing
@@ -29,6 +31,7 @@ from central.apimodels import queries
 from edge_agent.protocol import qrtoken
 from edge_agent.protocol import slots
 from tests.central import conftest
+from tests.stores import pg
 
 PIN = "246813"
 SKIPPED = {
@@ -36,6 +39,18 @@ SKIPPED = {
     "/api/v1/exports/attendance.csv",  # files, not JSON
     "/api/v1/exports/attendance.pdf",
 }
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def central_overrides(
+    request: pytest.FixtureRequest,
+) -> collections.abc.AsyncIterator[dict[str, typing.Any]]:
+    """The in-process central on each store: the answers are the models', whichever store."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    async with pg.fresh_database() as dsn:
+        yield {"database_url": dsn}
 
 
 @pytest.fixture()
@@ -98,6 +113,7 @@ async def populate(
     assert status in (201, 409), link  # 409: the evidence is still pending
     await db.raise_alert(central.site, device.device, "clock", "off by 9 s", now_ms)
     await db.add_chain_event(central.site, device.device, "gap", 7, 9, "", now_ms)
+    await db.count_rejection("schema", device.topic("proof"), 17, now_ms)
     hook = await db.add_webhook(
         "http://127.0.0.1:9/hook", ("checkin",), "seed", "whsec_x", 0, central.site
     )
@@ -164,6 +180,7 @@ async def test_every_answer_matches_its_documented_schema(
         "/api/v1/alerts",
         "/api/v1/chain-events",
         "/api/v1/checkins",
+        "/api/v1/rejections",
         "/api/v1/webhooks/{id}/deliveries",
         "/api/v1/sessions/{id}/attendance",
         "/api/v1/students/{site}/{student}/attendance",
