@@ -341,7 +341,9 @@ class Api:
         rows = await self.db.list_proofs(
             auth.list_site(request, query.site), query.device, query.limit
         )
-        return parse.respond(responses.Proofs(proofs=[responses.Proof.of(r) for r in rows]))
+        return parse.respond(
+            responses.Proofs(proofs=[responses.Proof.from_record(r) for r in rows])
+        )
 
     @spec.operation(
         "GET",
@@ -406,7 +408,7 @@ class Api:
         for room in await self.db.list_rooms(site):
             profile = await self.db.get_profile(room.site, room.room)
             rows.append(
-                responses.Room.of(room).model_copy(
+                responses.Room.from_record(room).model_copy(
                     update={"profile": responses.Profile.of(profile) if profile else None}
                 )
             )
@@ -446,7 +448,7 @@ class Api:
         await audit.api(request, self.db, "room_geofence", f"{site}/{name}", detail, site)
         updated = await self.db.get_room(site, name)
         assert updated is not None
-        return parse.respond(responses.RoomResult(room=responses.Room.of(updated)))
+        return parse.respond(responses.RoomResult(room=responses.Room.from_record(updated)))
 
     @spec.operation(
         "POST",
@@ -614,7 +616,7 @@ class Api:
         rows = await self.db.list_audit(query.limit, query.after, auth.site_of(request))
         return parse.respond(
             responses.Audit(
-                audit=[responses.AuditEntry.of(e) for e in rows],
+                audit=[responses.AuditEntry.from_record(e) for e in rows],
                 next_after=rows[-1].id if len(rows) == query.limit else None,
             )
         )
@@ -629,7 +631,9 @@ class Api:
     async def tokens(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, roles=("admin",))
         rows = await self.db.list_admin_tokens(auth.site_of(request))
-        return parse.respond(responses.Tokens(tokens=[responses.Token.of(t) for t in rows]))
+        return parse.respond(
+            responses.Tokens(tokens=[responses.Token.from_record(t) for t in rows])
+        )
 
     @spec.operation(
         "DELETE",
@@ -662,7 +666,7 @@ class Api:
         )
         return parse.respond(
             responses.ChainEvents(
-                events=[responses.ChainEvent.of(e) for e in rows],
+                events=[responses.ChainEvent.from_record(e) for e in rows],
                 next_after=rows[-1].id if len(rows) == query.limit else None,
             )
         )

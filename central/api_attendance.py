@@ -94,7 +94,9 @@ class AttendanceApi:
             raise errors.ApiError(409, "exists", f"course {course.course} exists") from exc
         target = f"{course.site}/{course.course}"
         await audit.api(request, self.db, "course_add", target, site=course.site)
-        return parse.respond(responses.CourseResult(course=responses.Course.of(course)), 201)
+        return parse.respond(
+            responses.CourseResult(course=responses.Course.from_record(course)), 201
+        )
 
     @spec.operation(
         "GET",
@@ -108,7 +110,9 @@ class AttendanceApi:
         site = auth.list_site(request, parse.query(request, queries.Site).site)
         rows = await self.db.list_courses(site)
         rows = [c for c in rows if auth.sees_course(request, c.site, c.course)]
-        return parse.respond(responses.Courses(courses=[responses.Course.of(c) for c in rows]))
+        return parse.respond(
+            responses.Courses(courses=[responses.Course.from_record(c) for c in rows])
+        )
 
     async def _course(self, request: web.Request) -> store.Course:
         site, course = request.match_info["site"], request.match_info["course"]

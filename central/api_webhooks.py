@@ -88,7 +88,8 @@ class WebhooksApi:
         detail = json.dumps({"url": url, "events": list(kinds)})
         await audit.api(request, self.db, "webhook_add", str(hook.id), detail, site)
         return parse.respond(
-            responses.WebhookCreated(webhook=responses.Webhook.of(hook), secret=secret), 201
+            responses.WebhookCreated(webhook=responses.Webhook.from_record(hook), secret=secret),
+            201,
         )
 
     @spec.operation(
@@ -102,7 +103,9 @@ class WebhooksApi:
     async def list_webhooks(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, READERS)
         rows = await self.db.list_webhooks(auth.site_of(request))
-        return parse.respond(responses.Webhooks(webhooks=[responses.Webhook.of(w) for w in rows]))
+        return parse.respond(
+            responses.Webhooks(webhooks=[responses.Webhook.from_record(w) for w in rows])
+        )
 
     async def _webhook(self, request: web.Request) -> store.Webhook:
         webhook_id = parse.path(request, queries.Id).id

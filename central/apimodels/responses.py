@@ -26,6 +26,12 @@ NextAfter = typing.Annotated[
 class Answer(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True)
 
+    @classmethod
+    def from_record(cls, record: object) -> typing.Self:
+        """From a store dataclass whose attributes carry the answer's names (others are
+        ignored: a webhook's secret never reaches an answer)."""
+        return cls.model_validate(record, from_attributes=True)
+
 
 class ErrorBody(Answer):
     code: str
@@ -171,22 +177,6 @@ class Proof(Answer):
     reasons: list[str]
     jws: str
 
-    @classmethod
-    def of(cls, r: store.ProofRow) -> Proof:
-        return cls(
-            site=r.site,
-            device=r.device,
-            seq=r.seq,
-            slot=r.slot,
-            iat=r.iat,
-            received_at=r.received_at,
-            hash=r.hash,
-            gap_before=r.gap_before,
-            verdict=r.verdict,
-            reasons=list(r.reasons),
-            jws=r.jws,
-        )
-
 
 class Proofs(Answer):
     proofs: list[Proof]
@@ -230,10 +220,6 @@ class Room(Answer):
     lon: float | None
     radius_m: float
     profile: Profile | None = None
-
-    @classmethod
-    def of(cls, r: store.Room) -> Room:
-        return cls(site=r.site, room=r.room, name=r.name, lat=r.lat, lon=r.lon, radius_m=r.radius_m)
 
 
 class Rooms(Answer):
@@ -296,20 +282,6 @@ class ChainEvent(Answer):
     detected_at: Time
     resolved_at: Time | None
 
-    @classmethod
-    def of(cls, e: store.ChainEvent) -> ChainEvent:
-        return cls(
-            id=e.id,
-            site=e.site,
-            device=e.device,
-            kind=e.kind,
-            first=e.first,
-            last=e.last,
-            detail=e.detail,
-            detected_at=e.detected_at,
-            resolved_at=e.resolved_at,
-        )
-
 
 class ChainEvents(Answer):
     events: list[ChainEvent]
@@ -323,17 +295,6 @@ class Token(Answer):
     name: str
     created_at: Time
     courses: list[str] = pydantic.Field(description='"site/course" a teacher token is limited to')
-
-    @classmethod
-    def of(cls, t: store.AdminToken) -> Token:
-        return cls(
-            id=t.id,
-            role=typing.cast(typing.Literal["admin", "teacher", "auditor", "operator"], t.role),
-            site=t.site,
-            name=t.name,
-            created_at=t.created_at,
-            courses=list(t.courses),
-        )
 
 
 class Tokens(Answer):
@@ -403,18 +364,6 @@ class AuditEntry(Answer):
     detail: str
     site: str | None
 
-    @classmethod
-    def of(cls, e: store.AuditEntry) -> AuditEntry:
-        return cls(
-            id=e.id,
-            at=e.at,
-            actor=e.actor,
-            action=e.action,
-            target=e.target,
-            detail=e.detail,
-            site=e.site,
-        )
-
 
 class Audit(Answer):
     audit: list[AuditEntry]
@@ -426,10 +375,6 @@ class Course(Answer):
     course: str
     name: str
     timezone: str
-
-    @classmethod
-    def of(cls, c: store.Course) -> Course:
-        return cls(site=c.site, course=c.course, name=c.name, timezone=c.timezone)
 
 
 class CourseResult(Answer):
@@ -664,17 +609,6 @@ class Webhook(Answer):
     events: list[typing.Literal["checkin", "session_closed"]]
     description: str
     created_at: Time
-
-    @classmethod
-    def of(cls, hook: store.Webhook) -> Webhook:
-        return cls(
-            id=hook.id,
-            site=hook.site,
-            url=hook.url,
-            events=typing.cast(typing.Any, list(hook.events)),
-            description=hook.description,
-            created_at=hook.created_at,
-        )
 
 
 class WebhookCreated(Answer):
