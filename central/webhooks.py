@@ -305,7 +305,7 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def verify(secret: str, header: str, body: bytes, now_s: int, tolerance_s: int = 300) -> bool:
-    """What a receiver does (shown in the README): the HMAC matches and the time is recent."""
+    """What a receiver does (docs/attendance.md shows it): HMAC matches, time is recent."""
     fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
     try:
         timestamp = int(fields.get("t", ""))

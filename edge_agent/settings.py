@@ -44,7 +44,7 @@ class AgentSettings(tomlsettings.EnvOverTomlSettings):
     log_level: typing.Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: typing.Literal["text", "json"] = "text"
 
-    # Sensors (docs: README "Sensors"); each source is one string, `off` disables it.
+    # Sensors (docs/configuration.md, "Sensors"); each source is one string, `off` disables it.
     wifi_source: str = "off"
     ble_source: str = "off"
     gps_source: str = "off"
