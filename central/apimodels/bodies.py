@@ -28,6 +28,11 @@ class Body(pydantic.BaseModel):
     MESSAGES: typing.ClassVar[dict[str, str]] = {}  # a field's refusal in the API's words
 
 
+def _no_default(schema: dict[str, typing.Any]) -> None:
+    """A field whose absence means "unchanged", not a value to document as the default."""
+    schema.pop("default", None)
+
+
 CheckinText = typing.Annotated[str, pydantic.StringConstraints(max_length=MAX_TEXT)]
 
 
@@ -63,7 +68,13 @@ class RoomPatch(Body):
 
     lat: float | None = pydantic.Field(None, ge=-90, le=90)
     lon: float | None = pydantic.Field(None, ge=-180, le=180)
-    radius_m: float = pydantic.Field(100.0, gt=0, le=100_000)
+    radius_m: float = pydantic.Field(
+        0.0,  # never used: an absent radius keeps the room's (`model_fields_set`)
+        gt=0,
+        le=100_000,
+        description="absent: the room's radius stays",
+        json_schema_extra=_no_default,
+    )
     MESSAGES: typing.ClassVar[dict[str, str]] = {
         "lat": "lat and lon: both numbers in range, or both null",
         "lon": "lat and lon: both numbers in range, or both null",
