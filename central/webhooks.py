@@ -29,7 +29,6 @@ import urllib.parse
 import aiohttp
 import aiohttp.abc
 
-from central import api_attendance
 from central import attendance
 from central import clock as clock_mod
 from central import events
@@ -39,6 +38,8 @@ from central import settings as settings_mod
 from central import store
 from central import stores
 from central import timetable
+from central.apimodels import parse
+from central.apimodels import responses
 
 log = logging.getLogger(__name__)
 EVENT_TYPES = ("checkin", "session_closed")
@@ -470,7 +471,7 @@ class Dispatcher:
         rows = await attendance.report(self.db, occurrence, now)
         data = {
             "site": occurrence.session.site,
-            "occurrence": api_attendance.occurrence_json(occurrence),
+            "occurrence": parse.plain(responses.Occurrence.of(occurrence)),
             "summary": attendance.summary(rows),
             "attendance": [row.json(params.iso) for row in rows],
         }
