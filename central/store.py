@@ -181,12 +181,13 @@ NOTE_BACKFILL_NONE = (
 
 # Gives the device's first key (kind enroll, evidence '' until now) the best evidence left
 # (shared by both stores' numbered migrations, after device_keys.note was added): the
-# earliest stored proof its key signed (seq from its from_seq to the next key's), or none.
+# earliest stored proof its key signed (seq from its from_seq to the next key's) whose JWS
+# retention has not purged, or none.
 BACKFILL_ENROLL_EVIDENCE = f"""
 UPDATE device_keys SET note = '{NOTE_BACKFILL_PROOF}' WHERE kind = 'enroll' AND evidence = '';
 UPDATE device_keys SET evidence = COALESCE((SELECT p.jws FROM proofs p
     WHERE p.site = device_keys.site AND p.device = device_keys.device
-    AND p.seq >= device_keys.from_seq AND p.seq < COALESCE((SELECT MIN(n.from_seq)
+    AND p.jws <> '' AND p.seq >= device_keys.from_seq AND p.seq < COALESCE((SELECT MIN(n.from_seq)
     FROM device_keys n WHERE n.site = device_keys.site AND n.device = device_keys.device
     AND n.from_seq > device_keys.from_seq), 9007199254740992)
     ORDER BY p.seq LIMIT 1), '')

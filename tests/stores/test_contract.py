@@ -972,6 +972,7 @@ async def test_first_keys_are_backfilled_with_the_best_evidence_left(
         await db.bind_device(SITE, "pi-3", b"\x05" * 32, b"\x06" * 32, 1_000, "eyJ.kept.x")
         for seq in (3, 2):
             await db.store_proof(proof_row(seq), 20, 30, 0)
+        await db.store_proof(dataclasses.replace(proof_row(1), jws=""), 20, 30, 0)  # purged
         await db.change_device_keys(
             store.DeviceKey(0, SITE, DEVICE, ROOM, 5, b"\x07" * 32, b"\x08" * 32, "rotate", 9, "k"),
             b"\x01" * 32,
