@@ -723,7 +723,14 @@ class Agent:
             new = keystore.generate()
             from_seq = self.outbox.chain_state().seq + 1
             request = enroll.sign_request(
-                code, b.site, room, b.device, new.signing, new.agreement.public, from_seq
+                code,
+                b.site,
+                room,
+                b.device,
+                new.signing,
+                new.agreement.public,
+                from_seq,
+                ts=self.clock.now_ms(),
             )
             intent = {"kind": "re_enroll", "from_seq": from_seq, "request": request.decode()}
             await self._change_keys(new, intent)
