@@ -42,8 +42,8 @@ class Acks:
 
     async def collect(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            payload = typing.cast(bytes, message.payload)
-            if ack.is_ack(payload):
+            payload = message.payload
+            if isinstance(payload, bytes) and ack.is_ack(payload):
                 self.taken.append(
                     ack.verify(
                         payload,
