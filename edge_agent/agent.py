@@ -626,9 +626,11 @@ class Agent:
         self.outbox_changed.set()
 
     async def _resend_loop(self) -> None:
-        """While connected: queue again the sent proofs central is past without settling."""
+        """While connected: queue again the sent proofs central is past without settling.
+        Checked a few times per timeout, not every second: a long backlog of sent proofs
+        (central away for a day) is a dict scan a Pi need not make each second."""
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(min(5.0, max(1.0, self.settings.ack_timeout_s / 4)))
             try:
                 if await asyncio.to_thread(self.delivery.due, self.clock.now_ms()):
                     self.outbox_changed.set()

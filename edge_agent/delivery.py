@@ -52,6 +52,8 @@ class Delivery:
         self.monotonic = monotonic
         self._lock = threading.Lock()
         self.acks_enabled = outbox.acks_enabled()
+        if not self.acks_enabled and outbox.drop_sent():  # the acks flag was removed by hand
+            log.warning("acks are no longer expected: sent proofs left on their PUBACK")
         now = monotonic()
         self._sent = {seq: _Sent(i, now, 0) for i, seq in outbox.sent_proofs()}
         self.progress = 0  # the highest seq an ack settled or asked for

@@ -260,6 +260,11 @@ class Outbox:
                     self._db.execute("ROLLBACK")
                 raise
 
+    def drop_sent(self) -> int:
+        """Delete every sent row (the broker PUBACKed them): acks were turned off."""
+        with self._lock:
+            return int(self._db.execute("DELETE FROM items WHERE sent = 1").rowcount)
+
     def acks_enabled(self) -> bool:
         """Whether central was ever seen acknowledging proofs (then it always must)."""
         with self._lock:

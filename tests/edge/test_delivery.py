@@ -98,6 +98,21 @@ def test_with_acks_a_proof_stays_until_an_ack_covers_it(tmp_path: pathlib.Path) 
     assert box.depth()["proof"] == 1 and sending.unacknowledged == 1
 
 
+def test_forgetting_acks_by_hand_lets_sent_proofs_go(tmp_path: pathlib.Path) -> None:
+    box = outbox.Outbox(tmp_path / "o.db")
+    sending = delivery.Delivery(box, 30, 900)
+    sending.take(an_ack())
+    make_proofs(box, 2)
+    publish_all(box, sending)
+    box.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "o.db")) as db:  # as the README says
+        db.execute("DELETE FROM meta WHERE name = 'acks'")
+        db.commit()
+    box = outbox.Outbox(tmp_path / "o.db")
+    sending = delivery.Delivery(box, 30, 900)
+    assert not sending.acks_enabled and box.depth()["proof"] == 0
+
+
 def test_a_proof_central_is_past_is_sent_again_with_backoff(tmp_path: pathlib.Path) -> None:
     box = outbox.Outbox(tmp_path / "o.db")
     clock = Clock()
