@@ -55,12 +55,14 @@ class Acker:
         clock: clock_mod.Clock,
         interval_s: float,
         publish: Publish,
+        on_sent: typing.Callable[[], None] = lambda: None,
     ) -> None:
         self.db = db
         self.keys = keys
         self.clock = clock
         self.interval_s = interval_s
         self.publish = publish
+        self.on_sent = on_sent
         self.sent = 0
         self._batches: dict[tuple[str, str], _Batch] = {}
         self._timers: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -136,6 +138,7 @@ class Acker:
                 )
                 await self.publish(topics.topic(site, device, "cmd"), signed.encode())
                 self.sent += 1
+                self.on_sent()
         except Exception as exc:  # the broker or the store went away: the device re-sends
             log.info("ack to %s/%s not sent (%s); the device will send again", site, device, exc)
 

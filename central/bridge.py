@@ -149,7 +149,14 @@ class Bridge:
         self.connected = False
         self._client: aiomqtt.Client | None = None
         self.acks = (
-            acks_mod.Acker(db, keys, self.clock, settings.ack_interval_s, self._publish_cmd)
+            acks_mod.Acker(
+                db,
+                keys,
+                self.clock,
+                settings.ack_interval_s,
+                self._publish_cmd,
+                self.metrics.acks.inc,
+            )
             if settings.device_acks
             else None
         )

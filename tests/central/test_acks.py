@@ -5,6 +5,7 @@ the session's broker, SQLite and PostgreSQL; a device scripted over real MQTT.""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import typing
 import uuid
@@ -116,6 +117,10 @@ async def test_central_acks_what_it_stored_asks_for_gaps_and_never_acks_a_forger
             await conftest.poll(filled, 10, "the re-sent seq 3 stored and acked")
             assert await central.stored_seqs(device.device) == [1, 2, 3, 4]
             assert len(acks.taken) <= 8, "batched, not one ack per proof"
+            status, metrics = await central.request("GET", "/metrics", token=central.operator_token)
+            assert status == 200
+            sent = re.search(r"^roomproof_acks_total (\S+)$", metrics, re.M)
+            assert sent is not None and float(sent.group(1)) >= len(acks.taken), metrics[:500]
         finally:
             collector.cancel()
             await asyncio.gather(collector, return_exceptions=True)
