@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from edge_agent.protocol import ack
 from edge_agent.protocol import b64
@@ -99,3 +101,28 @@ def test_ranges() -> None:
     assert ack.covered(((1, 3), (9, 10)), 10) and not ack.covered(((1, 3),), 4)
     with pytest.raises(ack.AckError):
         signed(stored=tuple((n, n) for n in range(1, 200, 2)))  # over MAX_RANGES
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    claims=st.dictionaries(
+        st.sampled_from(["v", "type", "key", "stored", "missing", "pending", "iat", "exp"]),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda inner: st.lists(inner, max_size=4),
+            max_leaves=12,
+        ),
+    )
+)
+def test_any_signed_claims_give_an_ack_or_a_clear_refusal(claims: dict[str, object]) -> None:
+    """Genuinely signed garbage (what a buggy central could send) never crashes the device:
+    a genuine ack with some claims replaced."""
+    body = json.loads(jws.parse(signed(), ack.MAX_BYTES).payload)
+    raw = json.dumps({**body, **claims}).encode()
+    payload = jws.sign(raw, CENTRAL, kid=ack.KID, typ=ack.TYP).encode()
+    try:
+        found = check(payload)
+    except ack.AckError as exc:
+        assert exc.reason in {"malformed", "wrong_key", "expired", "schema"}
+    else:
+        assert all(1 <= a <= b for a, b in found.stored)
