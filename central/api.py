@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import html
 import importlib.resources
@@ -23,7 +22,6 @@ from central import checkins
 from central import clientip
 from central import clock as clock_mod
 from central import csrf
-from central import environment
 from central import errors
 from central import events
 from central import i18n
@@ -35,13 +33,17 @@ from central import profiles
 from central import ratelimit
 from central import store
 from central import streams
+from central.apimodels import bodies
+from central.apimodels import parse
+from central.apimodels import queries
+from central.apimodels import responses
+from central.apimodels import spec
 from edge_agent.protocol import b64
 from edge_agent.protocol import command
 from edge_agent.protocol import names
 from edge_agent.protocol import qrtoken
 
 log = logging.getLogger(__name__)
-ALERT_KINDS = frozenset({"displaced", "offline", "clock", "gap", "fork"})
 COOKIE = "roomproof_student"
 BROWSER_COOKIE = "roomproof_browser"  # not bound to a student: reveals one phone used for many
 BROWSER_COOKIE_AGE_S = 400 * 86400
@@ -50,31 +52,6 @@ KEEPALIVE_S = 15.0
 
 def _page(name: str) -> string.Template:
     return string.Template(importlib.resources.files("central.pages").joinpath(name).read_text())
-
-
-def checkin_json(checkin: store.Checkin) -> dict[str, typing.Any]:
-    return {
-        "id": checkin.id,
-        "site": checkin.site,
-        "room": checkin.room,
-        "device": checkin.device,
-        "student_id": checkin.student_id,
-        "slot": checkin.slot,
-        "method": checkin.method,
-        "created_at": params.iso(checkin.created_at),
-        "token_age_ms": checkin.token_age_ms,
-        "status": checkin.status,
-        "flags": list(checkin.flags),
-        "session_id": checkin.session_id,
-        "session_date": checkin.session_date,
-        "checked_out_at": params.iso(checkin.checked_out_at),
-        "duration_s": (
-            (checkin.checked_out_at - checkin.created_at) // 1000
-            if checkin.checked_out_at is not None
-            else None
-        ),
-        "evidence": checkin.evidence,
-    }
 
 
 class Api:
@@ -183,12 +160,20 @@ class Api:
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
 
+    @spec.operation(
+        "GET",
+        "/api/v1/keys",
+        "Central's public keys (Ed25519 for signatures, X25519 for agreement)",
+        responses.Keys,
+        roles=None,
+        tag="meta",
+    )
     async def central_keys(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "ed25519": b64.encode(self.keys.signing.public),
-                "x25519": b64.encode(self.keys.agreement.public),
-            }
+        return parse.respond(
+            responses.Keys(
+                ed25519=b64.encode(self.keys.signing.public),
+                x25519=b64.encode(self.keys.agreement.public),
+            )
         )
 
     # -- students --------------------------------------------------------------------------
@@ -253,6 +238,18 @@ class Api:
         self._give_browser_id(request, response)
         return response
 
+    @spec.operation(
+        "POST",
+        "/api/v1/checkins",
+        "A student checks in: the QR token or the room's one-time code, then the"
+        " student id and PIN (or the remembered credential)",
+        responses.CheckinResult,
+        roles=None,
+        ok=201,
+        body=bodies.Checkin,
+        errors=(403, 404, 409, 415, 429),
+        tag="students",
+    )
     async def post_checkin(self, request: web.Request) -> web.Response:
         settings = self.service.settings
         csrf.check(request, settings.public_url)
@@ -260,9 +257,9 @@ class Api:
         self.checkin_limiter.check(
             client, time.monotonic(), "too many check-ins from this address; wait"
         )
-        data = await params.json_object(request)
-        parsed = checkins.Request.parse(
-            data, request.cookies.get(COOKIE), request.cookies.get(BROWSER_COOKIE)
+        body = await parse.body(request, bodies.Checkin)
+        parsed = checkins.Request.of(
+            body, request.cookies.get(COOKIE), request.cookies.get(BROWSER_COOKIE)
         )
         try:
             result = await self.service.check_in(parsed, client)
@@ -270,18 +267,19 @@ class Api:
             self.metrics.checkins.labels(outcome=exc.code).inc()
             raise
         self.metrics.checkins.labels(outcome=result.checkin.status).inc()
-        body: dict[str, typing.Any] = {"checkin": checkin_json(result.checkin)}
+        parts: dict[str, typing.Any] = {"checkin": responses.Checkin.of(result.checkin)}
         if result.occurrence is not None:
-            body["session"] = {
-                "id": result.occurrence.session.id,
-                "course": result.occurrence.session.course,
-                "date": result.occurrence.key,
-                "starts_at": params.iso(result.occurrence.start_ms),
-                "ends_at": params.iso(result.occurrence.end_ms),
-            }
+            parts["session"] = responses.CheckinSession(
+                id=result.occurrence.session.id,
+                course=result.occurrence.session.course,
+                date=result.occurrence.key,
+                starts_at=result.occurrence.start_ms,
+                ends_at=result.occurrence.end_ms,
+            )
         if result.credential is not None:
-            body["credential"] = result.credential
-        response = web.json_response(body, status=201)
+            parts["credential"] = result.credential
+        answer = responses.CheckinResult(**parts)  # the parts not given are left out
+        response = parse.respond(answer, status=201)
         if result.credential is not None:
             response.set_cookie(
                 COOKIE,
@@ -301,33 +299,25 @@ class Api:
             secure=self.secure_cookie,
             path="/",
         )
-        self.hub.publish("checkin", body["checkin"])
+        self.hub.publish("checkin", parse.plain(answer.checkin))
         return response
 
     # -- admins ----------------------------------------------------------------------------
+    @spec.operation(
+        "GET",
+        "/api/v1/devices",
+        "Devices with status, keys and last telemetry",
+        responses.Devices,
+        query=queries.Site,
+    )
     async def devices(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
-        site = auth.list_site(request, params.name_param(request, "site"))
+        site = auth.list_site(request, parse.query(request, queries.Site).site)
         rows = [
-            {
-                "site": d.site,
-                "room": d.room,
-                "device": d.device,
-                "online": d.online,
-                "enrolled": d.ed25519 is not None,
-                "last_seq": d.last_seq,
-                "last_proof_at": params.iso(d.last_proof_at),
-                "public_key": b64.encode(d.ed25519) if d.ed25519 else None,
-                "x25519_public_key": b64.encode(d.x25519) if d.x25519 else None,
-                "clock_offset_ms": d.clock_offset_ms,
-                "slot_s": d.slot_s,
-                "otp_step_s": d.otp_step_s,
-                "verdict": d.last_verdict,
-                "telemetry": self._telemetry(d.site, d.device),
-            }
+            responses.Device.of(d, self._telemetry(d.site, d.device))
             for d in await self.db.list_devices(site)
         ]
-        return web.json_response({"devices": rows})
+        return parse.respond(responses.Devices(devices=rows))
 
     def _telemetry(self, site: str, device: str) -> dict[str, typing.Any] | None:
         """The device's last telemetry as this process received it (None before any)."""
@@ -338,57 +328,57 @@ class Api:
             return None
         return {**last, "received_at": params.iso(last["received_at"])}
 
+    @spec.operation(
+        "GET",
+        "/api/v1/proofs",
+        "A device's latest stored proofs",
+        responses.Proofs,
+        query=queries.Proofs,
+    )
     async def proofs(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
-        device = params.name_param(request, "device", required=True)
-        assert device is not None
+        query = parse.query(request, queries.Proofs)
         rows = await self.db.list_proofs(
-            auth.list_site(request, params.name_param(request, "site")),
-            device,
-            params.int_param(request, "limit", 100, 1, 1000),
+            auth.list_site(request, query.site), query.device, query.limit
         )
-        return web.json_response(
-            {
-                "proofs": [
-                    {
-                        "site": r.site,
-                        "device": r.device,
-                        "seq": r.seq,
-                        "slot": r.slot,
-                        "iat": r.iat,
-                        "received_at": params.iso(r.received_at),
-                        "hash": r.hash,
-                        "gap_before": r.gap_before,
-                        "verdict": r.verdict,
-                        "reasons": list(r.reasons),
-                        "jws": r.jws,
-                    }
-                    for r in rows
-                ]
-            }
+        return parse.respond(
+            responses.Proofs(proofs=[responses.Proof.from_record(r) for r in rows])
         )
 
+    @spec.operation(
+        "GET",
+        "/api/v1/checkins",
+        "Check-ins, oldest first (a teacher's: those of its courses' sessions)",
+        responses.Checkins,
+        query=queries.Checkins,
+    )
     async def list_checkins(self, request: web.Request) -> web.Response:
         """Check-ins oldest first; a teacher's only those attributed to its courses' sessions
         (filtered in the query, so a short page still means the end)."""
         await auth.require(request, self.db)
-        limit = params.int_param(request, "limit", 1000, 1, 10000)
+        query = parse.query(request, queries.Checkins)
         rows = await self.db.list_checkins(
-            auth.list_site(request, params.name_param(request, "site")),
-            params.name_param(request, "room"),
-            params.time_param(request, "since"),
-            limit,
-            params.int_param(request, "after", 0, 0, 2**62),
-            params.name_param(request, "student"),
+            auth.list_site(request, query.site),
+            query.room,
+            query.since,
+            query.limit,
+            query.after,
+            query.student,
             request.get(auth.SCOPE),
         )
-        return web.json_response(
-            {
-                "checkins": [checkin_json(c) for c in rows],
-                "next_after": rows[-1].id if len(rows) == limit else None,
-            }
+        return parse.respond(
+            responses.Checkins(
+                checkins=[responses.Checkin.of(c) for c in rows],
+                next_after=rows[-1].id if len(rows) == query.limit else None,
+            )
         )
 
+    @spec.operation(
+        "GET",
+        "/api/v1/rejections",
+        "Counts of rejected input by reason, and the latest rejections",
+        responses.Rejections,
+    )
     async def rejections(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
         counts, recent = await self.db.rejections()
@@ -398,30 +388,41 @@ class Api:
             counts = {}
             for row in recent:
                 counts[row["reason"]] = counts.get(row["reason"], 0) + 1
-        for row in recent:
-            row["at"] = params.iso(row["at"])
-        return web.json_response({"counts": counts, "recent": recent})
+        return parse.respond(
+            responses.Rejections(
+                counts=counts, recent=[responses.Rejection.model_validate(r) for r in recent]
+            )
+        )
 
+    @spec.operation(
+        "GET",
+        "/api/v1/rooms",
+        "Rooms with geofence and environment profile",
+        responses.Rooms,
+        query=queries.Site,
+    )
     async def rooms(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
         rows = []
-        for room in await self.db.list_rooms(
-            auth.list_site(request, params.name_param(request, "site"))
-        ):
+        site = auth.list_site(request, parse.query(request, queries.Site).site)
+        for room in await self.db.list_rooms(site):
             profile = await self.db.get_profile(room.site, room.room)
             rows.append(
-                {
-                    "site": room.site,
-                    "room": room.room,
-                    "name": room.name,
-                    "lat": room.lat,
-                    "lon": room.lon,
-                    "radius_m": room.radius_m,
-                    "profile": profile_json(profile) if profile else None,
-                }
+                responses.Room.from_record(room).model_copy(
+                    update={"profile": responses.Profile.of(profile) if profile else None}
+                )
             )
-        return web.json_response({"rooms": rows})
+        return parse.respond(responses.Rooms(rooms=rows))
 
+    @spec.operation(
+        "PATCH",
+        "/api/v1/rooms/{site}/{room}",
+        "Set a room's geofence (lat and lon together, or both null)",
+        responses.RoomResult,
+        roles=spec.ADMIN,
+        path_params=queries.SiteRoom,
+        body=bodies.RoomPatch,
+    )
     async def update_room(self, request: web.Request) -> web.Response:
         """The room's geofence: `{"lat", "lon", "radius_m"}` (lat/lon both, or both null)."""
         await auth.require(request, self.db, roles=("admin",))
@@ -433,41 +434,32 @@ class Api:
         )
         if room is None:
             raise errors.ApiError(404, "not_found", "no such room")
-        body = await params.json_object(request)
-        unknown = sorted(set(body) - {"lat", "lon", "radius_m"})
-        if unknown:
-            raise errors.ApiError(400, "invalid_request", "unknown fields", {"fields": unknown})
-        lat = body.get("lat", room.lat) if "lat" in body or "lon" in body else room.lat
-        lon = body.get("lon", room.lon) if "lat" in body or "lon" in body else room.lon
-        radius = body.get("radius_m", room.radius_m)
-        number = (int, float)
-        if (lat is None) != (lon is None) or (
-            lat is not None
-            and not (
-                isinstance(lat, number)
-                and isinstance(lon, number)
-                and not isinstance(lat, bool)
-                and not isinstance(lon, bool)
-                and -90 <= lat <= 90
-                and -180 <= lon <= 180
-            )
-        ):
-            raise errors.ApiError(
-                400, "invalid_request", "lat and lon: both numbers in range, or both null"
-            )
-        if not isinstance(radius, number) or isinstance(radius, bool) or not 0 < radius <= 100_000:
-            raise errors.ApiError(
-                400, "invalid_request", "radius_m must be 0..100000", {"field": "radius_m"}
-            )
+        body = await parse.body(request, bodies.RoomPatch)
+        given = body.model_fields_set
+        moved = "lat" in given or "lon" in given
+        lat = body.lat if moved else room.lat
+        lon = body.lon if moved else room.lon
+        radius = body.radius_m if "radius_m" in given else room.radius_m
         await self.db.update_room(site, name, lat, lon, float(radius))
         if self.bridge is not None:
             self.bridge.forget_room(site, name)
         self.service.rooms.forget((site, name))
-        await audit.api(request, self.db, "room_geofence", f"{site}/{name}", json.dumps(body), site)
+        detail = json.dumps(await request.json())  # the change as the admin sent it
+        await audit.api(request, self.db, "room_geofence", f"{site}/{name}", detail, site)
         updated = await self.db.get_room(site, name)
         assert updated is not None
-        return web.json_response({"room": dataclasses.asdict(updated)})
+        return parse.respond(responses.RoomResult(room=responses.Room.from_record(updated)))
 
+    @spec.operation(
+        "POST",
+        "/api/v1/rooms/{site}/{room}/profile",
+        "Confirm a learned environment profile, or relearn it",
+        responses.ProfileResult,
+        roles=spec.ADMIN,
+        path_params=queries.SiteRoom,
+        body=bodies.ProfileAction,
+        errors=(409,),
+    )
     async def profile_action(self, request: web.Request) -> web.Response:
         """`confirm` a learned profile (it then judges proofs) or `relearn` from scratch."""
         await auth.require(request, self.db, roles=("admin",))
@@ -478,68 +470,51 @@ class Api:
             or not auth.sees_site(request, site)
         ):
             raise errors.ApiError(404, "not_found", "no such room")
-        body = await params.json_object(request)
-        if body.get("action") not in ("confirm", "relearn"):
-            raise errors.ApiError(
-                400, "invalid_request", "action must be confirm or relearn", {"field": "action"}
-            )
-        unknown = sorted(set(body) - {"action", "learn_proofs", "wifi", "ble"})
-        if unknown:
-            raise errors.ApiError(400, "invalid_request", "unknown fields", {"fields": unknown})
-        learn = body.get("learn_proofs", 10)
-        if not isinstance(learn, int) or not 1 <= learn <= 10_000:
-            raise errors.ApiError(
-                400, "invalid_request", "learn_proofs must be 1..10000", {"field": "learn_proofs"}
-            )
-        for key in ("wifi", "ble"):
-            if body.get(key) is not None and (
-                body["action"] != "confirm" or not isinstance(body[key], list)
-            ):
-                raise errors.ApiError(
-                    400, "invalid_request", f"{key} is a list, with confirm", {"field": key}
-                )
+        body = await parse.body(request, bodies.ProfileAction)
         try:
             profile = await profiles.apply(
-                self.db, site, room, body["action"], learn, body.get("wifi"), body.get("ble")
+                self.db, site, room, body.action, body.learn_proofs, body.wifi, body.ble
             )
         except profiles.ProfileError as exc:
             raise errors.ApiError(exc.status, exc.code, str(exc)) from exc
-        await audit.api(request, self.db, f"profile_{body['action']}", f"{site}/{room}", site=site)
-        return web.json_response({"profile": profile_json(profile)})
+        await audit.api(request, self.db, f"profile_{body.action}", f"{site}/{room}", site=site)
+        return parse.respond(responses.ProfileResult(profile=responses.Profile.of(profile)))
 
+    @spec.operation(
+        "GET",
+        "/api/v1/alerts",
+        "Alerts (displaced, offline, clock, gap, fork)",
+        responses.Alerts,
+        query=queries.Alerts,
+    )
     async def alerts(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
-        open_text = request.query.get("open", "false").lower()
-        if open_text not in ("1", "true", "yes", "0", "false", "no"):
-            raise errors.ApiError(
-                400, "invalid_request", "open must be true or false", {"field": "open"}
-            )
-        open_only = open_text in ("1", "true", "yes")
-        limit = params.int_param(request, "limit", 100, 1, 1000)
-        kind = request.query.get("kind")
-        if kind is not None and kind not in ALERT_KINDS:
-            raise errors.ApiError(
-                400,
-                "invalid_request",
-                f"kind must be one of {sorted(ALERT_KINDS)}",
-                {"field": "kind"},
-            )
+        query = parse.query(request, queries.Alerts)
         rows = await self.db.list_alerts(
-            auth.list_site(request, params.name_param(request, "site")),
-            open_only,
-            limit,
-            params.int_param(request, "after", 0, 0, 2**62),
-            kind,
+            auth.list_site(request, query.site),
+            query.open_only,
+            query.limit,
+            query.after,
+            query.kind,
         )
-        next_after = rows[-1].id if len(rows) == limit else None
-        return web.json_response(
-            {"alerts": [bridge_mod.alert_json(a) for a in rows], "next_after": next_after}
+        next_after = rows[-1].id if len(rows) == query.limit else None
+        return parse.respond(
+            responses.Alerts(alerts=[responses.Alert.of(a) for a in rows], next_after=next_after)
         )
 
+    @spec.operation(
+        "POST",
+        "/api/v1/alerts/{id}/clear",
+        "Clear an alert that does not clear itself",
+        responses.AlertResult,
+        roles=spec.ADMIN,
+        path_params=queries.Id,
+        errors=(409,),
+    )
     async def clear_alert(self, request: web.Request) -> web.Response:
         """An admin closes an alert that does not clear itself (a fork, a gap never filled)."""
         await auth.require(request, self.db, roles=("admin",))
-        alert_id = params.path_int(request, "id")
+        alert_id = parse.path(request, queries.Id).id
         existing = await self.db.list_alerts(auth.site_of(request), False, 1, alert_id - 1)
         if not existing or existing[0].id != alert_id:
             raise errors.ApiError(404, "not_found", f"no alert {alert_id}")
@@ -548,9 +523,9 @@ class Api:
             raise errors.ApiError(409, "already_cleared", f"alert {alert_id} is already cleared")
         target = f"{cleared.site}/{cleared.device}"
         await audit.api(request, self.db, "alert_clear", target, cleared.kind, cleared.site)
-        body = bridge_mod.alert_json(cleared, "cleared")
-        self.hub.publish("alert", body)
-        return web.json_response({"alert": body})
+        answer = responses.Alert.of(cleared, "cleared")
+        self.hub.publish("alert", parse.plain(answer))
+        return parse.respond(responses.AlertResult(alert=answer))
 
     async def _device_of(self, request: web.Request) -> store.Device:
         site, name = request.match_info["site"], request.match_info["device"]
@@ -561,23 +536,28 @@ class Api:
             raise errors.ApiError(404, "not_found", "no such enrolled device")
         return found
 
+    @spec.operation(
+        "POST",
+        "/api/v1/devices/{site}/{device}/commands",
+        "Send a signed command (show_message, status_report) to a device",
+        responses.CommandResult,
+        roles=spec.ADMIN,
+        ok=201,
+        path_params=queries.SiteDevice,
+        body=bodies.Command,
+        errors=(503,),
+    )
     async def send_command(self, request: web.Request) -> web.Response:
         """`{"kind": "show_message", "args": {"text", "seconds"}, "ttl_s": 300}` or
         `{"kind": "status_report"}`: signed by central, delivered on the device's cmd topic."""
         await auth.require(request, self.db, roles=("admin",))
         device = await self._device_of(request)
-        body = await params.json_object(request)
-        unknown = sorted(set(body) - {"kind", "args", "ttl_s"})
-        if unknown:
-            raise errors.ApiError(400, "invalid_request", "unknown fields", {"fields": unknown})
-        ttl_s = body.get("ttl_s", 300)
-        if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or not 1 <= ttl_s <= 86400:
-            raise errors.ApiError(400, "invalid_request", "ttl_s: 1..86400", {"field": "ttl_s"})
+        body = await parse.body(request, bodies.Command)
         if self.bridge is None:
             raise errors.ApiError(503, "broker_unavailable", "this central has no broker link")
         try:
             sent = await self.bridge.send_command(
-                device.site, device.device, str(body.get("kind")), body.get("args") or {}, ttl_s
+                device.site, device.device, body.kind, body.args or {}, body.ttl_s
             )
         except command.CommandError as exc:
             raise errors.ApiError(400, "invalid_request", str(exc), {"field": "kind"}) from exc
@@ -587,118 +567,120 @@ class Api:
         await audit.api(
             request, self.db, f"command_{sent['kind']}", target, sent["nonce"], device.site
         )
-        return web.json_response({"command": _command_json(sent)}, status=201)
+        return parse.respond(
+            responses.CommandResult(command=responses.Command.of(sent)), status=201
+        )
 
+    @spec.operation(
+        "GET",
+        "/api/v1/devices/{site}/{device}/commands",
+        "Commands this central sent to the device",
+        responses.Commands,
+        path_params=queries.SiteDevice,
+    )
     async def list_commands(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
         device = await self._device_of(request)
         sent = self.bridge.commands.get((device.site, device.device), ()) if self.bridge else ()
-        return web.json_response({"commands": [_command_json(c) for c in sent]})
+        return parse.respond(responses.Commands(commands=[responses.Command.of(c) for c in sent]))
 
+    @spec.operation(
+        "GET",
+        "/api/v1/devices/{site}/{device}/keys",
+        "A device's key history: each key, the seq it signs from, what introduced it",
+        responses.DeviceKeys,
+        roles=("admin", "auditor"),
+        path_params=queries.SiteDevice,
+    )
     async def device_keys(self, request: web.Request) -> web.Response:
         """The device's key history (each key, the seq it signs from, and the signed message
         that introduced it), for auditors re-verifying old proofs."""
         await auth.require(request, self.db, roles=("admin", "auditor"))
         device = await self._device_of(request)
         history = await self.db.device_keys(device.site, device.device)
-        return web.json_response(
-            {
-                "keys": [
-                    {
-                        "kind": k.kind,
-                        "room": k.room,
-                        "from_seq": k.from_seq,
-                        "public_key": b64.encode(k.ed25519),
-                        "x25519_public_key": b64.encode(k.x25519),
-                        "added_at": params.iso(k.added_at),
-                        "current": k.ed25519 == device.ed25519,
-                        "evidence": k.evidence,
-                    }
-                    for k in history
-                ]
-            }
+        return parse.respond(
+            responses.DeviceKeys(keys=[responses.DeviceKey.of(k, device.ed25519) for k in history])
         )
 
+    @spec.operation(
+        "GET",
+        "/api/v1/audit",
+        "The audit log of admin actions",
+        responses.Audit,
+        roles=("admin", "auditor"),
+        query=queries.Page,
+    )
     async def audit_log(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, roles=("admin", "auditor"))
-        limit = params.int_param(request, "limit", 100, 1, 1000)
-        rows = await self.db.list_audit(
-            limit, params.int_param(request, "after", 0, 0, 2**62), auth.site_of(request)
-        )
-        return web.json_response(
-            {
-                "audit": [
-                    {
-                        "id": e.id,
-                        "at": params.iso(e.at),
-                        "actor": e.actor,
-                        "action": e.action,
-                        "target": e.target,
-                        "detail": e.detail,
-                        "site": e.site,
-                    }
-                    for e in rows
-                ],
-                "next_after": rows[-1].id if len(rows) == limit else None,
-            }
+        query = parse.query(request, queries.Page)
+        rows = await self.db.list_audit(query.limit, query.after, auth.site_of(request))
+        return parse.respond(
+            responses.Audit(
+                audit=[responses.AuditEntry.from_record(e) for e in rows],
+                next_after=rows[-1].id if len(rows) == query.limit else None,
+            )
         )
 
+    @spec.operation(
+        "GET",
+        "/api/v1/tokens",
+        "Admin API tokens (ids, roles, names; never the secrets)",
+        responses.Tokens,
+        roles=spec.ADMIN,
+    )
     async def tokens(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, roles=("admin",))
         rows = await self.db.list_admin_tokens(auth.site_of(request))
-        return web.json_response(
-            {
-                "tokens": [
-                    {
-                        "id": t.id,
-                        "role": t.role,
-                        "site": t.site,
-                        "name": t.name,
-                        "created_at": params.iso(t.created_at),
-                        "courses": list(t.courses),
-                    }
-                    for t in rows
-                ]
-            }
+        return parse.respond(
+            responses.Tokens(tokens=[responses.Token.from_record(t) for t in rows])
         )
 
+    @spec.operation(
+        "DELETE",
+        "/api/v1/tokens/{id}",
+        "Revoke a token by its id",
+        responses.TokenRevoked,
+        roles=spec.ADMIN,
+        path_params=queries.TokenId,
+    )
     async def revoke_token(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, roles=("admin",))
         token_id = request.match_info["id"]
         if not await self.db.revoke_admin_token(token_id, auth.site_of(request)):
             raise errors.ApiError(404, "not_found", "no token with this id")
         await audit.api(request, self.db, "token_revoke", token_id)
-        return web.json_response({"revoked": token_id})
+        return parse.respond(responses.TokenRevoked(revoked=token_id))
 
+    @spec.operation(
+        "GET",
+        "/api/v1/chain-events",
+        "Proof-chain gaps and forks",
+        responses.ChainEvents,
+        query=queries.ChainEvents,
+    )
     async def chain_events(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
-        limit = params.int_param(request, "limit", 100, 1, 1000)
+        query = parse.query(request, queries.ChainEvents)
         rows = await self.db.list_chain_events(
-            auth.list_site(request, params.name_param(request, "site")),
-            params.name_param(request, "device"),
-            limit,
-            params.int_param(request, "after", 0, 0, 2**62),
+            auth.list_site(request, query.site), query.device, query.limit, query.after
         )
-        return web.json_response(
-            {
-                "events": [
-                    {
-                        "id": e.id,
-                        "site": e.site,
-                        "device": e.device,
-                        "kind": e.kind,
-                        "first": e.first,
-                        "last": e.last,
-                        "detail": e.detail,
-                        "detected_at": params.iso(e.detected_at),
-                        "resolved_at": params.iso(e.resolved_at),
-                    }
-                    for e in rows
-                ],
-                "next_after": rows[-1].id if len(rows) == limit else None,
-            }
+        return parse.respond(
+            responses.ChainEvents(
+                events=[responses.ChainEvent.from_record(e) for e in rows],
+                next_after=rows[-1].id if len(rows) == query.limit else None,
+            )
         )
 
+    @spec.operation(
+        "GET",
+        "/api/v1/events",
+        "Server-Sent Events: proof, checkin, checkout, device, alert, attendance"
+        " (a teacher's: checkin, checkout, attendance of its courses' sessions);"
+        " 429 beyond event_streams_per_token open streams of one token",
+        {"type": "string"},
+        media="text/event-stream",
+        errors=(429,),
+    )
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-Sent Events: `proof`, `checkin` and `device` as they happen, of the token's
         site only (an operator's: every site). A teacher gets
@@ -770,24 +752,6 @@ def _topic_site(topic: str) -> str | None:
     """The site of a `roomproof/v1/{site}/...` topic; None for any other topic."""
     parts = topic.split("/")
     return parts[2] if len(parts) > 3 and parts[:2] == ["roomproof", "v1"] else None
-
-
-def _command_json(sent: dict[str, typing.Any]) -> dict[str, typing.Any]:
-    return {
-        **sent,
-        "sent_at": params.iso(sent["sent_at"]),
-        "expires_at": params.iso(sent["expires_at"]),
-    }
-
-
-def profile_json(profile: environment.Profile) -> dict[str, typing.Any]:
-    return {
-        "state": profile.state,
-        "wifi": sorted(profile.wifi),
-        "ble": sorted(profile.ble),
-        "learned": profile.learned,
-        "learn_proofs": profile.learn_target,
-    }
 
 
 def _page_headers(lang: str) -> dict[str, str]:

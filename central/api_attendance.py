@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import typing
 
@@ -16,147 +17,30 @@ from central import clock as clock_mod
 from central import csrf
 from central import errors
 from central import events
-from central import params
 from central import privacy
 from central import store
 from central import timetable
+from central.apimodels import bodies
+from central.apimodels import parse
+from central.apimodels import queries
+from central.apimodels import responses
+from central.apimodels import spec
 from edge_agent.protocol import names
 
 WRITERS = ("admin",)
 TEACHERS = ("admin", "teacher")
 STUDENT_COOKIE = "roomproof_student"
-MAX_ROSTER = 5000
+MAX_ROSTER = bodies.MAX_ROSTER
 HISTORY_DAYS = 120
 
 
 def session_json(session: timetable.Session) -> dict[str, typing.Any]:
-    return {
-        "id": session.id,
-        "site": session.site,
-        "course": session.course,
-        "room": session.room,
-        "timezone": session.timezone,
-        "first_date": session.first_date.isoformat(),
-        "start": session.start.isoformat("minutes"),
-        "end": session.end.isoformat("minutes"),
-        "weekly": session.weekly,
-        "until": session.until.isoformat() if session.until else None,
-        "grace_min": session.grace_min,
-        "checkout": session.checkout,
-    }
+    return parse.plain(responses.Session.of(session))
 
 
 def occurrence_json(occurrence: timetable.Occurrence) -> dict[str, typing.Any]:
-    return {
-        "session_id": occurrence.session.id,
-        "course": occurrence.session.course,
-        "room": occurrence.session.room,
-        "date": occurrence.key,
-        "timezone": occurrence.session.timezone,
-        "starts_at": params.iso(occurrence.start_ms),
-        "late_after": params.iso(occurrence.late_after_ms),
-        "ends_at": params.iso(occurrence.end_ms),
-    }
-
-
-def _name(body: dict[str, typing.Any], key: str) -> str:
-    value = body.get(key)
-    if not names.is_valid(value):
-        raise errors.ApiError(400, "invalid_request", f"{key} must be a valid name", {"field": key})
-    return typing.cast(str, value)
-
-
-def _text(body: dict[str, typing.Any], key: str, default: str, limit: int = 200) -> str:
-    value = body.get(key, default)
-    if isinstance(value, str) and any(ord(c) < 32 and c not in "\t\n" for c in value):
-        raise errors.ApiError(
-            400, "invalid_request", f"{key} must not contain control characters", {"field": key}
-        )
-    if not isinstance(value, str) or len(value) > limit:
-        raise errors.ApiError(
-            400, "invalid_request", f"{key} must be text up to {limit} characters", {"field": key}
-        )
-    return value
-
-
-def _bool(body: dict[str, typing.Any], key: str) -> bool:
-    value = body.get(key, False)
-    if not isinstance(value, bool):
-        raise errors.ApiError(
-            400, "invalid_request", f"{key} must be true or false", {"field": key}
-        )
-    return value
-
-
-def _unknown(body: dict[str, typing.Any], allowed: set[str]) -> None:
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise errors.ApiError(400, "invalid_request", "unknown fields", {"fields": unknown})
-
-
-def course_from_body(body: dict[str, typing.Any]) -> store.Course:
-    """A course's rules, shared by `POST /api/v1/courses` and the CSV import."""
-    _unknown(body, {"site", "course", "name", "timezone"})
-    timezone = _text(body, "timezone", "UTC", 64)
-    try:
-        timetable.zone(timezone)
-    except timetable.TimetableError as exc:
-        raise errors.ApiError(400, "invalid_request", str(exc), {"field": "timezone"}) from exc
-    return store.Course(
-        _name(body, "site"), _name(body, "course"), _text(body, "name", ""), timezone
-    )
-
-
-SESSION_FIELDS = frozenset(
-    {
-        "site",
-        "course",
-        "room",
-        "first_date",
-        "start",
-        "end",
-        "weekly",
-        "until",
-        "grace_min",
-        "checkout",
-        "timezone",
-    }
-)
-
-
-def session_from_body(
-    body: dict[str, typing.Any], course: store.Course, room: str
-) -> timetable.Session:
-    """A session's rules (once its course and room exist), shared by `POST /api/v1/sessions`
-    and the CSV import."""
-    grace = body.get("grace_min", 5)
-    if not isinstance(grace, int) or isinstance(grace, bool):
-        raise errors.ApiError(
-            400, "invalid_request", "grace_min must be an integer", {"field": "grace_min"}
-        )
-    try:
-        session = timetable.Session(
-            id=0,
-            site=course.site,
-            course=course.course,
-            room=room,
-            timezone=_text(body, "timezone", course.timezone, 64),
-            first_date=timetable.parse_date("first_date", body.get("first_date")),
-            start=timetable.parse_time("start", body.get("start")),
-            end=timetable.parse_time("end", body.get("end")),
-            weekly=_bool(body, "weekly"),
-            until=(
-                timetable.parse_date("until", body["until"])
-                if body.get("until") is not None
-                else None
-            ),
-            grace_min=grace,
-            checkout=_bool(body, "checkout"),
-        )
-        timetable.validate(session)
-    except timetable.TimetableError as exc:
-        raise errors.ApiError(400, "invalid_request", str(exc), {"field": exc.field}) from exc
-    return session
+    """An occurrence as the API, the event stream and the webhooks show it."""
+    return parse.plain(responses.Occurrence.of(occurrence))
 
 
 class AttendanceApi:
@@ -188,10 +72,19 @@ class AttendanceApi:
         app.router.add_post("/api/v1/checkouts", self.checkout)
 
     # -- courses and rosters ---------------------------------------------------------------
+    @spec.operation(
+        "POST",
+        "/api/v1/courses",
+        "Add a course",
+        responses.CourseResult,
+        roles=WRITERS,
+        ok=201,
+        body=bodies.Course,
+        errors=(404, 409),
+    )
     async def add_course(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, WRITERS)
-        body = await params.json_object(request)
-        course = course_from_body(body)
+        course = bodies.course_of(await parse.body(request, bodies.Course))
         auth.require_site(request, course.site, f"site {course.site} does not exist")
         try:
             await self.db.add_course(course)
@@ -201,15 +94,25 @@ class AttendanceApi:
             raise errors.ApiError(409, "exists", f"course {course.course} exists") from exc
         target = f"{course.site}/{course.course}"
         await audit.api(request, self.db, "course_add", target, site=course.site)
-        return web.json_response({"course": course.__dict__}, status=201)
+        return parse.respond(
+            responses.CourseResult(course=responses.Course.from_record(course)), 201
+        )
 
+    @spec.operation(
+        "GET",
+        "/api/v1/courses",
+        "Courses (a teacher sees their own)",
+        responses.Courses,
+        query=queries.Site,
+    )
     async def courses(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
-        rows = await self.db.list_courses(
-            auth.list_site(request, params.name_param(request, "site"))
-        )
+        site = auth.list_site(request, parse.query(request, queries.Site).site)
+        rows = await self.db.list_courses(site)
         rows = [c for c in rows if auth.sees_course(request, c.site, c.course)]
-        return web.json_response({"courses": [c.__dict__ for c in rows]})
+        return parse.respond(
+            responses.Courses(courses=[responses.Course.from_record(c) for c in rows])
+        )
 
     async def _course(self, request: web.Request) -> store.Course:
         site, course = request.match_info["site"], request.match_info["course"]
@@ -221,23 +124,33 @@ class AttendanceApi:
         auth.require_course(request, found.site, found.course)
         return found
 
+    @spec.operation(
+        "GET",
+        "/api/v1/courses/{site}/{course}/roster",
+        "A course's roster",
+        responses.Roster,
+        path_params=queries.SiteCourse,
+    )
     async def get_roster(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
         course = await self._course(request)
         students = await self.db.roster(course.site, course.course)
-        return web.json_response({"course": course.course, "students": students})
+        return parse.respond(responses.Roster(course=course.course, students=students))
 
+    @spec.operation(
+        "PUT",
+        "/api/v1/courses/{site}/{course}/roster",
+        "Replace a course's roster (students must exist)",
+        responses.Roster,
+        roles=TEACHERS,
+        path_params=queries.SiteCourse,
+        body=bodies.Roster,
+    )
     async def put_roster(self, request: web.Request) -> web.Response:
         """Replaces the roster: `{"students": ["id", ...]}`; unknown students are refused."""
         await auth.require(request, self.db, TEACHERS)
         course = await self._course(request)
-        body = await params.json_object(request)
-        _unknown(body, {"students"})
-        students = body.get("students")
-        if not isinstance(students, list) or len(students) > MAX_ROSTER:
-            raise errors.ApiError(
-                400, "invalid_request", f"students must be a list of up to {MAX_ROSTER} ids"
-            )
+        students = (await parse.body(request, bodies.Roster)).students
         bad = [s for s in students if not names.is_valid(s)][:20]
         if bad:
             raise errors.ApiError(
@@ -258,14 +171,23 @@ class AttendanceApi:
         await audit.api(
             request, self.db, "roster_set", target, f"{len(roster)} students", course.site
         )
-        return web.json_response({"course": course.course, "students": roster})
+        return parse.respond(responses.Roster(course=course.course, students=roster))
 
     # -- sessions --------------------------------------------------------------------------
+    @spec.operation(
+        "POST",
+        "/api/v1/sessions",
+        "Add a timetable session (one date, or weekly until a date)",
+        responses.SessionResult,
+        roles=WRITERS,
+        ok=201,
+        body=bodies.Session,
+        errors=(404,),
+    )
     async def add_session(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, WRITERS)
-        body = await params.json_object(request)
-        _unknown(body, set(SESSION_FIELDS))
-        site, course_name, room = _name(body, "site"), _name(body, "course"), _name(body, "room")
+        body = await parse.body(request, bodies.Session)
+        site, course_name, room = body.site, body.course, body.room
         course = (
             await self.db.get_course(site, course_name) if auth.sees_site(request, site) else None
         )
@@ -273,120 +195,153 @@ class AttendanceApi:
             raise errors.ApiError(404, "not_found", f"no course {course_name}")
         if await self.db.get_room(site, room) is None:
             raise errors.ApiError(404, "not_found", f"no room {room}")
-        session = session_from_body(body, course, room)
-        session = await self.db.add_session(session)
+        session = await self.db.add_session(bodies.session_of(body, course, room))
         self.service.sessions.clear()
-        detail = json.dumps(session_json(session))
+        answer = responses.Session.of(session)
+        detail = json.dumps(parse.plain(answer))
         await audit.api(request, self.db, "session_add", str(session.id), detail, session.site)
-        return web.json_response({"session": session_json(session)}, status=201)
+        return parse.respond(responses.SessionResult(session=answer), status=201)
 
+    @spec.operation(
+        "GET",
+        "/api/v1/sessions",
+        "Timetable sessions",
+        responses.Sessions,
+        query=queries.Sessions,
+    )
     async def sessions(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
-        limit = params.int_param(request, "limit", 100, 1, 1000)
+        query = parse.query(request, queries.Sessions)
         rows = await self.db.list_sessions(
-            auth.list_site(request, params.name_param(request, "site")),
-            params.name_param(request, "course"),
-            params.name_param(request, "room"),
-            limit,
-            params.int_param(request, "after", 0, 0, 2**62),
+            auth.list_site(request, query.site), query.course, query.room, query.limit, query.after
         )
         visible = [s for s in rows if auth.sees_course(request, s.site, s.course)]
-        return web.json_response(
-            {
-                "sessions": [session_json(s) for s in visible],
-                "next_after": rows[-1].id if len(rows) == limit else None,
-            }
+        return parse.respond(
+            responses.Sessions(
+                sessions=[responses.Session.of(s) for s in visible],
+                next_after=rows[-1].id if len(rows) == query.limit else None,
+            )
         )
 
     async def _session(self, request: web.Request) -> timetable.Session:
-        session = await self.db.get_session(params.path_int(request, "id"))
+        session = await self.db.get_session(parse.path(request, queries.Id).id)
         if session is None or not auth.sees_site(request, session.site):
             raise errors.ApiError(404, "not_found", "no such session")
         auth.require_course(request, session.site, session.course)
         return session
 
-    def _occurrence(self, session: timetable.Session, text: str | None) -> timetable.Occurrence:
-        """The occurrence on `text`'s date; without one, today's in the session's time zone
+    def _occurrence(
+        self, session: timetable.Session, date: datetime.date | None
+    ) -> timetable.Occurrence:
+        """The occurrence on `date`; without one, today's in the session's time zone
         or else its latest past one. A date it does not meet on is a 404 naming the nearest
         dates it does meet on, so a client can recover."""
-        if text is None:
+        if date is None:
             date = timetable.default_date(session, self.clock.now_ms())
-        else:
-            try:
-                date = timetable.parse_date("date", text)
-            except timetable.TimetableError as exc:
-                raise errors.ApiError(400, "invalid_request", str(exc), {"field": "date"}) from exc
         found = timetable.occurrence(session, date)
         if found is None:
             message, details = timetable.not_meeting(session, date)
             raise errors.ApiError(404, "not_found", message, details)
         return found
 
+    @spec.operation(
+        "GET",
+        "/api/v1/sessions/{id}/occurrences",
+        "A session's occurrences between two times (default: a week either side)",
+        responses.Occurrences,
+        path_params=queries.Id,
+        query=queries.Span,
+    )
     async def occurrences(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
         session = await self._session(request)
         now = self.clock.now_ms()
-        start = params.time_param(request, "from") or now - 7 * 86400_000
-        end = params.time_param(request, "to") or now + 7 * 86400_000
+        span = parse.query(request, queries.Span)
+        start = span.from_ or now - 7 * 86400_000
+        end = span.to or now + 7 * 86400_000
         if end <= start or end - start > 400 * 86400_000:
             raise errors.ApiError(400, "invalid_request", "from..to must span 1 ms to 400 days")
         rows = timetable.between(session, start, end)
-        return web.json_response({"occurrences": [occurrence_json(o) for o in rows]})
+        return parse.respond(
+            responses.Occurrences(occurrences=[responses.Occurrence.of(o) for o in rows])
+        )
 
+    @spec.operation(
+        "GET",
+        "/api/v1/sessions/{id}/attendance",
+        "Attendance of one occurrence: every roster student's status. `date` is in the"
+        " session's time zone; without it, today's occurrence there, else the latest"
+        " past one. A date the session does not meet on is a 404 whose details list"
+        " the nearest dates it meets on (`meets_on`)",
+        responses.AttendanceView,
+        path_params=queries.Id,
+        query=queries.OccurrenceDate,
+    )
     async def session_attendance(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
         session = await self._session(request)
-        occurrence = self._occurrence(session, request.query.get("date"))
+        occurrence = self._occurrence(session, parse.query(request, queries.OccurrenceDate).date)
         now = self.clock.now_ms()
         rows = await attendance.report(self.db, occurrence, now)
-        return web.json_response(
-            {
-                "occurrence": occurrence_json(occurrence),
-                "ended": now >= occurrence.end_ms,
-                "summary": attendance.summary(rows),
-                "attendance": [row.json(params.iso) for row in rows],
-            }
+        return parse.respond(
+            responses.AttendanceView(
+                occurrence=responses.Occurrence.of(occurrence),
+                ended=now >= occurrence.end_ms,
+                summary=attendance.summary(rows),
+                attendance=[responses.AttendanceRow.of(row) for row in rows],
+            )
         )
 
+    @spec.operation(
+        "PUT",
+        "/api/v1/sessions/{id}/attendance/{date}/{student}",
+        "A teacher sets a student's status in an occurrence (excused, ...)",
+        responses.AttendanceResult,
+        roles=TEACHERS,
+        path_params=queries.StatusPath,
+        body=bodies.Status,
+    )
     async def set_status(self, request: web.Request) -> web.Response:
         """A teacher excuses a student or resolves a flagged check-in."""
         role = await auth.require(request, self.db, TEACHERS)
         session = await self._session(request)
-        occurrence = self._occurrence(session, request.match_info["date"])
+        try:
+            day = timetable.parse_date("date", request.match_info["date"])
+        except timetable.TimetableError as exc:
+            raise errors.ApiError(400, "invalid_request", str(exc), {"field": "date"}) from exc
+        occurrence = self._occurrence(session, day)
         student = request.match_info["student"]
         if not names.is_valid(student) or await self.db.get_student(session.site, student) is None:
             raise errors.ApiError(404, "not_found", "no such student")
-        body = await params.json_object(request)
-        _unknown(body, {"status", "note"})
-        status = body.get("status")
-        if not isinstance(status, str) or status not in attendance.TEACHER_STATUSES:
-            raise errors.ApiError(
-                400,
-                "invalid_request",
-                f"status must be one of {sorted(attendance.TEACHER_STATUSES)}",
-                {"field": "status"},
-            )
+        body = await parse.body(request, bodies.Status)
+        status = body.status
         now = self.clock.now_ms()
         await self.db.set_override(
-            store.Override(
-                session.id, occurrence.key, student, status, _text(body, "note", "", 500), role, now
-            )
+            store.Override(session.id, occurrence.key, student, status, body.note, role, now)
         )
         target = f"{session.id}/{occurrence.key}/{student}"
         await audit.api(request, self.db, "attendance_set", target, status, session.site)
         rows = await attendance.report(self.db, occurrence, now)
-        row = next(r for r in rows if r.student_id == student)
+        row = responses.AttendanceRow.of(next(r for r in rows if r.student_id == student))
         self.hub.publish(
             "attendance",
             {
                 "site": session.site,
                 "session_id": session.id,
                 "date": occurrence.key,
-                **row.json(params.iso),
+                **parse.plain(row),
             },
         )
-        return web.json_response({"attendance": row.json(params.iso)})
+        return parse.respond(responses.AttendanceResult(attendance=row))
 
+    @spec.operation(
+        "GET",
+        "/api/v1/students/{site}/{student}/attendance",
+        "A student's status in every occurrence of their courses",
+        responses.StudentAttendance,
+        path_params=queries.SiteStudent,
+        query=queries.StudentAttendance,
+    )
     async def student(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
         site, student = request.match_info["site"], request.match_info["student"]
@@ -395,10 +350,10 @@ class AttendanceApi:
         ) or (await self.db.get_student(site, student) is None):
             raise errors.ApiError(404, "not_found", "no such student")
         now = self.clock.now_ms()
-        start = params.time_param(request, "from") or now - HISTORY_DAYS * 86400_000
-        end = params.time_param(request, "to") or now
-        limit = params.int_param(request, "limit", 100, 1, 1000)
-        offset = params.int_param(request, "offset", 0, 0, 10**6)
+        query = parse.query(request, queries.StudentAttendance)
+        start = query.from_ or now - HISTORY_DAYS * 86400_000
+        end = query.to or now
+        limit, offset = query.limit, query.offset
         history = [
             (occurrence, row)
             for occurrence, row in await attendance.student_history(
@@ -410,15 +365,28 @@ class AttendanceApi:
         counts: dict[str, int] = {}
         for _, row in history:
             counts[row.status] = counts.get(row.status, 0) + 1
-        return web.json_response(
-            {
-                "student_id": student,
-                "summary": counts,
-                "attendance": [{**occurrence_json(o), **row.json(params.iso)} for o, row in page],
-                "next_offset": offset + limit if offset + limit < len(history) else None,
-            }
+        return parse.respond(
+            responses.StudentAttendance(
+                student_id=student,
+                summary=counts,
+                attendance=[
+                    responses.StudentOccurrence(
+                        **dict(responses.Occurrence.of(o)), **dict(responses.AttendanceRow.of(row))
+                    )
+                    for o, row in page
+                ],
+                next_offset=offset + limit if offset + limit < len(history) else None,
+            )
         )
 
+    @spec.operation(
+        "GET",
+        "/api/v1/students/{site}/{student}/export",
+        "Everything stored about a student (data subject access)",
+        responses.StudentExport,
+        roles=WRITERS,
+        path_params=queries.SiteStudent,
+    )
     async def export_student(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, WRITERS)
         site, student = request.match_info["site"], request.match_info["student"]
@@ -430,6 +398,14 @@ class AttendanceApi:
         await audit.api(request, self.db, "student_export", f"{site}/{student}", site=site)
         return web.json_response(data)
 
+    @spec.operation(
+        "DELETE",
+        "/api/v1/students/{site}/{student}",
+        "Forget a student entirely",
+        responses.Erased,
+        roles=WRITERS,
+        path_params=queries.SiteStudent,
+    )
     async def erase_student(self, request: web.Request) -> web.Response:
         """Forgets the student: records, evidence links, overrides, enrolments, credentials."""
         await auth.require(request, self.db, WRITERS)
@@ -445,23 +421,35 @@ class AttendanceApi:
         self.service.forget_credentials()
         target = f"{site}/{student}"
         await audit.api(request, self.db, "student_erase", target, json.dumps(deleted), site)
-        return web.json_response({"erased": f"{site}/{student}", "deleted": deleted})
+        return parse.respond(responses.Erased(erased=f"{site}/{student}", deleted=deleted))
 
+    @spec.operation(
+        "POST",
+        "/api/v1/checkouts",
+        "A student checks out of a venue session (duration kept)",
+        responses.CheckoutResult,
+        roles=None,
+        ok=201,
+        body=bodies.Checkin,
+        errors=(403, 404, 409, 415, 429),
+        tag="students",
+    )
     async def checkout(self, request: web.Request) -> web.Response:
         csrf.check(request, self.service.settings.public_url)
-        body = await params.json_object(request)
-        parsed = checkins.Request.parse(body, request.cookies.get(STUDENT_COOKIE))
+        body = await parse.body(request, bodies.Checkin)
+        parsed = checkins.Request.of(body, request.cookies.get(STUDENT_COOKIE))
         proxies = clientip.networks(self.service.settings.trusted_proxies)
         checkin = await self.service.check_out(parsed, clientip.client_ip(request, proxies))
         duration = (checkin.checked_out_at or checkin.created_at) - checkin.created_at
-        result = {
-            "checkin_id": checkin.id,
-            "student_id": checkin.student_id,
-            "session_id": checkin.session_id,
-            "session_date": checkin.session_date,
-            "checked_in_at": params.iso(checkin.created_at),
-            "checked_out_at": params.iso(checkin.checked_out_at),
-            "duration_s": duration // 1000,
-        }
+        answer = responses.Checkout(
+            checkin_id=checkin.id,
+            student_id=checkin.student_id,
+            session_id=checkin.session_id,
+            session_date=checkin.session_date,
+            checked_in_at=checkin.created_at,
+            checked_out_at=checkin.checked_out_at,
+            duration_s=duration // 1000,
+        )
+        result = parse.plain(answer)
         self.hub.publish("checkout", {"site": checkin.site, "room": checkin.room, **result})
-        return web.json_response({"checkout": result}, status=201)
+        return parse.respond(responses.CheckoutResult(checkout=answer), status=201)

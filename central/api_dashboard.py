@@ -4,7 +4,6 @@ per-course history its charts need; the dashboard reads everything else from the
 from __future__ import annotations
 
 import importlib.resources
-import typing
 
 from aiohttp import web
 
@@ -12,9 +11,12 @@ from central import attendance
 from central import auth
 from central import clock as clock_mod
 from central import errors
-from central import params
 from central import store
 from central import timetable
+from central.apimodels import parse
+from central.apimodels import queries
+from central.apimodels import responses
+from central.apimodels import spec
 from edge_agent.protocol import names
 
 HISTORY_DAYS = 120
@@ -81,6 +83,15 @@ class DashboardApi:
             headers={"Cache-Control": "max-age=300", "X-Content-Type-Options": "nosniff"},
         )
 
+    @spec.operation(
+        "GET",
+        "/api/v1/courses/{site}/{course}/history",
+        "Every occurrence of the course's sessions in from..to with status counts,"
+        " attendance rate and late count",
+        responses.CourseHistory,
+        path_params=queries.SiteCourse,
+        query=queries.Span,
+    )
     async def course_history(self, request: web.Request) -> web.Response:
         """Every occurrence of the course's sessions that started in from..to (default: the
         last 120 days), oldest first, with status counts, the attendance rate and late count."""
@@ -93,31 +104,30 @@ class DashboardApi:
             raise errors.ApiError(404, "not_found", "no such course")
         auth.require_course(request, site, name)
         now = self.clock.now_ms()
-        start = params.time_param(request, "from") or now - HISTORY_DAYS * 86400_000
-        end = min(params.time_param(request, "to") or now, now + 1)
+        span = parse.query(request, queries.Span)
+        start = span.from_ or now - HISTORY_DAYS * 86400_000
+        end = min(span.to or now, now + 1)
         if end <= start or end - start > MAX_SPAN_DAYS * 86400_000:
             raise errors.ApiError(
                 400, "invalid_request", f"from..to must span 1 ms to {MAX_SPAN_DAYS} days"
             )
-        rows: list[dict[str, typing.Any]] = []
+        rows: list[tuple[int, responses.HistoryRow]] = []
         sessions = await self.db.list_sessions(site, name, None, 10_000, 0)
         for session in sessions:
             for occurrence in timetable.between(session, start, end):
                 summary = attendance.summary(await attendance.report(self.db, occurrence, now))
-                rows.append(
-                    {
-                        "session_id": session.id,
-                        "room": session.room,
-                        "date": occurrence.key,
-                        "starts_at": params.iso(occurrence.start_ms),
-                        "ended": now >= occurrence.end_ms,
-                        "summary": summary,
-                        "rate": rate(summary),
-                        "late": summary.get("late", 0),
-                        "_start": occurrence.start_ms,
-                    }
+                row = responses.HistoryRow(
+                    session_id=session.id,
+                    room=session.room,
+                    date=occurrence.key,
+                    starts_at=occurrence.start_ms,
+                    ended=now >= occurrence.end_ms,
+                    summary=summary,
+                    rate=rate(summary),
+                    late=summary.get("late", 0),
                 )
-        rows.sort(key=lambda row: (row["_start"], row["session_id"]))
-        for row in rows:
-            del row["_start"]
-        return web.json_response({"site": site, "course": name, "occurrences": rows})
+                rows.append((occurrence.start_ms, row))
+        rows.sort(key=lambda item: (item[0], item[1].session_id))
+        return parse.respond(
+            responses.CourseHistory(site=site, course=name, occurrences=[r for _, r in rows])
+        )

@@ -23,6 +23,11 @@ from central import ratelimit
 from central import records
 from central import settings as settings_mod
 from central import store
+from central.apimodels import bodies
+from central.apimodels import parse
+from central.apimodels import queries
+from central.apimodels import responses
+from central.apimodels import spec
 
 LINK_ROLES = ("admin", "teacher")
 TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -74,9 +79,17 @@ class EvidenceApi:
         except records.Pending as exc:
             raise errors.ApiError(409, "evidence_pending", str(exc)) from exc
 
+    @spec.operation(
+        "GET",
+        "/api/v1/checkins/{id}/evidence",
+        "A check-in's evidence bundle (signed record, proofs, device keys)",
+        {"type": "object"},
+        path_params=queries.Id,
+        errors=(409,),
+    )
     async def download(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db)
-        checkin = await self._checkin(request, params.path_int(request, "id"))
+        checkin = await self._checkin(request, parse.path(request, queries.Id).id)
         data, _ = await self._bundle(checkin)
         return web.Response(
             body=data,
@@ -86,19 +99,23 @@ class EvidenceApi:
             },
         )
 
+    @spec.operation(
+        "POST",
+        "/api/v1/checkins/{id}/links",
+        "A verification link to a check-in's evidence, for a third party",
+        responses.LinkResult,
+        roles=LINK_ROLES,
+        ok=201,
+        path_params=queries.Id,
+        body=bodies.Link,
+        body_required=False,
+        errors=(409,),
+    )
     async def add_link(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, LINK_ROLES)
-        checkin = await self._checkin(request, params.path_int(request, "id"))
-        body = await params.json_object(request) if request.can_read_body else {}
-        ttl_days = body.get("ttl_days", self.settings.verify_link_ttl_days)
-        if (
-            not isinstance(ttl_days, int | float)
-            or isinstance(ttl_days, bool)
-            or not 0 < ttl_days <= 3650
-        ):
-            raise errors.ApiError(
-                400, "invalid_request", "ttl_days must be 0..3650", {"field": "ttl_days"}
-            )
+        checkin = await self._checkin(request, parse.path(request, queries.Id).id)
+        body = await parse.optional_body(request, bodies.Link)
+        ttl_days = body.ttl_days or self.settings.verify_link_ttl_days
         await self._bundle(checkin)  # a link to evidence that cannot be built is no use
         token = records.new_link_token()
         now = self.clock.now_ms()
@@ -108,21 +125,25 @@ class EvidenceApi:
         await audit.api(
             request, self.db, "link_create", str(checkin.id), f"link {link.id}", checkin.site
         )
-        return web.json_response(
-            {
-                "link": {
-                    "id": link.id,
-                    "checkin_id": checkin.id,
-                    "url": f"{self.settings.public_base}/v/{token}",
-                    "expires_at": params.iso(link.expires_at),
-                }
-            },
-            status=201,
+        answer = responses.Link(
+            id=link.id,
+            checkin_id=checkin.id,
+            url=f"{self.settings.public_base}/v/{token}",
+            expires_at=link.expires_at,
         )
+        return parse.respond(responses.LinkResult(link=answer), status=201)
 
+    @spec.operation(
+        "DELETE",
+        "/api/v1/links/{id}",
+        "Revoke a verification link",
+        responses.LinkRevoked,
+        roles=LINK_ROLES,
+        path_params=queries.Id,
+    )
     async def revoke_link(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, LINK_ROLES)
-        link_id = params.path_int(request, "id")
+        link_id = parse.path(request, queries.Id).id
         link = await self.db.get_link(link_id)
         checkin = await self.db.get_checkin(link.checkin_id) if link is not None else None
         if (
@@ -136,7 +157,7 @@ class EvidenceApi:
         if not await self.db.revoke_link(link_id, self.clock.now_ms()):
             raise errors.ApiError(404, "not_found", f"no active link {link_id}")
         await audit.api(request, self.db, "link_revoke", str(link_id), site=checkin.site)
-        return web.json_response({"revoked": link_id})
+        return parse.respond(responses.LinkRevoked(revoked=link_id))
 
     async def _link(self, request: web.Request) -> tuple[store.Checkin | None, str]:
         """The link's check-in, or None and why not."""

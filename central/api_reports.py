@@ -14,14 +14,21 @@ from central import csvimport
 from central import errors
 from central import exports
 from central import keyring
-from central import params
 from central import settings as settings_mod
 from central import store
-from central import timetable
+from central.apimodels import parse
+from central.apimodels import queries
+from central.apimodels import responses
+from central.apimodels import spec
 
 IMPORTERS = ("admin",)
 EXPORTERS = ("admin", "teacher")  # an export makes verification links, as they may
 CSV_TYPES = frozenset({"text/csv", "application/csv", "text/plain"})
+SELECTION = (
+    "one session occurrence (session_id, date; without date, today's occurrence in the"
+    " session's time zone, else the latest past one), a course (site, course) or a student"
+    " (site, student_id)"
+)
 
 
 class ReportsApi:
@@ -64,6 +71,19 @@ class ReportsApi:
                 )
         return bytes(data)
 
+    @spec.operation(
+        "POST",
+        "/api/v1/imports/{kind}",
+        "Import a CSV of students, courses, enrolments or sessions (all rows or none)",
+        responses.ImportResult,
+        roles=IMPORTERS,
+        path_params=queries.ImportKind,
+        query=queries.Import,
+        body={"type": "string"},
+        body_media="text/csv",
+        errors=(409, 415),
+        tag="reports",
+    )
     async def import_csv(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, IMPORTERS)
         kind = request.match_info["kind"]
@@ -71,11 +91,7 @@ class ReportsApi:
             raise errors.ApiError(
                 404, "not_found", f"no import of {kind[:40]}: one of {', '.join(csvimport.KINDS)}"
             )
-        dry = request.query.get("dry_run", "false")
-        if dry not in ("true", "false"):
-            raise errors.ApiError(
-                400, "invalid_request", "dry_run must be true or false", {"field": "dry_run"}
-            )
+        dry = parse.query(request, queries.Import).dry_run
         data = await self._body(request)
         try:
             result = await csvimport.run(
@@ -97,7 +113,7 @@ class ReportsApi:
         if csvimport.audited(result):
             detail = csvimport.audit_detail(result)
             await audit.api(request, self.db, f"import_{kind}", kind, detail, result.site)
-        return web.json_response(result.json())
+        return parse.respond(responses.ImportResult.model_validate(result.json()))
 
     def _selection(self, request: web.Request) -> exports.Selection:
         query = request.query
@@ -109,27 +125,22 @@ class ReportsApi:
                 "give exactly one of session_id (with date), site with course,"
                 " site with student_id",
             )
-        if given == ["session_id"]:
-            if "site" in query:
-                raise errors.ApiError(
-                    400, "invalid_request", "site goes with course or student_id", {"field": "site"}
-                )
-            session_id = params.int_param(request, "session_id", 0, 1, 2**62)
-            if "date" not in query:  # the session's default occurrence (exports.collect)
-                return exports.Selection(session_id=session_id)
-            try:
-                date = timetable.parse_date("date", query.get("date"))
-            except timetable.TimetableError as exc:
-                raise errors.ApiError(400, "invalid_request", str(exc), {"field": "date"}) from exc
-            return exports.Selection(session_id=session_id, date=date)
-        if "date" in query:
+        if given == ["session_id"] and "site" in query:
+            raise errors.ApiError(
+                400, "invalid_request", "site goes with course or student_id", {"field": "site"}
+            )
+        if given != ["session_id"] and "date" in query:
             raise errors.ApiError(
                 400, "invalid_request", "date goes with session_id", {"field": "date"}
             )
-        site = params.name_param(request, "site", required=True)
-        if given == ["course"]:
-            return exports.Selection(site=site, course=params.name_param(request, "course"))
-        return exports.Selection(site=site, student_id=params.name_param(request, "student_id"))
+        if given != ["session_id"] and "site" not in query:
+            raise errors.ApiError(400, "invalid_request", "site is required", {"field": "site"})
+        chosen = parse.query(request, queries.Export)
+        if chosen.session_id is not None:  # without a date: the session's default occurrence
+            return exports.Selection(session_id=chosen.session_id, date=chosen.date)
+        if chosen.course is not None:
+            return exports.Selection(site=chosen.site, course=chosen.course)
+        return exports.Selection(site=chosen.site, student_id=chosen.student_id)
 
     async def _export(self, request: web.Request) -> tuple[exports.Export, int]:
         await auth.require(request, self.db, EXPORTERS)
@@ -158,10 +169,32 @@ class ReportsApi:
         )
         return export, now
 
+    @spec.operation(
+        "GET",
+        "/api/v1/exports/attendance.csv",
+        "Attendance as CSV with verification links: " + SELECTION,
+        {"type": "string"},
+        roles=EXPORTERS,
+        query=queries.Export,
+        media="text/csv",
+        errors=(404,),
+        tag="reports",
+    )
     async def export_csv(self, request: web.Request) -> web.Response:
         export, _ = await self._export(request)
         return self._file(exports.to_csv(export), "text/csv", export.selection.filename("csv"))
 
+    @spec.operation(
+        "GET",
+        "/api/v1/exports/attendance.pdf",
+        "Attendance as PDF with verification links: " + SELECTION,
+        {"type": "string", "format": "binary"},
+        roles=EXPORTERS,
+        query=queries.Export,
+        media="application/pdf",
+        errors=(404,),
+        tag="reports",
+    )
     async def export_pdf(self, request: web.Request) -> web.Response:
         export, now = await self._export(request)
         data = await exports.to_pdf(export, now)

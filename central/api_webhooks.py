@@ -11,82 +11,18 @@ from aiohttp import web
 from central import audit
 from central import auth
 from central import errors
-from central import params
 from central import store
 from central import webhooks
-from edge_agent.protocol import names
+from central.apimodels import bodies
+from central.apimodels import parse
+from central.apimodels import queries
+from central.apimodels import responses
+from central.apimodels import spec
 
 MANAGERS = ("admin",)
 READERS = ("admin", "auditor")
 MAX_WEBHOOKS = 50
-MAX_DESCRIPTION = 200
 LOOKUP_S = 5.0  # a receiver's name that does not resolve within this is checked at delivery
-
-
-def webhook_json(hook: store.Webhook) -> dict[str, typing.Any]:
-    return {
-        "id": hook.id,
-        "site": hook.site,
-        "url": hook.url,
-        "events": list(hook.events),
-        "description": hook.description,
-        "created_at": params.iso(hook.created_at),
-    }
-
-
-def delivery_json(delivery: store.WebhookDelivery) -> dict[str, typing.Any]:
-    if delivery.delivered_at is not None:
-        state = "delivered"
-    elif delivery.next_attempt_at is not None:
-        state = "pending"
-    else:
-        state = "failed"
-    return {
-        "id": delivery.id,
-        "event_id": delivery.event_id,
-        "event_type": delivery.event_type,
-        "state": state,
-        "created_at": params.iso(delivery.created_at),
-        "attempts": delivery.attempts,
-        "last_status": delivery.last_status,
-        "last_error": delivery.last_error,
-        "next_attempt_at": params.iso(delivery.next_attempt_at),
-        "delivered_at": params.iso(delivery.delivered_at),
-    }
-
-
-def _events(value: object) -> tuple[str, ...]:
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(v, str) and v in webhooks.EVENT_TYPES for v in value)
-        or len(set(value)) != len(value)
-    ):
-        raise errors.ApiError(
-            400,
-            "invalid_request",
-            f"events must be a non-empty list of distinct {list(webhooks.EVENT_TYPES)}",
-            {"field": "events"},
-        )
-    return tuple(value)
-
-
-def _description(value: object) -> str:
-    if not isinstance(value, str) or len(value) > MAX_DESCRIPTION:
-        raise errors.ApiError(
-            400,
-            "invalid_request",
-            f"description must be text up to {MAX_DESCRIPTION} characters",
-            {"field": "description"},
-        )
-    if any(ord(c) < 32 and c != "\t" for c in value):
-        raise errors.ApiError(
-            400,
-            "invalid_request",
-            "description must not contain control characters",
-            {"field": "description"},
-        )
-    return value
 
 
 class WebhooksApi:
@@ -108,27 +44,30 @@ class WebhooksApi:
         app.router.add_delete("/api/v1/webhooks/{id}", self.delete)
         app.router.add_get("/api/v1/webhooks/{id}/deliveries", self.deliveries)
 
+    @spec.operation(
+        "POST",
+        "/api/v1/webhooks",
+        "Register a webhook; the answer holds its signing secret, shown only once",
+        responses.WebhookCreated,
+        roles=MANAGERS,
+        ok=201,
+        body=bodies.Webhook,
+        errors=(404, 409),
+        tag="webhooks",
+    )
     async def add(self, request: web.Request) -> web.Response:
         """`{"url", "events": ["checkin", "session_closed"], "description"}`; the answer holds
         the signing secret, which is never shown again. The webhook belongs to the token's
         site and receives only its events; an operator may name a `site` (without one, the
         webhook receives every site's events)."""
         await auth.require(request, self.db, MANAGERS)
-        body = await params.json_object(request)
-        unknown = sorted(set(body) - {"url", "events", "description", "site"})
-        if unknown:
-            raise errors.ApiError(400, "invalid_request", "unknown fields", {"fields": unknown})
-        given = body.get("site")
-        if "site" in body and not names.is_valid(given):
-            raise errors.ApiError(400, "invalid_request", "site must be a name", {"field": "site"})
-        site = auth.list_site(request, given)
+        body = await parse.body(request, bodies.Webhook)
+        site = auth.list_site(request, body.site)
         if site is not None and not await self.db.site_exists(site):
             raise auth.not_found("no such site")
+        url = body.url
         try:
-            url = webhooks.check_url(body.get("url"))
             await self.guard.check_url(url, LOOKUP_S)
-        except webhooks.InvalidUrl as exc:
-            raise errors.ApiError(400, "invalid_request", str(exc), {"field": "url"}) from exc
         except webhooks.Blocked as exc:
             raise errors.ApiError(
                 400,
@@ -138,8 +77,7 @@ class WebhooksApi:
                 " webhook_allow_networks lists it",
                 {"field": "url", "reason": exc.reason},
             ) from exc
-        kinds = _events(body.get("events"))
-        description = _description(body.get("description", ""))
+        kinds, description = tuple(body.events), body.description
         if len(await self.db.list_webhooks(site)) >= MAX_WEBHOOKS:
             raise errors.ApiError(
                 409, "too_many_webhooks", f"at most {MAX_WEBHOOKS} webhooks; delete one first"
@@ -149,21 +87,43 @@ class WebhooksApi:
         self.changed()
         detail = json.dumps({"url": url, "events": list(kinds)})
         await audit.api(request, self.db, "webhook_add", str(hook.id), detail, site)
-        return web.json_response({"webhook": webhook_json(hook), "secret": secret}, status=201)
+        return parse.respond(
+            responses.WebhookCreated(webhook=responses.Webhook.from_record(hook), secret=secret),
+            201,
+        )
 
+    @spec.operation(
+        "GET",
+        "/api/v1/webhooks",
+        "Registered webhooks (never their secrets)",
+        responses.Webhooks,
+        roles=READERS,
+        tag="webhooks",
+    )
     async def list_webhooks(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, READERS)
         rows = await self.db.list_webhooks(auth.site_of(request))
-        return web.json_response({"webhooks": [webhook_json(w) for w in rows]})
+        return parse.respond(
+            responses.Webhooks(webhooks=[responses.Webhook.from_record(w) for w in rows])
+        )
 
     async def _webhook(self, request: web.Request) -> store.Webhook:
-        webhook_id = params.path_int(request, "id")
+        webhook_id = parse.path(request, queries.Id).id
         hooks = await self.db.list_webhooks(auth.site_of(request))
         found = next((w for w in hooks if w.id == webhook_id), None)
         if found is None:
             raise errors.ApiError(404, "not_found", f"no webhook {webhook_id}")
         return found
 
+    @spec.operation(
+        "DELETE",
+        "/api/v1/webhooks/{id}",
+        "Delete a webhook and its delivery log",
+        responses.Deleted,
+        roles=MANAGERS,
+        path_params=queries.Id,
+        tag="webhooks",
+    )
     async def delete(self, request: web.Request) -> web.Response:
         """Stops deliveries at once and drops the webhook's delivery log."""
         await auth.require(request, self.db, MANAGERS)
@@ -172,18 +132,26 @@ class WebhooksApi:
             raise errors.ApiError(404, "not_found", f"no webhook {hook.id}")
         self.changed()
         await audit.api(request, self.db, "webhook_delete", str(hook.id), hook.url, hook.site)
-        return web.json_response({"deleted": hook.id})
+        return parse.respond(responses.Deleted(deleted=hook.id))
 
+    @spec.operation(
+        "GET",
+        "/api/v1/webhooks/{id}/deliveries",
+        "A webhook's delivery log: attempts, last status or error, next retry",
+        responses.Deliveries,
+        roles=READERS,
+        path_params=queries.Id,
+        query=queries.Page,
+        tag="webhooks",
+    )
     async def deliveries(self, request: web.Request) -> web.Response:
         await auth.require(request, self.db, READERS)
         hook = await self._webhook(request)
-        limit = params.int_param(request, "limit", 100, 1, 1000)
-        rows = await self.db.list_webhook_deliveries(
-            hook.id, limit, params.int_param(request, "after", 0, 0, 2**62)
-        )
-        return web.json_response(
-            {
-                "deliveries": [delivery_json(d) for d in rows],
-                "next_after": rows[-1].id if len(rows) == limit else None,
-            }
+        query = parse.query(request, queries.Page)
+        rows = await self.db.list_webhook_deliveries(hook.id, query.limit, query.after)
+        return parse.respond(
+            responses.Deliveries(
+                deliveries=[responses.Delivery.of(d) for d in rows],
+                next_after=rows[-1].id if len(rows) == query.limit else None,
+            )
         )

@@ -88,7 +88,7 @@ def require_site(request: web.Request, site: str | None, message: str = "no such
 def list_site(request: web.Request, given: str | None) -> str | None:
     """The site a list is limited to: the `?site=` given (an operator: None is every site);
     a site token's own site, and a 404 for any other site named."""
-    own = request.get(SITE)
+    own: str | None = request.get(SITE)
     if own is None:
         return given
     if given is not None and given != own:

@@ -166,7 +166,10 @@ class Bridge:
     def _client_options(self) -> aiomqtt.Client:
         host, port, _ = self.settings.mqtt_host_port()
         context = _tls(self.settings)
-        properties = paho.mqtt.properties.Properties(paho.mqtt.packettypes.PacketTypes.CONNECT)
+        # paho's Properties() has no annotations (a third-party gap).
+        properties = paho.mqtt.properties.Properties(  # type: ignore[no-untyped-call]
+            paho.mqtt.packettypes.PacketTypes.CONNECT
+        )
         properties.SessionExpiryInterval = SESSION_EXPIRY_S
         return aiomqtt.Client(
             host,

@@ -10,7 +10,6 @@ import dataclasses
 import re
 import secrets
 import time
-import typing
 
 from central import attendance
 from central import clock as clock_mod
@@ -24,6 +23,7 @@ from central import store
 from central import students
 from central import timetable
 from central import ttlcache
+from central.apimodels import bodies
 from edge_agent.protocol import names
 from edge_agent.protocol import qrtoken
 from edge_agent.protocol import slots
@@ -50,34 +50,26 @@ class Request:
     browser: str | None = None
 
     @classmethod
-    def parse(
-        cls, data: typing.Any, cookie: str | None, browser_cookie: str | None = None
+    def of(
+        cls, body: bodies.Checkin, cookie: str | None, browser_cookie: str | None = None
     ) -> Request:
-        if not isinstance(data, dict):
-            raise errors.ApiError(400, "invalid_request", "body must be a JSON object")
-        allowed = {"token", "site", "room", "otp", "student_id", "pin", "credential"}
-        unknown = sorted(set(data) - allowed - {"geo"})
-        if unknown:
-            raise errors.ApiError(400, "invalid_request", "unknown fields", {"fields": unknown})
-        for key, value in data.items():
-            if key == "geo":
-                continue
-            if value is not None and (not isinstance(value, str) or len(value) > 2048):
-                raise errors.ApiError(
-                    400, "invalid_request", f"{key} must be a string", {"field": key}
-                )
-        geo = None
-        if data.get("geo") is not None:
-            try:
-                geo = policy.Geo.parse(data["geo"])
-            except policy.PolicyError as exc:
-                raise errors.ApiError(400, "invalid_request", str(exc), {"field": "geo"}) from exc
+        """The validated body with what the cookies add: the remembered credential when the
+        body has none, and the browser's id when it is well formed."""
+        geo = policy.Geo(body.geo.lat, body.geo.lon, body.geo.accuracy_m) if body.geo else None
         browser = (
             browser_cookie if browser_cookie and BROWSER_ID.fullmatch(browser_cookie) else None
         )
-        request = cls(**{key: data.get(key) for key in allowed}, geo=geo, browser=browser)
-        if request.credential is None and cookie:
-            request = dataclasses.replace(request, credential=cookie)
+        request = cls(
+            token=body.token,
+            site=body.site,
+            room=body.room,
+            otp=body.otp,
+            student_id=body.student_id,
+            pin=body.pin,
+            credential=body.credential if body.credential is not None else cookie or None,
+            geo=geo,
+            browser=browser,
+        )
         if request.token is None and not (request.site and request.room and request.otp):
             raise errors.ApiError(
                 400, "invalid_request", "send token, or site + room + otp", {"field": "token"}
@@ -103,7 +95,10 @@ class Result:
 def worst_verdict(*verdicts: str | None) -> str | None:
     """A displaced device flags every check-in of its window, whichever proof says so."""
     known = [v for v in verdicts if v is not None]
-    return max(known, key=VERDICT_SEVERITY.get) if known else None
+    # A verdict this table does not know ranks worst: it flags rather than hides.
+    return (
+        max(known, key=lambda v: VERDICT_SEVERITY.get(v, len(VERDICT_SEVERITY))) if known else None
+    )
 
 
 def device_now_ms(device: store.Device, now_ms: int) -> int:

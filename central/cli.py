@@ -17,6 +17,7 @@ import aiomqtt
 
 from central import audit
 from central import auth
+from central import backup_cmd
 from central import devicecmd
 from central import dynsec
 from central import keyring
@@ -197,6 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     revoke = token.add_parser("revoke", parents=[common], help="revoke a token by its id")
     revoke.add_argument("id", help="the 12-character id that `token list` shows")
     reports_cmd.add_parsers(commands, common)
+    backup_cmd.add_parsers(commands, common)
     return parser
 
 
@@ -232,6 +234,8 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
     key = (args.command, getattr(args, "action", None))
     if args.command in ("import", "export"):
         return reports_cmd.main(args, settings)
+    if args.command in ("backup", "restore"):
+        return backup_cmd.main(args, settings)
     if key == ("site", "add"):
 
         async def add_site(db: store.Store) -> None:

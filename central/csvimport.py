@@ -1,6 +1,6 @@
 """CSV import of students, courses, enrolments and sessions, for the API and the CLI alike.
 
-Every row is checked first, with the JSON API's own rules (api_attendance.course_from_body,
+Every row is checked first, with the JSON API's own rules (apimodels.bodies.course_from_body,
 session_from_body, the name rule, the PIN rule) and against the database; only a file without
 a single row error is written, so an import is all or nothing. Importing the same file twice
 changes nothing the second time: rows are matched to what exists (students by id, courses by
@@ -23,11 +23,11 @@ import re
 import secrets
 import typing
 
-from central import api_attendance
 from central import errors
 from central import store
 from central import students
 from central import timetable
+from central.apimodels import bodies
 from edge_agent.protocol import names
 
 MAX_BYTES = 2 * 1024 * 1024
@@ -298,7 +298,7 @@ class _Checker:
             body.setdefault("name", existing.name)
             body.setdefault("timezone", existing.timezone)
         try:
-            course = api_attendance.course_from_body(body)
+            course = bodies.course_from_body(body)
         except errors.ApiError as exc:
             raise _api_rule(exc) from exc
         if existing == course:
@@ -328,10 +328,8 @@ class _Checker:
             plan.outcomes.append("unchanged")
             return
         added = self.added.setdefault(key, set())
-        if len(self.rosters[key]) + len(added) >= api_attendance.MAX_ROSTER:
-            raise _RowProblem(
-                "course", f"a roster holds up to {api_attendance.MAX_ROSTER} students"
-            )
+        if len(self.rosters[key]) + len(added) >= bodies.MAX_ROSTER:
+            raise _RowProblem("course", f"a roster holds up to {bodies.MAX_ROSTER} students")
         if not added:  # one roster write per course, with every new student of the file
 
             async def enrol(db: store.Store) -> None:
@@ -351,7 +349,7 @@ class _Checker:
             raise _RowProblem("room", f"room {site}/{room} does not exist")
         body = _body(row, COLUMNS["sessions"][0] + COLUMNS["sessions"][1])
         try:
-            session = api_attendance.session_from_body(body, course, room)
+            session = bodies.session_from_body(body, course, room)
         except errors.ApiError as exc:
             raise _api_rule(exc) from exc
         key = (site, code, room, session.first_date.isoformat(), session.start.isoformat())

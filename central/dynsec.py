@@ -127,8 +127,8 @@ async def run(
             await client.publish(CONTROL, json.dumps({"commands": commands}), qos=1)
             async with asyncio.timeout(10):
                 async for message in client.messages:
-                    answer = json.loads(typing.cast(bytes, message.payload))
-                    responses = answer.get("responses", [])
+                    reply: dict[str, typing.Any] = json.loads(message.payload)
+                    responses: list[dict[str, typing.Any]] = reply.get("responses", [])
                     break
     except (aiomqtt.MqttError, TimeoutError, ValueError) as exc:
         raise DynsecError(f"broker {settings.mqtt_url}: {exc}") from exc

@@ -3,7 +3,8 @@
 A check-in record alone is only central's word. The bundle adds what the device signed: the QR
 token of the slot and the proof that displayed it, and central countersigns the record over
 both. A verifier needs only the device's and central's Ed25519 public keys; the bundle is held
-to one canonical byte form, so changing any byte of it fails verification.
+to one canonical byte form (RFC 8785 JCS), so changing any byte of it fails verification. A
+file may end with one newline (editors and `jq` add one), which is not part of the bundle.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+
+import rfc8785
 
 from edge_agent.protocol import b64
 from edge_agent.protocol import chain
@@ -47,6 +50,12 @@ class Verified:
     checks: list[str]
 
 
+def canonical_json(value: typing.Any) -> bytes:
+    """RFC 8785 (JCS) bytes of `value`; ValueError for what has no canonical form (NaN,
+    infinities, integers beyond 2**53-1, lone surrogates, non-string keys)."""
+    return rfc8785.dumps(value)
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -78,37 +87,60 @@ def sign_record(
     if not isinstance(token_signature, bytes) or len(token_signature) != keys.SIGNATURE_BYTES:
         raise ValueError(f"a QR token signature is {keys.SIGNATURE_BYTES} bytes")
     claims = {**record, "token": b64.encode(token_signature), "proof_hash": chain.link(proof_jws)}
-    payload = json.dumps(claims, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return jws.sign(payload.encode("utf-8"), central_key, kid=RECORD_KID, typ=RECORD_TYP)
+    return jws.sign(rfc8785.dumps(claims), central_key, kid=RECORD_KID, typ=RECORD_TYP)
 
 
 def _canonical(record_jws: str, token: str, proof_jws: str) -> bytes:
     bundle = {"type": BUNDLE_TYPE, "record": record_jws, "token": token, "proof": proof_jws}
-    return json.dumps(bundle, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return rfc8785.dumps(bundle)
 
 
 def make_bundle(record_jws: str, token_signature: bytes, proof_jws: str) -> bytes:
-    """The canonical bundle bytes (sorted keys, no spaces, no trailing newline)."""
+    """The canonical bundle bytes (RFC 8785 JCS: sorted keys, no spaces, no trailing newline)."""
     return _canonical(record_jws, b64.encode(token_signature), proof_jws)
 
 
+def _not_canonical(data: bytes, canonical: bytes) -> EvidenceError:
+    """Say exactly how the file's bytes `data` depart from the canonical form."""
+    if data.rstrip(b" \t\r\n") == canonical:
+        tail = data[len(canonical) :]
+        return EvidenceError(
+            "not_canonical",
+            f"bundle ends with {tail!r} after its JSON: only one trailing newline (a single"
+            " LF byte, 0x0a) is tolerated; remove the rest",
+        )
+    offset = next(
+        (i for i, (a, b) in enumerate(zip(data, canonical, strict=False)) if a != b),
+        min(len(data), len(canonical)),
+    )
+    return EvidenceError(
+        "not_canonical",
+        f"bundle bytes differ from their canonical form (RFC 8785 JCS) at byte {offset}",
+    )
+
+
 def _load(data: object) -> tuple[str, str, str]:
-    """The record JWS, token text and proof JWS of canonical bundle bytes."""
+    """The record JWS, token text and proof JWS of canonical bundle bytes (one trailing LF,
+    which is not part of the bundle, is allowed)."""
     if not isinstance(data, bytes):
         raise EvidenceError("malformed", "a bundle is bytes")
-    if len(data) > MAX_BUNDLE_BYTES:
-        raise EvidenceError("oversize", f"bundle of {len(data)} bytes exceeds {MAX_BUNDLE_BYTES}")
+    body = data[:-1] if data.endswith(b"\n") else data
+    if len(body) > MAX_BUNDLE_BYTES:
+        raise EvidenceError("oversize", f"bundle of {len(body)} bytes exceeds {MAX_BUNDLE_BYTES}")
     try:
-        bundle = json.loads(data.decode("utf-8"))
+        bundle = json.loads(body.decode("utf-8"))
     except (ValueError, RecursionError) as exc:
         raise EvidenceError("malformed", f"bundle is not UTF-8 JSON: {exc}") from exc
     if not isinstance(bundle, dict) or set(bundle) != _BUNDLE_KEYS:
         raise EvidenceError("malformed", f"bundle must be an object of {sorted(_BUNDLE_KEYS)}")
     if not all(isinstance(value, str) for value in bundle.values()):
         raise EvidenceError("malformed", "bundle members must be strings")
-    canonical = json.dumps(bundle, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    if data != canonical:
-        raise EvidenceError("not_canonical", "bundle bytes differ from its canonical form")
+    try:
+        canonical = rfc8785.dumps(bundle)
+    except ValueError as exc:  # e.g. an escaped lone surrogate, which has no UTF-8 form
+        raise EvidenceError("malformed", f"bundle has no canonical form: {exc}") from exc
+    if body != canonical:
+        raise _not_canonical(data, canonical)
     if bundle["type"] != BUNDLE_TYPE:
         raise EvidenceError("wrong_type", f"bundle type must be {BUNDLE_TYPE}")
     return bundle["record"], bundle["token"], bundle["proof"]

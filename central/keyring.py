@@ -9,6 +9,12 @@ import pathlib
 from edge_agent import keystore
 from edge_agent.protocol import keys
 
+SIGNING_FILE = "central-ed25519.key"
+AGREEMENT_FILE = "central-x25519.key"
+CREDENTIAL_FILE = "credential-secret.key"
+# Every secret central keeps in data_dir: what a backup must carry besides the database.
+KEY_FILES = (SIGNING_FILE, AGREEMENT_FILE, CREDENTIAL_FILE)
+
 
 @dataclasses.dataclass(frozen=True)
 class Keyring:
@@ -24,7 +30,7 @@ def ensure_data_dir(data_dir: pathlib.Path) -> None:
 def load(data_dir: pathlib.Path) -> Keyring:
     ensure_data_dir(data_dir)
     return Keyring(
-        signing=keys.SigningKey(keystore.read_or_create(data_dir / "central-ed25519.key")),
-        agreement=keys.AgreementKey(keystore.read_or_create(data_dir / "central-x25519.key")),
-        credential_secret=keystore.read_or_create(data_dir / "credential-secret.key"),
+        signing=keys.SigningKey(keystore.read_or_create(data_dir / SIGNING_FILE)),
+        agreement=keys.AgreementKey(keystore.read_or_create(data_dir / AGREEMENT_FILE)),
+        credential_secret=keystore.read_or_create(data_dir / CREDENTIAL_FILE),
     )

@@ -37,7 +37,7 @@ class Tracker:
         """Exponential in the consecutive failures, capped: how long to wait before retrying."""
         if self.failures == 0:
             return 0.0
-        return min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2 ** min(self.failures - 1, 16))
+        return min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2.0 ** min(self.failures - 1, 16))
 
 
 STORE = Tracker()

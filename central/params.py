@@ -1,15 +1,14 @@
-"""Reading and writing API values: query parameters checked with clear errors, times as
-RFC 3339, JSON bodies."""
+"""The strict rules for API values the models (`central.apimodels.fields`) build on: ASCII
+digits with the length checked first, times as unix ms or RFC 3339 with a timezone, and
+times printed as RFC 3339. `int_param` and `time_param` read one query parameter by them."""
 
 from __future__ import annotations
 
 import datetime
-import typing
 
 from aiohttp import web
 
 from central import errors
-from edge_agent.protocol import names
 
 # Unix ms up to the end of year 9999 (what RFC 3339 can say, and what `iso` can print).
 MAX_TIME_MS = 253_402_300_799_999
@@ -42,27 +41,35 @@ def int_param(request: web.Request, key: str, default: int, low: int, high: int)
     return value
 
 
-def path_int(request: web.Request, key: str) -> int:
-    raw = request.match_info[key]
-    value = ascii_int(raw, MAX_PATH_ID)
-    if value is None:
-        raise errors.ApiError(
-            400,
-            "invalid_request",
-            f"{key} in the path must be an integer between 0 and {MAX_PATH_ID} (ASCII digits)",
-            {"field": key},
-        )
-    return value
+TIME_PROBLEM = f"must be RFC 3339 with a timezone or unix ms (0..{MAX_TIME_MS})"
 
 
-def name_param(request: web.Request, key: str, required: bool = False) -> str | None:
-    value = request.query.get(key)
-    if value is None:
-        if required:
-            raise errors.ApiError(400, "invalid_request", f"{key} is required", {"field": key})
-        return None
-    if not names.is_valid(value):
-        raise errors.ApiError(400, "invalid_request", f"{key} is not a valid name", {"field": key})
+class TimeError(ValueError):
+    """A time that is neither unix ms nor RFC 3339 with a timezone in year 1970..9999; the
+    message is a predicate ("must be ...") of the parameter."""
+
+
+def parse_time(raw: str) -> int:
+    """Unix ms (ASCII digits) or RFC 3339 with a timezone, within year 1970..9999."""
+    if raw.isascii() and raw.isdigit():
+        value = ascii_int(raw, MAX_TIME_MS)
+        if value is None:
+            raise TimeError(TIME_PROBLEM)
+        return value
+    if len(raw) > MAX_TIME_TEXT or not raw.isascii():
+        raise TimeError(TIME_PROBLEM)
+    try:
+        moment = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise TimeError(TIME_PROBLEM) from exc
+    if moment.tzinfo is None:
+        raise TimeError("needs a timezone")
+    try:
+        value = int(moment.timestamp() * 1000)
+    except (OverflowError, ValueError) as exc:  # 9999-12-31T23:59-01:00 is past the end
+        raise TimeError(TIME_PROBLEM) from exc
+    if not 0 <= value <= MAX_TIME_MS:
+        raise TimeError(TIME_PROBLEM)
     return value
 
 
@@ -71,27 +78,10 @@ def time_param(request: web.Request, key: str) -> int | None:
     raw = request.query.get(key)
     if raw is None:
         return None
-    problem = f"{key} must be RFC 3339 with a timezone or unix ms (0..{MAX_TIME_MS})"
-    if raw.isascii() and raw.isdigit():
-        value = ascii_int(raw, MAX_TIME_MS)
-        if value is None:
-            raise errors.ApiError(400, "invalid_request", problem, {"field": key})
-        return value
-    if len(raw) > MAX_TIME_TEXT or not raw.isascii():
-        raise errors.ApiError(400, "invalid_request", problem, {"field": key})
     try:
-        moment = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise errors.ApiError(400, "invalid_request", problem, {"field": key}) from exc
-    if moment.tzinfo is None:
-        raise errors.ApiError(400, "invalid_request", f"{key} needs a timezone", {"field": key})
-    try:
-        value = int(moment.timestamp() * 1000)
-    except (OverflowError, ValueError) as exc:  # 9999-12-31T23:59-01:00 is past the end
-        raise errors.ApiError(400, "invalid_request", problem, {"field": key}) from exc
-    if not 0 <= value <= MAX_TIME_MS:
-        raise errors.ApiError(400, "invalid_request", problem, {"field": key})
-    return value
+        return parse_time(raw)
+    except TimeError as exc:
+        raise errors.ApiError(400, "invalid_request", f"{key} {exc}", {"field": key}) from exc
 
 
 def iso(ms: int | None) -> str | None:
@@ -100,13 +90,3 @@ def iso(ms: int | None) -> str | None:
     return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat(
         timespec="milliseconds"
     )
-
-
-async def json_object(request: web.Request) -> dict[str, typing.Any]:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise errors.ApiError(400, "invalid_json", "body must be JSON") from exc
-    if not isinstance(body, dict):
-        raise errors.ApiError(400, "invalid_request", "body must be a JSON object")
-    return body

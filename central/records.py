@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import typing
 
 from central import evidence
 from central import keyring
@@ -18,7 +19,9 @@ class Pending(Exception):
     """The proof of the check-in's slot has not reached central yet."""
 
 
-def record_claims(checkin: store.Checkin, proof_row: store.ProofRow, now_ms: int) -> dict:
+def record_claims(
+    checkin: store.Checkin, proof_row: store.ProofRow, now_ms: int
+) -> dict[str, typing.Any]:
     return {
         "record": checkin.id,
         "site": checkin.site,

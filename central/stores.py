@@ -4,6 +4,7 @@ processes share it), else the SQLite file in data_dir (one process per site)."""
 from __future__ import annotations
 
 import sqlite3
+import typing
 
 import asyncpg
 
@@ -35,4 +36,6 @@ def make(settings: settings_mod.CentralSettings) -> store.Store:
     """A store for central's own use, not yet opened."""
     if settings.database_url:
         return pg_store.PgStore(settings.database_url)
-    return sqlite_store.SqliteStore(settings.db_path)
+    # SqliteStore's methods are typed Awaitable, the protocol's async (Coroutine): the one
+    # store that replaces both removes this cast.
+    return typing.cast(store.Store, sqlite_store.SqliteStore(settings.db_path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import secrets
 
 import argon2
@@ -79,7 +80,8 @@ class Credentials:
         if not isinstance(token, str) or len(token) > 512:
             return None
         try:
-            value = self._serializer.loads(token, max_age=self.ttl_s)
+            # itsdangerous counts whole seconds: a fractional TTL rounds up, never shortens.
+            value = self._serializer.loads(token, max_age=math.ceil(self.ttl_s))
         except itsdangerous.BadData:
             return None
         if not (

@@ -70,8 +70,9 @@ def _public_key(option: str, value: str) -> bytes:
 
 
 def _read_bundle(name: str) -> bytes:
-    """At most one byte more than a bundle may have, so oversize input is refused, not read."""
-    limit = evidence.MAX_BUNDLE_BYTES + 1
+    """At most a bundle, its one tolerated trailing newline and one byte more, so oversize
+    input is refused, not read."""
+    limit = evidence.MAX_BUNDLE_BYTES + 2
     if name == "-":
         return sys.stdin.buffer.read(limit)
     try:

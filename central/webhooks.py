@@ -29,7 +29,6 @@ import urllib.parse
 import aiohttp
 import aiohttp.abc
 
-from central import api_attendance
 from central import attendance
 from central import clock as clock_mod
 from central import events
@@ -39,6 +38,8 @@ from central import settings as settings_mod
 from central import store
 from central import stores
 from central import timetable
+from central.apimodels import parse
+from central.apimodels import responses
 
 log = logging.getLogger(__name__)
 EVENT_TYPES = ("checkin", "session_closed")
@@ -222,7 +223,7 @@ class Guard:
         infos = await asyncio.get_running_loop().getaddrinfo(
             host, port, type=socket.SOCK_STREAM, family=family
         )
-        found = [
+        found: list[tuple[socket.AddressFamily, int, Address]] = [
             (info[0], info[2], ipaddress.ip_address(str(info[4][0]).partition("%")[0]))
             for info in infos
         ]
@@ -304,7 +305,7 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def verify(secret: str, header: str, body: bytes, now_s: int, tolerance_s: int = 300) -> bool:
-    """What a receiver does (shown in the README): the HMAC matches and the time is recent."""
+    """What a receiver does (docs/attendance.md shows it): HMAC matches, time is recent."""
     fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
     try:
         timestamp = int(fields.get("t", ""))
@@ -345,7 +346,7 @@ def _tick_failed(exc: Exception, failures: int) -> int:
 def _tick_wait(settings: settings_mod.CentralSettings, failures: int) -> float:
     if failures == 0:
         return settings.webhook_poll_s
-    return min(outage.BACKOFF_CAP_S, settings.webhook_poll_s * 2 ** min(failures, 16))
+    return min(outage.BACKOFF_CAP_S, settings.webhook_poll_s * 2.0 ** min(failures, 16))
 
 
 class Dispatcher:
@@ -470,7 +471,7 @@ class Dispatcher:
         rows = await attendance.report(self.db, occurrence, now)
         data = {
             "site": occurrence.session.site,
-            "occurrence": api_attendance.occurrence_json(occurrence),
+            "occurrence": parse.plain(responses.Occurrence.of(occurrence)),
             "summary": attendance.summary(rows),
             "attendance": [row.json(params.iso) for row in rows],
         }

@@ -107,7 +107,10 @@ def client(
     tls_context = None
     if b.tls:
         tls_context = tls_context_for(b, state_dir)
-    connect_properties = paho.mqtt.properties.Properties(paho.mqtt.packettypes.PacketTypes.CONNECT)
+    # paho's Properties() has no annotations (a third-party gap).
+    connect_properties = paho.mqtt.properties.Properties(  # type: ignore[no-untyped-call]
+        paho.mqtt.packettypes.PacketTypes.CONNECT
+    )
     connect_properties.SessionExpiryInterval = SESSION_EXPIRY_S
     return Client(
         b.mqtt_host,

@@ -13,6 +13,7 @@ from edge_agent.sensors import sources
 
 ENV_PREFIX = "ROOMPROOF_EDGE_"
 Sink = typing.Literal["png", "framebuffer", "web"]
+_DEFAULT_SINKS: list[Sink] = ["png"]
 
 
 class AgentSettings(tomlsettings.EnvOverTomlSettings):
@@ -21,7 +22,9 @@ class AgentSettings(tomlsettings.EnvOverTomlSettings):
     slot_s: int = pydantic.Field(20, ge=5, le=300, description="QR rotation period (s)")
     otp_step_s: int = pydantic.Field(30, ge=10, le=300, description="one-time code step (s)")
     otp_digest: typing.Literal["sha1", "sha256"] = "sha1"
-    display_sinks: list[Sink] = pydantic.Field(default_factory=lambda: ["png"], min_length=1)
+    display_sinks: list[Sink] = pydantic.Field(
+        default_factory=lambda: _DEFAULT_SINKS[:], min_length=1
+    )
     png_path: pathlib.Path | None = None
     framebuffer_device: pathlib.Path = pathlib.Path("/dev/fb0")
     framebuffer_width: int | None = pydantic.Field(None, ge=16, le=8192)
@@ -48,7 +51,7 @@ class AgentSettings(tomlsettings.EnvOverTomlSettings):
     log_level: typing.Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: typing.Literal["text", "json"] = "text"
 
-    # Sensors (docs: README "Sensors"); each source is one string, `off` disables it.
+    # Sensors (docs/configuration.md, "Sensors"); each source is one string, `off` disables it.
     wifi_source: str = "off"
     ble_source: str = "off"
     gps_source: str = "off"

@@ -47,7 +47,7 @@ def _ramp_base(colour: tuple[int, int, int]) -> int:
 
 
 def _palette() -> list[int]:
-    entries = [(0, 0, 0)] * 256
+    entries: list[tuple[int, ...]] = [(0, 0, 0)] * 256
     entries[WHITE_INDEX] = BACKGROUND
     entries[BAR_INDEX] = BAR
     for colour in RAMP_COLOURS:

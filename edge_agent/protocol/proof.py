@@ -6,6 +6,7 @@ import typing
 
 import pydantic
 
+from edge_agent.protocol import b64
 from edge_agent.protocol import jws
 from edge_agent.protocol import keys
 from edge_agent.protocol import names
@@ -16,7 +17,19 @@ _STRICT = pydantic.ConfigDict(strict=True, extra="forbid", frozen=True)
 
 Name = typing.Annotated[str, pydantic.AfterValidator(lambda v: names.validate("name", v))]
 Hex64 = typing.Annotated[str, pydantic.StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-B64Sig = typing.Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9_-]{86}$")]
+
+
+def _canonical_b64(text: str) -> str:
+    b64.decode(text)  # ValueError (a schema error) for non-zero unused bits
+    return text
+
+
+# 86 characters of base64url, canonical (zero unused bits), as every base64url of the protocol.
+B64Sig = typing.Annotated[
+    str,
+    pydantic.StringConstraints(pattern=r"^[A-Za-z0-9_-]{86}$"),
+    pydantic.AfterValidator(_canonical_b64),
+]
 Bssid = typing.Annotated[str, pydantic.StringConstraints(pattern=r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")]
 ShortText = typing.Annotated[str, pydantic.StringConstraints(max_length=64)]
 

@@ -15,6 +15,7 @@ import sys
 import typing
 
 import pytest
+import rfc8785
 
 from central import evidence
 from central import verify_cmd
@@ -207,7 +208,8 @@ def test_reformatted_bundles_fail(case: Case) -> None:
         json.dumps(parsed, sort_keys=True, indent=2).encode(),
         json.dumps(parsed, sort_keys=True).encode(),
         json.dumps(dict(reversed(parsed.items())), separators=(",", ":")).encode(),
-        case.bundle + b"\n",
+        case.bundle + b"\n\n",
+        case.bundle + b"\r\n",
         b" " + case.bundle,
         b"\xef\xbb\xbf" + case.bundle,
         case.bundle.replace(b'"type"', b'"\\u0074ype"'),
@@ -218,6 +220,42 @@ def test_reformatted_bundles_fail(case: Case) -> None:
         assert variant != case.bundle
         assert json.loads(variant.decode("utf-8-sig")) == parsed
         rejects(case, variant)
+
+
+def test_one_trailing_newline_is_tolerated_and_more_is_refused_precisely(case: Case) -> None:
+    assert case.check(case.bundle + b"\n").record == case.check(case.bundle).record
+    for tail in (b"\n\n", b"\r\n", b" \n", b"\n ", b" ", b"\t"):
+        with pytest.raises(evidence.EvidenceError) as raised:
+            case.check(case.bundle + tail)
+        assert raised.value.reason == "not_canonical"
+        assert "only one trailing newline (a single LF byte, 0x0a) is tolerated" in str(
+            raised.value
+        ), tail
+    with pytest.raises(evidence.EvidenceError) as raised:
+        case.check(case.bundle.replace(b'","', b'", "', 1))
+    assert str(raised.value).startswith("bundle bytes differ from their canonical form (RFC 8785")
+
+
+def test_the_record_payload_is_rfc8785_for_non_ascii_text_and_numbers(case: Case) -> None:
+    """An independent JCS implementation gives the same bytes: UTF-8 text unescaped, keys in
+    UTF-16 order, numbers as ECMAScript writes them (the old `json.dumps` escaped non-ASCII
+    text as \\u00e9 and wrote 1e-07)."""
+    record = {
+        **case.record,
+        "flags": ["étudiant hors réseau €", "\u2028 line\x7f", "😀"],
+        "note": {"ö": 1, "z": 2, "\ufb33": 3, "😀": 4, "\r": 5},
+        "ratio": 1e-7,
+        "big": 1e21,
+        "whole": 100.0,
+    }
+    parsed = jws.parse(case.sign(record=record), evidence.MAX_BUNDLE_BYTES)
+    expected = {**record, "token": b64.encode(case.token), "proof_hash": chain.link(case.proof_jws)}
+    assert parsed.payload == rfc8785.dumps(expected)
+    assert "étudiant".encode() in parsed.payload and b"1e-7" in parsed.payload
+    with pytest.raises(ValueError):
+        case.sign(record={**case.record, "seq": 2**53})
+    with pytest.raises(ValueError):
+        case.sign(record={**case.record, "ratio": float("nan")})
 
 
 def test_oversize_input_fails(case: Case) -> None:
@@ -303,6 +341,20 @@ def test_cli_says_invalid_for_a_changed_file(
     assert verify_cmd.main(argv) == 1
     out = capsys.readouterr().out
     assert out == "INVALID: record_signature: central countersignature does not verify\n"
+
+
+def test_cli_takes_a_file_with_one_trailing_newline_only(
+    tmp_path: pathlib.Path, case: Case, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, device_key, central_key = write_case(tmp_path, case)
+    argv = [str(path), "--device-key", device_key, "--central-key", central_key]
+    path.write_bytes(case.bundle + b"\n")
+    assert verify_cmd.main(argv) == 0
+    assert capsys.readouterr().out.startswith("VALID\n")
+    path.write_bytes(case.bundle + b"\n\n")
+    assert verify_cmd.main(argv) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("INVALID: not_canonical: bundle ends with b'\\n\\n' after its JSON")
 
 
 def test_cli_json_and_key_files(

@@ -114,7 +114,7 @@ async def receiver() -> collections.abc.AsyncIterator[Receiver]:
 
 
 def receiver_verifies(secret: str, headers: dict[str, str], body: bytes, now_s: int) -> bool:
-    """The receiver's check, written from the README rather than with central's code."""
+    """The receiver's check, written from docs/attendance.md rather than with central's code."""
     fields = dict(item.split("=", 1) for item in headers["Roomproof-Signature"].split(","))
     if abs(now_s - int(fields["t"])) > 300:
         return False

@@ -78,6 +78,30 @@ def test_units_are_hardened(tmp_path: pathlib.Path, unit: str, ceiling: float) -
         assert "ReadWritePaths=/var/lib/roomproof-edge\n" in text
 
 
+def test_backup_timer_and_service_verify_and_are_hardened(tmp_path: pathlib.Path) -> None:
+    """The scheduled backup (docs/operations.md): a oneshot service its timer starts every 10
+    minutes, as hardened as central's own unit."""
+    service = installed_copy(tmp_path, "roomproof-central-backup.service")
+    timer = tmp_path / "roomproof-central-backup.timer"
+    timer.write_text((ROOT / "systemd" / timer.name).read_text())
+    done = verify(timer)
+    assert done.returncode == 0 and done.stderr.strip() == "", done.stderr
+    assert "OnCalendar=*:0/10\n" in timer.read_text()
+    text = service.read_text()
+    assert "--passphrase-file ${CREDENTIALS_DIRECTORY}/backup-passphrase" in text
+    assert "ROOMPROOF_BACKUP_PASSPHRASE" not in text  # never in the unit, where all can read
+    done = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(service)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", done.stdout)
+    assert found and float(found.group(1)) <= 4.0, done.stdout[-3000:]
+    typo = verify(installed_copy(tmp_path, service.name, ("Type=oneshot", "Typ=oneshot")))
+    assert "Unknown key 'Typ'" in typo.stderr
+
+
 @pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="no systemd-sysusers")
 def test_sysusers_and_tmpfiles_create_the_user_and_private_dirs(tmp_path: pathlib.Path) -> None:
     root = tmp_path / "root"
@@ -110,6 +134,8 @@ def test_sysusers_and_tmpfiles_create_the_user_and_private_dirs(tmp_path: pathli
     for name in ("roomproof-edge", "roomproof-central"):
         mode = (root / "var" / "lib" / name).stat().st_mode
         assert stat.S_IMODE(mode) == 0o700
+    backups = (root / "var" / "backups" / "roomproof-central").stat().st_mode
+    assert stat.S_IMODE(backups) == 0o700  # the backup timer's --out-dir
 
 
 def test_boot_partition_bundle_is_taken_and_erased(tmp_path: pathlib.Path) -> None:

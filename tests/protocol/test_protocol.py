@@ -169,6 +169,11 @@ def test_garbage_is_rejected_with_reason(blob: bytes, reason: str) -> None:
     assert info.value.reason == reason
 
 
+def _set_unused_bit(text: str) -> str:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    return text[:-1] + alphabet[alphabet.index(text[-1]) | 1]
+
+
 def test_schema_rejections() -> None:
     compact = proof.sign(make_claims(), KEY)
     for mutate in (
@@ -177,6 +182,9 @@ def test_schema_rejections() -> None:
         lambda d: d.pop("prev"),
         lambda d: d.__setitem__("site", "Bad Site"),
         lambda d: d.__setitem__("slot_s", 1),
+        # The same 64 signature bytes with a non-zero unused bit: strict base64url refuses it
+        # (before, it passed the schema and central's strict decode raised mid-verification).
+        lambda d: d.__setitem__("qr", _set_unused_bit(d["qr"])),
     ):
         header, payload, _ = _tamper_payload(compact, mutate).split(".")
         signing_input = f"{header}.{payload}".encode()
