@@ -99,6 +99,8 @@ def build(
                 await task
         if bridge is not None:
             bridge.signatures.close()
+            if bridge.acks is not None:
+                await bridge.acks.close()
         service.close()
         await db.close()
 

@@ -263,10 +263,10 @@ def _into_dir(
 ) -> None:
     out = folder / archive_name(clock.now_ms())
     backup_to(settings, out, passphrase, clock)
-    print(out, flush=True)
     if keep is not None:
         for path in rotate(folder, keep):
             _progress(f"removed {path.name} (--keep {keep})")
+    print(out, flush=True)  # once the folder holds what it will keep
 
 
 def _require_empty_dir(data_dir: pathlib.Path) -> None:

@@ -21,6 +21,7 @@ import aiomqtt
 import paho.mqtt.packettypes
 import paho.mqtt.properties
 
+from central import acks as acks_mod
 from central import clock as clock_mod
 from central import devicecmd
 from central import enrollment
@@ -147,6 +148,18 @@ class Bridge:
         self.key_grace = verifier.KeyChangeGrace() if settings.database_url else None
         self.connected = False
         self._client: aiomqtt.Client | None = None
+        self.acks = (
+            acks_mod.Acker(
+                db,
+                keys,
+                self.clock,
+                settings.ack_interval_s,
+                self._publish_cmd,
+                self.metrics.acks.inc,
+            )
+            if settings.device_acks
+            else None
+        )
         # The anonymous-broker check (`check_broker`): None until it got an answer.
         self.broker_checked: bool | None = None
 
@@ -338,6 +351,26 @@ class Bridge:
         history.append(sent)
         return sent
 
+    async def _publish_cmd(self, topic: str, payload: bytes) -> None:
+        if self._client is None:
+            raise ConnectionError("central is not connected to the broker")
+        await self._client.publish(topic, payload, qos=1)
+
+    def _settle_refused(self, topic: str, payload: bytes, exc: verifier.Rejected) -> None:
+        """A validly signed proof refused for good is acked as settled (else it would stay
+        in the device's outbox forever); one from the future as pending."""
+        if self.acks is None or (exc.reason not in acks_mod.SETTLED_REASONS):
+            return
+        try:
+            where = topics.parse(topic)
+            _, claims = proof.decode(payload, self.settings.proof_max_bytes)
+        except (ValueError, proof.ProofError):
+            return
+        if exc.transient:
+            self.acks.pending(where.site, where.device, claims.seq)
+        else:
+            self.acks.settled(where.site, where.device, claims.seq)
+
     def _command_result(self, where: topics.Topic, claims: report.CommandResult) -> None:
         for sent in self.commands.get((where.site, where.device), ()):
             if sent["nonce"] == claims.nonce:
@@ -379,6 +412,7 @@ class Bridge:
             )
         except verifier.Rejected as exc:
             await self._reject(exc.reason, topic, payload, str(exc))
+            self._settle_refused(topic, payload, exc)
             if exc.reason == "fork":
                 await self._fork(topic, payload, str(exc), received)
             if exc.reason == "clock":
@@ -386,7 +420,11 @@ class Bridge:
             return
         except store.Conflict:
             await self._reject("duplicate", topic, payload, "stored concurrently")
+            if self.acks is not None:
+                self.acks.settled(accepted.row.site, accepted.row.device, accepted.row.seq)
             return
+        if self.acks is not None:
+            self.acks.settled(row.site, row.device, row.seq)
         self.metrics.ingest_seconds.observe(time.perf_counter() - started)
         self._count("late" if accepted.late else "accepted")
         self.hub.publish(
@@ -416,6 +454,8 @@ class Bridge:
         if accepted.gap is not None:
             first, last = accepted.gap
             await self.db.add_chain_event(row.site, row.device, "gap", first, last, "", now)
+            if self.acks is not None:
+                self.acks.missing(row.site, row.device, first, last)
             log.warning("device %s/%s: seq %d..%d missing", row.site, row.device, first, last)
             await self._raise(row.site, row.device, "gap", f"seq {first}..{last} missing", now)
         if accepted.late and await self.db.settle_gaps(row.site, row.device, now) == 0:
@@ -599,6 +639,8 @@ class Bridge:
         if len(self._sessions) > 100_000:
             self._sessions.clear()
         self._sessions[key] = (claims.boot, claims.iat, order[1])
+        if online and self.acks is not None:
+            await self.acks.online(where.site, where.device)
         if await self.db.set_online(where.site, where.device, online, self.clock.now_ms()):
             self.hub.publish(
                 "device",
@@ -634,6 +676,8 @@ class Bridge:
             await self._client.publish(
                 topics.topic(where.site, where.device, "cmd"), outcome.reply.encode(), qos=1
             )
+            if outcome.reason is None and self.acks is not None:
+                await self.acks.online(where.site, where.device)
 
     def _count(self, reason: str) -> None:
         self.metrics.proofs.labels(outcome=reason).inc()

@@ -33,6 +33,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.acks = prometheus_client.Counter(
+            "roomproof_acks",
+            "signed acks sent to devices (docs/protocol.md, Acknowledgements)",
+            registry=self.registry,
+        )
         self.checkins = prometheus_client.Counter(
             "roomproof_checkins",
             "check-in attempts by outcome (a status, or the error code)",

@@ -46,6 +46,10 @@ class CentralSettings(tomlsettings.EnvOverTomlSettings):
     device_mqtt_username: str | None = None
     device_mqtt_password: str | None = None
     broker_dynsec: bool = False
+    # End-to-end acks to devices (docs/protocol.md "Acknowledgements"): at most one per
+    # device per ack_interval_s; off behaves as a central from before acks.
+    device_acks: bool = True
+    ack_interval_s: float = pydantic.Field(2, gt=0, le=60)
     clock_tolerance_s: float = pydantic.Field(900, gt=0)
     clock_alert_s: float = pydantic.Field(60, gt=0)
     token_slots_accepted: int = pydantic.Field(2, ge=1, le=10)

@@ -39,9 +39,12 @@ MAX_CACHED = 100_000
 
 
 class Rejected(Exception):
-    def __init__(self, reason: str, message: str) -> None:
+    """`transient`: the same proof may be accepted later (from the future: its time comes)."""
+
+    def __init__(self, reason: str, message: str, transient: bool = False) -> None:
         super().__init__(message)
         self.reason = reason
+        self.transient = transient
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,7 +220,9 @@ async def verify(
     gap = (device.last_seq + 1, claims.seq - 1) if claims.seq > device.last_seq + 1 else None
 
     if claims.iat - received_ms > clock_tolerance_ms:
-        raise Rejected("clock", f"iat is {claims.iat - received_ms} ms in the future")
+        raise Rejected(
+            "clock", f"iat is {claims.iat - received_ms} ms in the future", transient=True
+        )
     if slots.slot_of(claims.iat, claims.slot_s) != claims.slot:
         raise Rejected("schema", "slot does not match iat")
     if qr_message is None or not valid[1]:

@@ -23,6 +23,7 @@ import aiomqtt
 from edge_agent import agentclock
 from edge_agent import bundle as bundle_mod
 from edge_agent import commands
+from edge_agent import delivery
 from edge_agent import enrollment
 from edge_agent import keystore
 from edge_agent import metrics
@@ -34,6 +35,7 @@ from edge_agent import timesource
 from edge_agent import timing as timing_mod
 from edge_agent.display import frame
 from edge_agent.display import sinks
+from edge_agent.protocol import ack
 from edge_agent.protocol import b64
 from edge_agent.protocol import command
 from edge_agent.protocol import enroll
@@ -151,6 +153,11 @@ class Agent:
         self.outbox = outbox_mod.Outbox(
             state_dir / "outbox.db", settings.outbox_max_proofs, settings.outbox_max_telemetry
         )
+        self.delivery = delivery.Delivery(
+            self.outbox, settings.ack_timeout_s, settings.ack_retry_max_s
+        )
+        self.acks_ignored: collections.Counter[str] = collections.Counter()
+        self.previous_public: bytes | None = None  # the key before this run's key change
         found = keystore.staged(state_dir)
         if found is not None:  # a key change that a crash interrupted: finish it
             log.info("finishing a staged key change (%s)", found[1].get("kind"))
@@ -465,6 +472,10 @@ class Agent:
             sensors={name: state["status"] for name, state in self.sensors.state().items()},
             uptime_s=time.monotonic() - self.started,
             inflight_peak=self.inflight_peak,
+            unacknowledged=self.delivery.unacknowledged,
+            acks_taken=self.delivery.acks_taken,
+            acks_ignored=dict(self.acks_ignored),
+            resent=self.delivery.resent,
         )
 
     async def _metrics_loop(self) -> None:
@@ -536,6 +547,7 @@ class Agent:
                         asyncio.create_task(self._receive(client)),
                         asyncio.create_task(self._enroll(client)),
                         asyncio.create_task(self._drain(client, online)),
+                        asyncio.create_task(self._resend_loop()),
                     ]
                     stop = asyncio.create_task(self.stopping.wait())
                     try:
@@ -571,13 +583,61 @@ class Agent:
     async def _receive(self, client: mqttlink.Client) -> None:
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else b""
-            if not self.enrolled.is_set():
+            if ack.is_ack(payload):
+                await self._take_ack(payload)
+            elif not self.enrolled.is_set():
                 if self.enrollment.handle_reply(payload):
                     self.enrolled.set()
             elif command.is_command(payload):
                 await self._command(payload)
             else:
                 log.info("ignored a message on %s that is not a command", message.topic)
+
+    async def _take_ack(self, payload: bytes) -> None:
+        """Central's signed ack: the proofs it settled leave the outbox. Anything not genuine,
+        not for this device and key (or the key before a key change of this run), or expired
+        is ignored, logged and counted."""
+        central = b64.decode(self.bundle.central_ed25519)
+        b = self.bundle
+        try:
+            try:
+                found = ack.verify(
+                    payload,
+                    central,
+                    b.site,
+                    b.device,
+                    self.keys.signing.public,
+                    self.clock.now_ms(),
+                )
+            except ack.AckError as exc:
+                if exc.reason != "wrong_key" or self.previous_public is None:
+                    raise
+                found = ack.verify(
+                    payload, central, b.site, b.device, self.previous_public, self.clock.now_ms()
+                )
+        except ack.AckError as exc:
+            self.acks_ignored[exc.reason] += 1
+            log.warning("ignored an ack: %s (%s)", exc.reason, exc)
+            return
+        try:
+            await asyncio.to_thread(self.delivery.take, found)
+        except STORAGE_ERRORS as exc:
+            self._storage_failed("acknowledged proofs cannot be removed", exc)
+            return  # the next ack (or a re-send's) settles them
+        self.depth = sum((await asyncio.to_thread(self.outbox.depth)).values())
+        self.outbox_changed.set()
+
+    async def _resend_loop(self) -> None:
+        """While connected: queue again the sent proofs central is past without settling.
+        Checked a few times per timeout, not every second: a long backlog of sent proofs
+        (central away for a day) is a dict scan a Pi need not make each second."""
+        while True:
+            await asyncio.sleep(min(5.0, max(1.0, self.settings.ack_timeout_s / 4)))
+            try:
+                if await asyncio.to_thread(self.delivery.due, self.clock.now_ms()):
+                    self.outbox_changed.set()
+            except STORAGE_ERRORS as exc:
+                self._storage_failed("proofs cannot be re-sent", exc)
 
     def _set_timing(self, timing: dict[str, int]) -> None:
         """New rotation period / code step: kept in the state dir (so a restart keeps them),
@@ -665,6 +725,8 @@ class Agent:
         elif intent.get("kind") == "re_enroll":
             self.enrollment.restart(str(intent["request"]).encode())
         keystore.promote(self.state_dir, new)
+        # Until central has taken the key change, its acks name the key before it.
+        self.previous_public = self.keys.signing.public
         self.keys = new
         self.bundle = self.bundle.model_copy(update={"room": self.enrollment.room})
 
@@ -736,19 +798,21 @@ class Agent:
             await self._change_keys(new, intent)
         log.info("re-enrolling in room %s: seq %d on is signed with the new key", room, from_seq)
 
-    async def _ack(self, item_id: int) -> None:
-        """Delete a published row; on a full disk retry the delete, never the publish."""
+    async def _published(self, item: outbox_mod.Item) -> None:
+        """The broker took `item`: delete it, or mark a proof sent until central's ack (see
+        `delivery`); on a full disk retry that, never the publish."""
         while True:
             try:
-                await asyncio.to_thread(self.outbox.ack, item_id)
+                await asyncio.to_thread(self.delivery.published, item)
                 return
             except STORAGE_ERRORS as exc:
                 self._storage_failed("acknowledged rows cannot be removed", exc)
                 await asyncio.sleep(1.0)
 
     async def _drain(self, client: mqttlink.Client, online: bytes) -> None:
-        """Publish the outbox in order; a row is deleted only after a PUBACK that says a
-        subscriber (central) will get it. "No matching subscribers" keeps it for a retry.
+        """Publish the outbox in order; a row leaves only after a PUBACK that says a
+        subscriber (central) will get it, and a proof only once central acknowledged it
+        (`delivery`). "No matching subscribers" keeps it for a retry.
         Up to `mqtt_inflight` rows are in flight at once (sent, PUBACK awaited, in order),
         so a backlog drains at the link's bandwidth, not one row per round trip.
         Once enrolled and drained, this connection's signed `online` (retained): central
@@ -802,5 +866,5 @@ class Agent:
                 return False
             waiting.reset()
             self._set_link("online")
-            await self._ack(item.id)
+            await self._published(item)
         return True

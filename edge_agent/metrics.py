@@ -30,6 +30,10 @@ class Snapshot:
     sensors: dict[str, str]  # sensor -> status ("ok", "replay ended", or the problem)
     uptime_s: float
     inflight_peak: int = 0  # most outbox rows awaiting their PUBACK at once (a drain)
+    unacknowledged: int = 0  # proofs sent, awaiting central's ack
+    acks_taken: int = 0
+    acks_ignored: dict[str, int] = dataclasses.field(default_factory=dict)  # reason -> count
+    resent: int = 0  # proofs published again since start (central past them, no ack)
 
 
 def registry(snapshot: Snapshot) -> prometheus_client.CollectorRegistry:
@@ -56,6 +60,21 @@ def registry(snapshot: Snapshot) -> prometheus_client.CollectorRegistry:
         "most outbox rows awaiting their PUBACK at once since start",
         snapshot.inflight_peak,
     )
+    gauge(
+        "roomproof_edge_proofs_unacknowledged",
+        "proofs the broker took that central has not acknowledged yet",
+        snapshot.unacknowledged,
+    )
+    gauge("roomproof_edge_acks_taken", "central's acks applied since start", snapshot.acks_taken)
+    gauge("roomproof_edge_proofs_resent", "proofs sent again since start", snapshot.resent)
+    ignored = prometheus_client.Gauge(
+        "roomproof_edge_acks_ignored",
+        "acks ignored since start (forged, expired, for another device or key)",
+        [*names, "reason"],
+        registry=reg,
+    )
+    for reason, count in sorted(snapshot.acks_ignored.items()):
+        ignored.labels(**labels, reason=reason).set(count)
     gauge("roomproof_edge_uptime_seconds", "seconds since the agent started", snapshot.uptime_s)
     if snapshot.display_age_s is not None:
         gauge(

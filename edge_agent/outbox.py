@@ -1,4 +1,11 @@
-"""The durable outbox: every message is on disk before it is published, until its PUBACK.
+"""The durable outbox: every message is on disk before it is published, until it is delivered.
+
+Delivered means: for telemetry and other rows outside the chain, the broker's PUBACK; for a
+proof, once central has acknowledged end to end (`protocol.ack`) that it settled the proof's
+seq. Until central's first ack (an older central never sends one) proofs too leave on their
+PUBACK. A published proof is marked `sent` (not published again unless it is re-sent); the
+mark, the rows and the fact that central acknowledges survive power cuts (same database,
+synchronous=FULL).
 
 The proof hash chain state (last seq, last hash, last slot and time) lives in the same SQLite
 database and changes in the same transaction as the insert, so a power cut can neither reuse a
@@ -44,6 +51,15 @@ CREATE TABLE IF NOT EXISTS chain (
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+# Schema migrations, by `PRAGMA user_version`: each runs once, in one transaction.
+_MIGRATIONS = (
+    # 1: end-to-end acks. `seq`: a proof's seq (NULL outside the chain: telemetry, key
+    # changes); `sent`: published, awaiting central's ack; `meta`: whether central acks.
+    "ALTER TABLE items ADD COLUMN seq INTEGER;"
+    "ALTER TABLE items ADD COLUMN sent INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX IF NOT EXISTS items_seq ON items (seq);"
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +76,7 @@ class Item:
     kind: str
     topic: str
     payload: bytes
+    seq: int | None = None  # a proof's seq: held until central acknowledges it
 
 
 class Outbox:
@@ -75,10 +92,25 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         self._db.execute(
             "INSERT OR IGNORE INTO chain (id, seq, hash, slot, iat) VALUES (1, 0, ?, -1, 0)",
             (chain.GENESIS,),
         )
+
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in filter(str.strip, script.split(";")):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {number}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -110,8 +142,9 @@ class Outbox:
                     raise ValueError(f"iat {iat} is not after the last proof's iat {last_iat}")
                 compact = build(seq + 1, prev)
                 self._db.execute(
-                    "INSERT INTO items (kind, topic, payload, created_ms) VALUES (?, ?, ?, ?)",
-                    (PROOF, topic, compact.encode("ascii"), int(time.time() * 1000)),
+                    "INSERT INTO items (kind, topic, payload, created_ms, seq)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (PROOF, topic, compact.encode("ascii"), int(time.time() * 1000), seq + 1),
                 )
                 self._db.execute(
                     "UPDATE chain SET seq = ?, hash = ?, slot = ?, iat = ? WHERE id = 1",
@@ -160,16 +193,87 @@ class Outbox:
         log.warning("outbox full: dropped the %d oldest %s message(s)", excess, kind)
 
     def peek(self, limit: int = 100) -> list[Item]:
-        """The oldest messages, in the order they must be published."""
+        """The oldest messages not yet published (or due again), in the order they must go."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, kind, topic, payload FROM items ORDER BY id LIMIT ?", (limit,)
+                "SELECT id, kind, topic, payload, seq FROM items WHERE sent = 0"
+                " ORDER BY id LIMIT ?",
+                (limit,),
             ).fetchall()
-        return [Item(row[0], row[1], row[2], bytes(row[3])) for row in rows]
+        return [Item(row[0], row[1], row[2], bytes(row[3]), row[4]) for row in rows]
 
     def ack(self, item_id: int) -> None:
+        """Delete a delivered row (on its PUBACK: telemetry, or any row before acks)."""
         with self._lock:
             self._db.execute("DELETE FROM items WHERE id = ?", (item_id,))
+
+    def mark_sent(self, item_id: int) -> None:
+        """A proof the broker took: kept, not published again, until central's ack."""
+        with self._lock:
+            self._db.execute("UPDATE items SET sent = 1 WHERE id = ?", (item_id,))
+
+    def sent_proofs(self) -> list[tuple[int, int]]:
+        """(id, seq) of every proof published and awaiting central's ack."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, seq FROM items WHERE sent = 1 AND seq IS NOT NULL ORDER BY id"
+            ).fetchall()
+        return [(int(a), int(b)) for a, b in rows]
+
+    def payloads(self, ids: typing.Sequence[int]) -> dict[int, bytes]:
+        with self._lock:
+            return {
+                int(row[0]): bytes(row[1])
+                for row in self._db.execute(
+                    f"SELECT id, payload FROM items WHERE id IN ({','.join('?' * len(ids))})",
+                    tuple(ids),
+                )
+            }
+
+    def settle(self, ranges: typing.Iterable[tuple[int, int]]) -> int:
+        """Delete the proofs central acknowledged (seqs in `ranges`, inclusive); how many."""
+        deleted = 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for first, last in ranges:
+                    cursor = self._db.execute(
+                        "DELETE FROM items WHERE seq BETWEEN ? AND ?", (first, last)
+                    )
+                    deleted += cursor.rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        return deleted
+
+    def resend(self, ids: typing.Sequence[int]) -> None:
+        """Publish these proofs again (in outbox order, with the rows not yet sent)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("UPDATE items SET sent = 0 WHERE id = ?", [(i,) for i in ids])
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def drop_sent(self) -> int:
+        """Delete every sent row (the broker PUBACKed them): acks were turned off."""
+        with self._lock:
+            return int(self._db.execute("DELETE FROM items WHERE sent = 1").rowcount)
+
+    def acks_enabled(self) -> bool:
+        """Whether central was ever seen acknowledging proofs (then it always must)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE name = 'acks'").fetchone()
+        return bool(row and row[0])
+
+    def enable_acks(self) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('acks', 1)")
 
     def depth(self) -> dict[str, int]:
         with self._lock:

@@ -43,6 +43,10 @@ class AgentSettings(tomlsettings.EnvOverTomlSettings):
     reconnect_max_s: float = pydantic.Field(30, ge=1)
     # Issue 14 D5: QoS 1 messages sent before the first one's PUBACK (a drain's window).
     mqtt_inflight: int = pydantic.Field(20, ge=1, le=1000)
+    # End-to-end acks: a sent proof central is past without acknowledging it is sent again
+    # after this long, doubling per re-send up to ack_retry_max_s.
+    ack_timeout_s: float = pydantic.Field(30, ge=1, le=3600)
+    ack_retry_max_s: float = pydantic.Field(900, ge=1, le=86400)
     enroll_retry_s: float = pydantic.Field(10, ge=1)
     log_level: typing.Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: typing.Literal["text", "json"] = "text"

@@ -35,7 +35,11 @@ class Broker:
     """One Mosquitto process with its own config and persistence directory."""
 
     def __init__(
-        self, workdir: pathlib.Path, port: int | None = None, listener_options: str = ""
+        self,
+        workdir: pathlib.Path,
+        port: int | None = None,
+        listener_options: str = "",
+        autosave_s: int = 1,
     ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
@@ -49,7 +53,7 @@ class Broker:
             + f"user {getpass.getuser()}\n"
             "persistence true\n"
             f"persistence_location {workdir}/\n"
-            "autosave_interval 1\n"
+            f"autosave_interval {autosave_s}\n"
             "max_inflight_messages 100\n"
             "max_queued_messages 100000\n"
             "log_dest stderr\n"
@@ -79,6 +83,14 @@ class Broker:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, so what it held since its last autosave is gone."""
+        if self.process is None:
+            return
+        self.process.kill()
+        self.process.wait()
         self.process = None
 
     def restart(self) -> None:

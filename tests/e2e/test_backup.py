@@ -598,6 +598,9 @@ def test_backup_every_keeps_the_newest(
             process.kill()
             process.wait()
     assert len(set(written)) == 3 and all(w.startswith(str(folder)) for w in written)
-    assert sorted(str(p) for p in folder.iterdir()) == sorted(written)[1:]
+    kept = sorted(str(p) for p in folder.iterdir())
+    # A fourth run may have finished between the third line and SIGTERM (a loaded machine):
+    # either way the two newest are kept, the third printed is one of them, the first is gone.
+    assert len(kept) == 2 and written[2] in kept and written[0] not in kept, (kept, written)
     for path in folder.iterdir():
         assert backup_archive.read_manifest(path)["engine"] == "sqlite"
