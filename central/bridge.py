@@ -404,7 +404,11 @@ class Bridge:
             )
             row = await self._judge(accepted, received)
             await self.db.store_proof(
-                row, accepted.claims.slot_s, accepted.claims.otp_step_s, accepted.clock_offset_ms
+                row,
+                accepted.claims.slot_s,
+                accepted.claims.otp_step_s,
+                accepted.clock_offset_ms,
+                accepted.claims.otp_digest or "sha1",
             )
         except verifier.Rejected as exc:
             await self._reject(exc.reason, topic, payload, str(exc))

@@ -364,8 +364,13 @@ class CheckinService:
                 continue
             key = totp.derive_key(self.keys.agreement, device.x25519, site, device.device)
             device_ms = device_now_ms(device, now_ms)
+            # The step and digest the device signed in its last proof (absent digest: sha1).
             step = device.otp_step_s or 30
-            if totp.matches(key, request.otp, device_ms / 1000, step, window=1) is not None:
+            digest = device.otp_digest or "sha1"
+            if (
+                totp.matches(key, request.otp, device_ms / 1000, step, window=1, digest=digest)
+                is not None
+            ):
                 slot = slots.slot_of(device_ms, device.slot_s)
                 return device, slot, device_ms - slots.slot_start_ms(slot, device.slot_s)
         raise errors.ApiError(403, "wrong_code", "this code is not the room's current code")

@@ -37,6 +37,9 @@ async def handle(
         return Outcome(None, await key_change(db, site, device, payload, now_ms))
     try:
         request = enroll.parse_request(payload)
+    except enroll.BadSignature as exc:
+        log.warning("enroll %s/%s: %s", site, device, exc)
+        return Outcome(None, "enroll_bad_signature")
     except enroll.EnrollError as exc:
         log.warning("enroll %s/%s: %s", site, device, exc)
         return Outcome(None, "enroll_malformed")
@@ -88,11 +91,20 @@ async def handle(
     if not enroll.check_mac(request, record.enroll_code):
         return reject("bad_mac")
     try:
-        await db.bind_device(site, device, request.ed25519, request.x25519, now_ms)
+        await db.bind_device(
+            site, device, request.ed25519, request.x25519, now_ms, *_evidence(request, payload)
+        )
     except store.Conflict:
         return reject("no_code")
     log.info("enrolled device %s/%s in room %s", site, device, record.room)
     return Outcome(enroll.sign_reply(keys.signing, enrolled), None)
+
+
+def _evidence(request: enroll.Request, payload: bytes) -> tuple[str, str]:
+    """The key history's (evidence, note) for an accepted request: the exact bytes received
+    (a JWS signed by the new key, or an older agent's bare JSON, noted as unsigned)."""
+    note = "" if request.signed else store.NOTE_UNSIGNED_REQUEST
+    return payload.decode("utf-8", errors="replace"), note
 
 
 async def _re_enroll(
@@ -126,7 +138,8 @@ async def _re_enroll(
         x25519=request.x25519,
         kind="re_enroll",
         added_at=now_ms,
-        evidence=payload.decode("utf-8", errors="replace"),
+        evidence=_evidence(request, payload)[0],
+        note=_evidence(request, payload)[1],
     )
     try:
         await db.change_device_keys(key, record.ed25519, record.enroll_code)

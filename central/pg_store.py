@@ -23,7 +23,7 @@ from central import environment
 from central import store
 from central import timetable
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 RECENT_REJECTIONS = 200
 POOL_MAX = 10
 # pg_advisory_lock key held while migrating ("roomprof" in ASCII), so that centrals starting
@@ -168,12 +168,17 @@ ALTER TABLE webhooks ADD COLUMN site TEXT COLLATE "C";
 CREATE INDEX audit_log_site ON audit_log (site, id);
 """
     + store.SEAL_SITES,
+    7: """
+ALTER TABLE devices ADD COLUMN otp_digest TEXT;
+ALTER TABLE device_keys ADD COLUMN note TEXT NOT NULL DEFAULT '';
+"""
+    + store.BACKFILL_ENROLL_EVIDENCE,
 }
 
 _DEVICE_COLUMNS = (
     "site, room, device, ed25519, x25519, enroll_code, enroll_expires_ms, enrolled_at, last_seq,"
     " last_hash, last_proof_at, last_iat, last_slot, slot_s, otp_step_s, clock_offset_ms, online,"
-    " status_at, last_verdict"
+    " status_at, last_verdict, otp_digest"
 )
 _PROOF_COLUMNS = (
     "site, device, seq, slot, iat, received_at, jws, hash, gap_before, verdict, reasons"
@@ -188,7 +193,7 @@ _SESSION_COLUMNS = (
     "id, site, course, room, timezone, first_date, starts, ends, weekly, until, grace_min, checkout"
 )
 _LINK_COLUMNS = "id, checkin_id, created_at, expires_at, revoked_at"
-_KEY_COLUMNS = "id, site, device, room, from_seq, ed25519, x25519, kind, added_at, evidence"
+_KEY_COLUMNS = "id, site, device, room, from_seq, ed25519, x25519, kind, added_at, evidence, note"
 _WEBHOOK_COLUMNS = "id, url, events, description, secret, created_at, site"
 _DELIVERY_COLUMNS = (
     "id, webhook_id, event_id, event_type, body, created_at, attempts, last_status, last_error,"
@@ -424,7 +429,14 @@ class PgStore:
         return [_device(row) for row in rows]
 
     async def bind_device(
-        self, site: str, device: str, ed25519: bytes, x25519: bytes, now_ms: int
+        self,
+        site: str,
+        device: str,
+        ed25519: bytes,
+        x25519: bytes,
+        now_ms: int,
+        evidence: str = "",
+        note: str = "",
     ) -> None:
         """Bind the keys and burn the code in one transaction: a code works once, even when
         two centrals handle the same request. The keys open the device's key history."""
@@ -443,11 +455,13 @@ class PgStore:
                 raise store.Conflict(f"device {site}/{device} has no enrollment code to burn")
             await conn.execute(
                 "INSERT INTO device_keys (site, device, room, from_seq, ed25519, x25519, kind,"
-                " added_at) SELECT site, device, room, 1, $1, $2, 'enroll', $3 FROM devices"
-                " WHERE site = $4 AND device = $5",
+                " added_at, evidence, note) SELECT site, device, room, 1, $1, $2, 'enroll', $3,"
+                " $4, $5 FROM devices WHERE site = $6 AND device = $7",
                 ed25519,
                 x25519,
                 now_ms,
+                evidence,
+                note,
                 site,
                 device,
             )
@@ -491,7 +505,7 @@ class PgStore:
                 raise store.Conflict(f"device {key.site}/{key.device}: key or chain head moved")
             await conn.execute(
                 "INSERT INTO device_keys (site, device, room, from_seq, ed25519, x25519, kind,"
-                " added_at, evidence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                " added_at, evidence, note) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 *store.device_key_params(key),
             )
 
@@ -537,7 +551,12 @@ class PgStore:
 
     # -- proofs ----------------------------------------------------------------------------
     async def store_proof(
-        self, row: store.ProofRow, slot_s: int, otp_step_s: int, clock_offset_ms: int
+        self,
+        row: store.ProofRow,
+        slot_s: int,
+        otp_step_s: int,
+        clock_offset_ms: int,
+        otp_digest: str = "sha1",
     ) -> None:
         """Insert the proof and advance the device's chain head in one transaction. The
         primary key makes it exactly-once across processes: a concurrent second insert waits
@@ -565,7 +584,7 @@ class PgStore:
                     await conn.execute(
                         "UPDATE devices SET last_seq = $1, last_hash = $2, last_proof_at = $3,"
                         " last_iat = $4, last_slot = $5, slot_s = $6, otp_step_s = $7,"
-                        " clock_offset_ms = $8, last_verdict = $9"
+                        " clock_offset_ms = $8, last_verdict = $9, otp_digest = $12"
                         " WHERE site = $10 AND device = $11 AND last_seq < $1",
                         row.seq,
                         row.hash,
@@ -578,6 +597,7 @@ class PgStore:
                         row.verdict,
                         row.site,
                         row.device,
+                        otp_digest,
                     )
             except asyncpg.IntegrityConstraintViolationError as exc:
                 raise store.Conflict(str(exc)) from exc

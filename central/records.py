@@ -9,6 +9,7 @@ import secrets
 import typing
 
 from central import evidence
+from central import keychain
 from central import keyring
 from central import store
 from edge_agent.protocol import b64
@@ -20,8 +21,14 @@ class Pending(Exception):
 
 
 def record_claims(
-    checkin: store.Checkin, proof_row: store.ProofRow, now_ms: int
+    checkin: store.Checkin,
+    proof_row: store.ProofRow,
+    now_ms: int,
+    key_chain: dict[str, typing.Any],
 ) -> dict[str, typing.Any]:
+    """What central countersigns. `device_kid` names the key that signed the proof (RFC 7638
+    thumbprint) and `key_chain_sha256` pins the bundle's key chain (keychain.member), so that
+    no byte of a bundle, its chain's notes included, can change unnoticed."""
     return {
         "record": checkin.id,
         "site": checkin.site,
@@ -39,6 +46,8 @@ def record_claims(
         "proof_seq": proof_row.seq,
         "checked_in_at": checkin.created_at,
         "issued_at": now_ms,
+        "device_kid": key_chain["kid"],
+        "key_chain_sha256": evidence.chain_hash(key_chain),
     }
 
 
@@ -57,13 +66,16 @@ async def bundle(
         raise Pending(f"no key of {checkin.device} covers seq {proof_row.seq}")
     _, claims = proof.decode(proof_row.jws, len(proof_row.jws))
     token = b64.decode(claims.qr)
+    # The key history up to the signing epoch (entries never change once a later one
+    # exists): the bundle verifies with central's key alone.
+    chain = keychain.member(await db.device_keys(checkin.site, checkin.device), epoch)
     record_jws = checkin.record_jws
     if record_jws is None:
         signed = evidence.sign_record(
-            record_claims(checkin, proof_row, now_ms), token, proof_row.jws, keys.signing
+            record_claims(checkin, proof_row, now_ms, chain), token, proof_row.jws, keys.signing
         )
         record_jws = await db.set_record_jws(checkin.id, signed)
-    return evidence.make_bundle(record_jws, token, proof_row.jws), epoch.ed25519
+    return evidence.make_bundle(record_jws, token, proof_row.jws, chain), epoch.ed25519
 
 
 def new_link_token() -> str:

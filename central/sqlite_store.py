@@ -18,7 +18,7 @@ from central import store
 from central import timetable
 from edge_agent import keystore
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 RECENT_REJECTIONS = 200
 
 _SCHEMA = """
@@ -159,12 +159,17 @@ ALTER TABLE webhooks ADD COLUMN site TEXT;
 CREATE INDEX audit_log_site ON audit_log (site, id);
 """
     + store.SEAL_SITES,
+    10: """
+ALTER TABLE devices ADD COLUMN otp_digest TEXT;
+ALTER TABLE device_keys ADD COLUMN note TEXT NOT NULL DEFAULT '';
+"""
+    + store.BACKFILL_ENROLL_EVIDENCE,
 }
 
 _DEVICE_COLUMNS = (
     "site, room, device, ed25519, x25519, enroll_code, enroll_expires_ms, enrolled_at, last_seq,"
     " last_hash, last_proof_at, last_iat, last_slot, slot_s, otp_step_s, clock_offset_ms, online,"
-    " status_at, last_verdict"
+    " status_at, last_verdict, otp_digest"
 )
 _PROOF_COLUMNS = (
     "site, device, seq, slot, iat, received_at, jws, hash, gap_before, verdict, reasons"
@@ -179,7 +184,7 @@ _SESSION_COLUMNS = (
     "id, site, course, room, timezone, first_date, starts, ends, weekly, until, grace_min, checkout"
 )
 _LINK_COLUMNS = "id, checkin_id, created_at, expires_at, revoked_at"
-_KEY_COLUMNS = "id, site, device, room, from_seq, ed25519, x25519, kind, added_at, evidence"
+_KEY_COLUMNS = "id, site, device, room, from_seq, ed25519, x25519, kind, added_at, evidence, note"
 _WEBHOOK_COLUMNS = "id, url, events, description, secret, created_at, site"
 _DELIVERY_COLUMNS = (
     "id, webhook_id, event_id, event_type, body, created_at, attempts, last_status, last_error,"
@@ -282,6 +287,7 @@ def _store_proof(
     slot_s: int,
     otp_step_s: int,
     clock_offset_ms: int,
+    otp_digest: str,
 ) -> None:
     conn.execute(
         "INSERT INTO proofs (site, device, seq, slot, iat, received_at, jws, hash,"
@@ -303,7 +309,7 @@ def _store_proof(
     conn.execute(
         "UPDATE devices SET last_seq = ?, last_hash = ?, last_proof_at = ?, last_iat = ?,"
         " last_slot = ?, slot_s = ?, otp_step_s = ?, clock_offset_ms = ?,"
-        " last_verdict = ? WHERE site = ? AND device = ? AND last_seq < ?",
+        " last_verdict = ?, otp_digest = ? WHERE site = ? AND device = ? AND last_seq < ?",
         (
             row.seq,
             row.hash,
@@ -314,6 +320,7 @@ def _store_proof(
             otp_step_s,
             clock_offset_ms,
             row.verdict,
+            otp_digest,
             row.site,
             row.device,
             row.seq,
@@ -537,10 +544,17 @@ class SqliteStore:
 
     @_serialized
     async def bind_device(
-        self, site: str, device: str, ed25519: bytes, x25519: bytes, now_ms: int
+        self,
+        site: str,
+        device: str,
+        ed25519: bytes,
+        x25519: bytes,
+        now_ms: int,
+        evidence: str = "",
+        note: str = "",
     ) -> None:
         """Bind the keys and burn the code in one transaction: a code works once. The keys
-        open the device's key history (from seq 1)."""
+        open the device's key history (from seq 1), with the request as evidence."""
         cursor = await self.db.execute(
             "UPDATE devices SET ed25519 = ?, x25519 = ?, enrolled_at = ?, enroll_code = NULL,"
             " enroll_expires_ms = NULL WHERE site = ? AND device = ? AND enroll_code IS NOT NULL"
@@ -552,9 +566,9 @@ class SqliteStore:
             raise store.Conflict(f"device {site}/{device} has no enrollment code to burn")
         await self.db.execute(
             "INSERT INTO device_keys (site, device, room, from_seq, ed25519, x25519, kind,"
-            " added_at) SELECT site, device, room, 1, ?, ?, 'enroll', ? FROM devices"
-            " WHERE site = ? AND device = ?",
-            (ed25519, x25519, now_ms, site, device),
+            " added_at, evidence, note) SELECT site, device, room, 1, ?, ?, 'enroll', ?, ?, ?"
+            " FROM devices WHERE site = ? AND device = ?",
+            (ed25519, x25519, now_ms, evidence, note, site, device),
         )
         await self.db.commit()
 
@@ -598,7 +612,7 @@ class SqliteStore:
             raise store.Conflict(f"device {key.site}/{key.device}: key or chain head moved")
         await self.db.execute(
             "INSERT INTO device_keys (site, device, room, from_seq, ed25519, x25519, kind,"
-            " added_at, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " added_at, evidence, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             store.device_key_params(key),
         )
         await self.db.commit()
@@ -640,10 +654,15 @@ class SqliteStore:
 
     # -- proofs ----------------------------------------------------------------------------
     async def store_proof(
-        self, row: store.ProofRow, slot_s: int, otp_step_s: int, clock_offset_ms: int
+        self,
+        row: store.ProofRow,
+        slot_s: int,
+        otp_step_s: int,
+        clock_offset_ms: int,
+        otp_digest: str = "sha1",
     ) -> None:
         """Insert the proof and advance the device's chain head in one transaction."""
-        await self._batched(_store_proof, row, slot_s, otp_step_s, clock_offset_ms)
+        await self._batched(_store_proof, row, slot_s, otp_step_s, clock_offset_ms, otp_digest)
 
     async def proof_hash(self, site: str, device: str, seq: int) -> str | None:
         row = await self._one(

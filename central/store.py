@@ -54,6 +54,7 @@ class Device:
     online: bool
     status_at: int | None
     last_verdict: str | None = None
+    otp_digest: str | None = None  # from the device's last proof; None: sha1 (RFC 6238)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +72,7 @@ class DeviceKey:
     kind: str  # enroll | rotate | re_enroll
     added_at: int
     evidence: str  # the signed key-change JWS or the enrollment request that introduced it
+    note: str = ""  # why the evidence is weaker than a message signed by the key, if it is
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +163,37 @@ UPDATE admin_tokens SET site = (SELECT MIN(site) FROM sites)
     WHERE role <> 'operator' AND site IS NULL AND (SELECT COUNT(*) FROM sites) = 1;
 UPDATE audit_log SET site = (SELECT MIN(site) FROM sites) WHERE (SELECT COUNT(*) FROM sites) = 1;
 UPDATE webhooks SET site = (SELECT MIN(site) FROM sites) WHERE (SELECT COUNT(*) FROM sites) = 1;
+"""
+
+
+# Notes of key-history entries whose evidence is not an enrollment request signed by the key.
+NOTE_UNSIGNED_REQUEST = (
+    "enrollment request not signed by the device key (an agent older than signed requests):"
+    " its HMAC under the burnt one-time code is central's word only"
+)
+NOTE_BACKFILL_PROOF = (
+    "enrolled before central kept enrollment requests: evidence is the earliest stored proof"
+    " signed by this key"
+)
+NOTE_BACKFILL_NONE = (
+    "enrolled before central kept enrollment requests, and no proof signed by this key is stored"
+)
+
+# Gives the device's first key (kind enroll, evidence '' until now) the best evidence left
+# (shared by both stores' numbered migrations, after device_keys.note was added): the
+# earliest stored proof its key signed (seq from its from_seq to the next key's) whose JWS
+# retention has not purged, or none.
+BACKFILL_ENROLL_EVIDENCE = f"""
+UPDATE device_keys SET note = '{NOTE_BACKFILL_PROOF}' WHERE kind = 'enroll' AND evidence = '';
+UPDATE device_keys SET evidence = COALESCE((SELECT p.jws FROM proofs p
+    WHERE p.site = device_keys.site AND p.device = device_keys.device
+    AND p.jws <> '' AND p.seq >= device_keys.from_seq AND p.seq < COALESCE((SELECT MIN(n.from_seq)
+    FROM device_keys n WHERE n.site = device_keys.site AND n.device = device_keys.device
+    AND n.from_seq > device_keys.from_seq), 9007199254740992)
+    ORDER BY p.seq LIMIT 1), '')
+    WHERE note = '{NOTE_BACKFILL_PROOF}';
+UPDATE device_keys SET note = '{NOTE_BACKFILL_NONE}'
+    WHERE note = '{NOTE_BACKFILL_PROOF}' AND evidence = '';
 """
 
 
@@ -262,6 +295,7 @@ def device_key_params(key: DeviceKey) -> tuple[typing.Any, ...]:
         key.kind,
         key.added_at,
         key.evidence,
+        key.note,
     )
 
 
@@ -395,7 +429,14 @@ class Store(typing.Protocol):
     async def list_devices(self, site: str | None = None) -> list[Device]: ...
     async def room_devices(self, site: str, room: str) -> list[Device]: ...
     async def bind_device(
-        self, site: str, device: str, ed25519: bytes, x25519: bytes, now_ms: int
+        self,
+        site: str,
+        device: str,
+        ed25519: bytes,
+        x25519: bytes,
+        now_ms: int,
+        evidence: str = "",
+        note: str = "",
     ) -> None: ...
     async def set_online(self, site: str, device: str, online: bool, now_ms: int) -> bool: ...
     async def revoke_device(self, site: str, device: str) -> bool:
@@ -432,7 +473,12 @@ class Store(typing.Protocol):
     async def reenroll_room(self, site: str, device: str) -> str | None: ...
 
     async def store_proof(
-        self, row: ProofRow, slot_s: int, otp_step_s: int, clock_offset_ms: int
+        self,
+        row: ProofRow,
+        slot_s: int,
+        otp_step_s: int,
+        clock_offset_ms: int,
+        otp_digest: str = "sha1",
     ) -> None: ...
     async def proof_hash(self, site: str, device: str, seq: int) -> str | None: ...
     async def get_proof(self, site: str, device: str, seq: int) -> ProofRow | None: ...

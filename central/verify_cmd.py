@@ -1,7 +1,9 @@
-"""`python -m central verify`: check an evidence bundle offline, with only two public keys.
+"""`python -m central verify`: check an evidence bundle offline, with central's public key.
 
 Whoever doubts a record (a student, an auditor) should not need central's database, network or
-settings to check it: this command reads the bundle and the keys and nothing else.
+settings to check it: this command reads the bundle and the keys and nothing else. A bundle
+carries the device's key chain (enrollment and signed key changes up to the key that signed
+it); only a bundle made before chains needs `--device-key` (the key of that proof's epoch).
 """
 
 from __future__ import annotations
@@ -30,14 +32,14 @@ class _UsageError(Exception):
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m central verify",
-        description="Verify a roomproof evidence bundle offline with the device and central keys.",
+        description="Verify a roomproof evidence bundle offline with central's public key.",
     )
     parser.add_argument("bundle", metavar="BUNDLE.json", help="the bundle file, or - for stdin")
     parser.add_argument(
         "--device-key",
-        required=True,
         metavar="KEY",
-        help="the device's Ed25519 public key, base64url, or @FILE holding it",
+        help="the device's Ed25519 public key, base64url, or @FILE holding it: needed only for"
+        " a bundle without a key chain; with one, it must be one of the chain's keys",
     )
     parser.add_argument(
         "--central-key",
@@ -101,6 +103,7 @@ def _print_valid(verified: evidence.Verified) -> None:
     print(f"status      {record['status']}")
     print(f"checked in  {_iso_utc(record['checked_in_at'])}")
     print(f"slot        {record['slot']} (proof seq {verified.proof.seq})")
+    print(f"device key  {verified.device_kid} (RFC 7638 thumbprint)")
 
 
 def _emit_json(result: dict[str, typing.Any]) -> None:
@@ -128,7 +131,9 @@ def main(argv: list[str]) -> int:
     except SystemExit as exc:  # argparse has printed usage or help already
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        device_public = _public_key("--device-key", args.device_key)
+        device_public = (
+            None if args.device_key is None else _public_key("--device-key", args.device_key)
+        )
         central_public = _public_key("--central-key", args.central_key)
         data = _read_bundle(args.bundle)
     except _UsageError as exc:
@@ -143,7 +148,14 @@ def main(argv: list[str]) -> int:
             print(f"INVALID: {exc.reason}: {exc}")
         return EXIT_INVALID
     if args.json:
-        _emit_json({"valid": True, "record": verified.record, "checks": verified.checks})
+        _emit_json(
+            {
+                "valid": True,
+                "record": verified.record,
+                "checks": verified.checks,
+                "device_kid": verified.device_kid,
+            }
+        )
     else:
         _print_valid(verified)
     return EXIT_VALID

@@ -306,6 +306,7 @@ class Agent:
         """Runs in a thread: `timing` (slot_s, otp_step_s) is taken with `slot`, in the loop."""
         b = self.bundle
         slot_s, otp_step_s = timing
+        otp_digest = self.settings.otp_digest
 
         def build(seq: int, prev: str) -> str:
             claims = proof.Claims.model_validate(
@@ -320,6 +321,7 @@ class Agent:
                     "slot": slot,
                     "slot_s": slot_s,
                     "otp_step_s": otp_step_s,
+                    "otp_digest": None if otp_digest == "sha1" else otp_digest,
                     "qr": b64.encode(self.room.token(slot)),
                     "prev": prev,
                     "env": env,
@@ -782,8 +784,15 @@ class Agent:
         async with self.key_lock:
             new = keystore.generate()
             from_seq = self.outbox.chain_state().seq + 1
-            request = enroll.make_request(
-                code, b.site, room, b.device, new.signing.public, new.agreement.public, from_seq
+            request = enroll.sign_request(
+                code,
+                b.site,
+                room,
+                b.device,
+                new.signing,
+                new.agreement.public,
+                from_seq,
+                ts=self.clock.now_ms(),
             )
             intent = {"kind": "re_enroll", "from_seq": from_seq, "request": request.decode()}
             await self._change_keys(new, intent)

@@ -58,19 +58,19 @@ class Enrollment:
                     f" {expires.isoformat()}; create a new bundle with"
                     " `python -m central device add`"
                 )
-            request = enroll.make_request(
+            request = enroll.sign_request(
                 b.enrollment_code,
                 b.site,
                 b.room,
                 b.device,
-                device_keys.signing.public,
+                device_keys.signing,
                 device_keys.agreement.public,
             )
             _write_atomic(self.request_path, request)
         if b.enrollment_code and not bundle_mod.erase_code(bundle_path):
             log.warning("could not erase the enrollment code from %s (read-only?)", bundle_path)
         self.request = self.request_path.read_bytes()
-        self.nonce = json.loads(self.request)["nonce"]
+        self.nonce = _fields(self.request).nonce
 
     @property
     def enrolled(self) -> bool:
@@ -79,9 +79,12 @@ class Enrollment:
     @property
     def room(self) -> str:
         """The room this device is (being) bound to."""
-        source = self.request_path if self.request_path.exists() else self.record_path
+        room: object = None
         try:
-            room = json.loads(source.read_bytes()).get("room")
+            if self.request_path.exists():
+                room = _fields(self.request_path.read_bytes()).room
+            else:
+                room = json.loads(self.record_path.read_bytes()).get("room")
         except (OSError, ValueError, AttributeError):
             room = None
         return room if isinstance(room, str) and names.is_valid(room) else self.bundle.room
@@ -92,7 +95,7 @@ class Enrollment:
         _write_atomic(self.request_path, request)
         self.record_path.unlink(missing_ok=True)
         self.request = request
-        self.nonce = json.loads(request)["nonce"]
+        self.nonce = _fields(request).nonce
         self.rejected = None
 
     def handle_reply(self, payload: bytes) -> bool:
@@ -114,7 +117,7 @@ class Enrollment:
             return False
         if reply["type"] != "enrolled":
             return False
-        room = json.loads(self.request)["room"]
+        room = _fields(self.request).room
         record: dict[str, typing.Any] = {
             "iat": reply.get("iat"),
             "room": room,
@@ -124,6 +127,12 @@ class Enrollment:
         self.request_path.unlink(missing_ok=True)
         log.info("enrolled with central as %s/%s", self.bundle.site, self.bundle.device)
         return True
+
+
+def _fields(request: bytes) -> enroll.Request:
+    """The members of our own stored request: signed (a JWS) or bare JSON (written by an
+    agent older than signed requests, before an upgrade)."""
+    return enroll.parse_request(request)
 
 
 def _write_atomic(path: pathlib.Path, data: bytes) -> None:

@@ -137,6 +137,7 @@ class Device(Answer):
     clock_offset_ms: int | None
     slot_s: int | None
     otp_step_s: int | None
+    otp_digest: typing.Literal["sha1", "sha256"] | None  # of its last proof; None before one
     verdict: str | None
     telemetry: Anything | None
 
@@ -155,9 +156,17 @@ class Device(Answer):
             clock_offset_ms=d.clock_offset_ms,
             slot_s=d.slot_s,
             otp_step_s=d.otp_step_s,
+            otp_digest=_otp_digest(d),
             verdict=d.last_verdict,
             telemetry=telemetry,
         )
+
+
+def _otp_digest(d: store.Device) -> typing.Literal["sha1", "sha256"] | None:
+    """The TOTP digest the device's last proof announced (absent there: sha1)."""
+    if d.slot_s is None:
+        return None
+    return "sha256" if d.otp_digest == "sha256" else "sha1"
 
 
 class Devices(Answer):
@@ -336,6 +345,7 @@ class DeviceKey(Answer):
     added_at: Time
     current: bool
     evidence: str
+    note: str  # why the evidence is weaker than a message the key signed, or ""
 
     @classmethod
     def of(cls, k: store.DeviceKey, current: bytes | None) -> DeviceKey:
@@ -348,6 +358,7 @@ class DeviceKey(Answer):
             added_at=k.added_at,
             current=k.ed25519 == current,
             evidence=k.evidence,
+            note=k.note,
         )
 
 

@@ -1,4 +1,11 @@
-"""Enrollment: a device proves it holds the bundle's one-time code without sending it.
+"""Enrollment: a device proves it holds the bundle's one-time code without sending it, and
+that it holds the Ed25519 key it enrolls.
+
+The request is JSON with an HMAC under the one-time code (which only central can check, and
+which is burnt afterwards), sent as the payload of a compact JWS (`typ` `roomproof-enroll+jws`,
+`kid` = device) signed with the new Ed25519 key it carries: proof of possession that anyone
+holding the request can check for ever, so central keeps it as the key's evidence. Agents
+older than that send the bare JSON, which central still accepts (marked as unsigned).
 
 A re-enrollment (central's `re_enroll` command) uses the same request with one more member,
 `from_seq`: the first proof seq the new keys sign (the chain continues across it).
@@ -20,6 +27,7 @@ from edge_agent.protocol import keys
 from edge_agent.protocol import names
 
 DOMAIN = "roomproof-enroll/v1"
+REQUEST_TYP = "roomproof-enroll+jws"
 REPLY_TYP = "roomproof-cmd+jws"
 CENTRAL_KID = "central"
 MAX_BYTES = 4096
@@ -27,6 +35,10 @@ MAX_BYTES = 4096
 
 class EnrollError(ValueError):
     """An enrollment message that is malformed or not genuine."""
+
+
+class BadSignature(EnrollError):
+    """A signed enrollment request whose signature does not verify with the key it carries."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +52,7 @@ class Request:
     ts: int
     mac: bytes
     from_seq: int | None = None  # re-enrollment only
+    signed: bool = False  # a JWS signed by `ed25519` (proof of possession), not bare JSON
 
 
 def mac_input(
@@ -70,15 +83,19 @@ def make_request(
     ed_pub: bytes,
     x_pub: bytes,
     from_seq: int | None = None,
+    ts: int | None = None,
+    nonce: bytes | None = None,
 ) -> bytes:
+    """The bare JSON request (what agents older than signed requests send); `ts` (unix ms)
+    and the 16-byte `nonce` default to now and random bytes."""
     fields: dict[str, typing.Any] = {
         "site": names.validate("site", site),
         "room": names.validate("room", room),
         "device": names.validate("device", device),
         "ed25519": b64.encode(ed_pub),
         "x25519": b64.encode(x_pub),
-        "nonce": b64.encode(os.urandom(16)),
-        "ts": int(time.time() * 1000),
+        "nonce": b64.encode(os.urandom(16) if nonce is None else nonce),
+        "ts": int(time.time() * 1000) if ts is None else ts,
     }
     if from_seq is not None:
         fields["from_seq"] = from_seq
@@ -86,9 +103,46 @@ def make_request(
     return json.dumps({"v": 1, **fields, "mac": b64.encode(mac)}, separators=(",", ":")).encode()
 
 
+def sign_request(
+    code: str,
+    site: str,
+    room: str,
+    device: str,
+    signing: keys.SigningKey,
+    x_pub: bytes,
+    from_seq: int | None = None,
+    ts: int | None = None,
+    nonce: bytes | None = None,
+) -> bytes:
+    """The request as v1 agents send it: the JSON of `make_request` as the payload of a JWS
+    signed by the Ed25519 key it enrolls (ASCII bytes of the compact serialization)."""
+    body = make_request(code, site, room, device, signing.public, x_pub, from_seq, ts, nonce)
+    return jws.sign(body, signing, kid=device, typ=REQUEST_TYP).encode("ascii")
+
+
 def parse_request(payload: bytes) -> Request:
+    """A signed request (JWS, its signature checked against the key it carries) or a bare
+    JSON one (older agents; `signed` False). Raises EnrollError, BadSignature for a JWS
+    whose signature does not verify."""
     if len(payload) > MAX_BYTES:
         raise EnrollError("enrollment request is too large")
+    if payload[:1] == b"{":
+        return _parse_json(payload)
+    try:
+        parsed = jws.parse(payload, MAX_BYTES)
+    except jws.JWSError as exc:
+        raise EnrollError(f"enrollment request is neither JSON nor a JWS: {exc}") from exc
+    if parsed.header.get("typ") != REQUEST_TYP:
+        raise EnrollError(f"enrollment request JWS typ must be {REQUEST_TYP}")
+    request = _parse_json(parsed.payload)
+    if parsed.kid != request.device:
+        raise EnrollError("enrollment request kid must be its device")
+    if not jws.verify(parsed, request.ed25519):
+        raise BadSignature("enrollment request is not signed by the Ed25519 key it carries")
+    return dataclasses.replace(request, signed=True)
+
+
+def _parse_json(payload: bytes) -> Request:
     try:
         data = json.loads(payload)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:

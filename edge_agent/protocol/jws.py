@@ -1,7 +1,11 @@
-"""JWS compact serialization (RFC 7515) with EdDSA/Ed25519 (RFC 8037), and nothing else.
+"""JWS compact serialization (RFC 7515) with Ed25519 (RFC 8037), and nothing else.
 
 Deliberately narrow instead of a general JOSE library: one algorithm, a size limit applied
 before any decoding, a strict header, and the signature over the exact bytes received.
+
+The algorithm has two names: `EdDSA` (RFC 8037) and `Ed25519` (RFC 9864, which deprecates
+`EdDSA` because it does not say which curve). Both are accepted; v1 emits `EdDSA` so that
+verifiers written before RFC 9864 keep working (docs/protocol.md, "JWS algorithm").
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import typing
 from edge_agent.protocol import b64
 from edge_agent.protocol import keys
 
-ALG = "EdDSA"
+ALG = "EdDSA"  # what v1 signs with
+ACCEPTED_ALGS = frozenset({"EdDSA", "Ed25519"})  # RFC 8037 and RFC 9864 names of Ed25519
 _HEADER_KEYS = frozenset({"alg", "kid", "typ"})
 
 
@@ -71,8 +76,9 @@ def parse(compact: str | bytes, max_bytes: int) -> Parsed:
         raise JWSError("bad_header", "JWS header is not JSON") from exc
     if not isinstance(header, dict) or set(header) - _HEADER_KEYS:
         raise JWSError("bad_header", "JWS header has unexpected members")
-    if header.get("alg") != ALG:
-        raise JWSError("bad_header", f"JWS alg must be {ALG}")
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in ACCEPTED_ALGS:
+        raise JWSError("bad_header", "JWS alg must be EdDSA or Ed25519")
     if not isinstance(header.get("kid"), str) or not isinstance(header.get("typ"), str):
         raise JWSError("bad_header", "JWS header needs string kid and typ")
     if len(signature) != keys.SIGNATURE_BYTES:

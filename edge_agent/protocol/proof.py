@@ -98,6 +98,9 @@ class Claims(pydantic.BaseModel):
     slot: int = pydantic.Field(ge=0, lt=2**53)
     slot_s: int = pydantic.Field(ge=5, le=300)
     otp_step_s: int = pydantic.Field(ge=10, le=300)
+    # The HMAC of the one-time code shown beside the QR; absent means "sha1" (RFC 6238's
+    # default), and devices omit it for sha1 so that their proofs stay what they were.
+    otp_digest: typing.Literal["sha1", "sha256"] | None = None
     qr: B64Sig
     prev: Hex64
     env: Env = pydantic.Field(default_factory=Env)

@@ -155,8 +155,11 @@ class Central:
         await self.db.add_device(self.site, self.room, name, code, now_ms + 3600_000)
         return ScriptedDevice(self.site, self.room, name), code
 
-    async def enroll(self, device: ScriptedDevice, code: str) -> dict[str, typing.Any]:
-        """Enroll over MQTT exactly like an agent and return central's verified reply."""
+    async def enroll(
+        self, device: ScriptedDevice, code: str, signed: bool = True
+    ) -> dict[str, typing.Any]:
+        """Enroll over MQTT exactly like an agent (or, not `signed`, like an agent older than
+        signed enrollment requests) and return central's verified reply."""
         central_public = b64.decode((await self.request("GET", "/api/v1/keys"))[1]["ed25519"])
         async with aiomqtt.Client(
             "127.0.0.1",
@@ -165,14 +168,24 @@ class Central:
             protocol=aiomqtt.ProtocolVersion.V5,
         ) as client:
             await client.subscribe(device.topic("cmd"), qos=1)
-            request = enroll.make_request(
-                code,
-                device.site,
-                device.room,
-                device.device,
-                device.signing.public,
-                device.agreement.public,
-            )
+            if signed:
+                request = enroll.sign_request(
+                    code,
+                    device.site,
+                    device.room,
+                    device.device,
+                    device.signing,
+                    device.agreement.public,
+                )
+            else:
+                request = enroll.make_request(
+                    code,
+                    device.site,
+                    device.room,
+                    device.device,
+                    device.signing.public,
+                    device.agreement.public,
+                )
             await client.publish(device.topic("enroll"), request, qos=1)
             async with asyncio.timeout(10):
                 async for message in client.messages:

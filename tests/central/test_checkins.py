@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import time
 import typing
 
 import aiohttp
+import pyotp
 import yarl
 
 from edge_agent.protocol import b64
@@ -281,3 +284,46 @@ async def test_pages_say_what_is_recorded(enrolled: tuple) -> None:
         assert response.status == 200
         assert "What is recorded" in page and "random id this browser keeps" in page
         assert "We do not track your location" in page
+
+
+async def test_a_sha256_device_checks_in_with_its_code(enrolled: tuple) -> None:
+    """The digest a device signs in its proofs (`otp_digest`; absent: sha1) is the one central
+    checks its code with: a device set to sha256 checks in with its 6-digit code."""
+    central, device = enrolled
+    for student in ("s4", "s5", "s6"):
+        await central.add_student(student, "2468")
+    _, central_keys = await central.request("GET", "/api/v1/keys")
+    key = totp.derive_key(
+        device.agreement, b64.decode(central_keys["x25519"]), device.site, device.device
+    )
+    await central.publish(device.topic("proof"), device.next_proof(otp_digest="sha256"))
+
+    async def digest_is(expected: str) -> bool:
+        found = await central.db.get_device(central.site, device.device)
+        return found is not None and found.otp_digest == expected
+
+    await conftest.poll(lambda: digest_is("sha256"), 10, "the sha256 proof at central")
+    now = time.time()
+    sha256 = totp.totp(key, now, 30, digest="sha256")
+    reference = pyotp.TOTP(base64.b32encode(key).decode(), digest=hashlib.sha256).at(int(now))
+    assert sha256 == reference
+    sha1 = totp.totp(key, now, 30)
+    body = {"site": central.site, "room": central.room, "student_id": "s4", "pin": "2468"}
+    if sha1 not in {totp.totp(key, now + d, 30, digest="sha256") for d in (-30, 0, 30)}:
+        status, result = await central.request("POST", "/api/v1/checkins", {**body, "otp": sha1})
+        assert (status, result["error"]["code"]) == (403, "wrong_code"), result
+    status, result = await central.request(
+        "POST", "/api/v1/checkins", {**body, "student_id": "s5", "otp": sha256}
+    )
+    assert status == 201 and result["checkin"]["method"] == "otp", result
+    _, listed = await central.request("GET", "/api/v1/devices", token=central.admin_token)
+    assert [d["otp_digest"] for d in listed["devices"]] == ["sha256"]
+
+    # A proof without the claim (sha1, as before) switches central back.
+    await central.publish(device.topic("proof"), device.next_proof())
+    await conftest.poll(lambda: digest_is("sha1"), 10, "the sha1 proof at central")
+    code = totp.totp(key, time.time(), 30)
+    status, result = await central.request(
+        "POST", "/api/v1/checkins", {**body, "student_id": "s6", "otp": code}
+    )
+    assert status == 201, result

@@ -198,8 +198,8 @@ async def test_re_enroll_seals_the_code_and_binds_new_keys(
             raise AssertionError("opened with the wrong key")
         old = device.signing
         new, new_x = keys.SigningKey.generate(), keys.AgreementKey.generate()
-        request = enroll.make_request(
-            code, device.site, "b-202", device.device, new.public, new_x.public, device.seq + 1
+        request = enroll.sign_request(
+            code, device.site, "b-202", device.device, new, new_x.public, device.seq + 1
         )
         await client.publish(device.topic("enroll"), request, qos=1)
         async with asyncio.timeout(10):
@@ -222,6 +222,8 @@ async def test_re_enroll_seals_the_code_and_binds_new_keys(
         ("enroll", 1, central.room),
         ("re_enroll", 2, "b-202"),
     ]
+    # The request, signed by the new key, is the new key's evidence.
+    assert (history[1].evidence.encode(), history[1].note) == (request, "")
     # The burnt code does not work twice.
     again = enroll.make_request(
         code, device.site, "b-202", device.device, old.public, device.agreement.public, 9

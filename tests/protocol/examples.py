@@ -18,6 +18,7 @@ import sys
 import typing
 
 from central import evidence
+from central import keychain
 from central import records
 from central import store
 from edge_agent.protocol import b64
@@ -186,12 +187,27 @@ def enroll_fields() -> dict[str, typing.Any]:
 
 
 def enroll_request() -> bytes:
-    """Built as `enroll.make_request` builds it, with this example's nonce and time (that
-    function draws its own); the test has the code's `parse_request` and `check_mac` accept it."""
+    """The request's JSON (the signed request's payload), as `enroll.make_request` builds it
+    with this example's nonce and time; the MAC is recomputed here from the spec's formula and
+    the test has the code's `parse_request` and `check_mac` accept it."""
     fields = enroll_fields()
     mac = hmac.new(b64.decode(ENROLLMENT_CODE), enroll.mac_input(**fields), hashlib.sha256).digest()
     body = {"v": 1, **fields, "mac": b64.encode(mac)}
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+def enroll_request_jws() -> str:
+    """The request as a v1 agent publishes it: signed by the Ed25519 key it enrolls."""
+    return enroll.sign_request(
+        ENROLLMENT_CODE,
+        SITE,
+        ROOM,
+        DEVICE,
+        DEVICE_ED,
+        DEVICE_X.public,
+        ts=ENROLL_TS,
+        nonce=b64.decode(ENROLL_NONCE),
+    ).decode("ascii")
 
 
 def enroll_reply() -> str:
@@ -265,12 +281,53 @@ ISSUED_AT = IAT_MS + 86_400_000
 
 
 def record_jws() -> str:
-    claims = records.record_claims(checkin(), proof_row(), ISSUED_AT)
+    history = key_history()
+    key_chain = keychain.member(history, history[0])
+    claims = records.record_claims(checkin(), proof_row(), ISSUED_AT, key_chain)
     return evidence.sign_record(claims, qr_signature(), proof_jws(), CENTRAL_ED)
 
 
+def key_history() -> list[store.DeviceKey]:
+    """The device's key history at central: enrolled with the signed request, then rotated."""
+    enrolled = store.DeviceKey(
+        id=1,
+        site=SITE,
+        device=DEVICE,
+        room=ROOM,
+        from_seq=1,
+        ed25519=DEVICE_ED.public,
+        x25519=DEVICE_X.public,
+        kind="enroll",
+        added_at=ENROLL_TS + 180,
+        evidence=enroll_request_jws(),
+    )
+    rotated = store.DeviceKey(
+        id=2,
+        site=SITE,
+        device=DEVICE,
+        room=ROOM,
+        from_seq=KEYCHANGE_FROM_SEQ,
+        ed25519=NEW_ED.public,
+        x25519=NEW_X.public,
+        kind="rotate",
+        added_at=KEYCHANGE_IAT + 40,
+        evidence=keychange_jws(),
+    )
+    return [enrolled, rotated]
+
+
 def bundle() -> bytes:
-    return evidence.make_bundle(record_jws(), qr_signature(), proof_jws())
+    """The bundle of a check-in whose proof (seq 1) the enrolled key signed: its key chain is
+    the enrollment alone."""
+    history = key_history()
+    chain_member = keychain.member(history, history[0])
+    return evidence.make_bundle(record_jws(), qr_signature(), proof_jws(), chain_member)
+
+
+def rotated_key_chain() -> str:
+    """The `key` member of a bundle whose proof the rotated key signed (seq 2 on)."""
+    history = key_history()
+    return evidence.canonical_json(keychain.member(history, history[1])).decode()
 
 
 def status_jws() -> str:
@@ -342,6 +399,8 @@ def build() -> dict[str, tuple[str, str]]:
         "enroll-code": ("wrapped", ENROLLMENT_CODE),
         "enroll-mac-input": ("text", enroll.mac_input(**enroll_fields()).decode()),
         "enroll-request": ("text", enroll_request().decode()),
+        "enroll-request-header": ("text", _part(enroll_request_jws(), 0).decode()),
+        "enroll-request-jws": ("wrapped", enroll_request_jws()),
         "enroll-reply-payload": ("text", _part(enroll_reply(), 1).decode()),
         "enroll-reply-jws": ("wrapped", enroll_reply()),
         "keychange-pop-input": ("text", keychange.pop_input(change).decode()),
@@ -349,7 +408,10 @@ def build() -> dict[str, tuple[str, str]]:
         "keychange-jws": ("wrapped", keychange_jws()),
         "record-payload": ("text", _part(record_jws(), 1).decode()),
         "record-jws": ("wrapped", record_jws()),
+        "device-kid": ("wrapped", keychain.thumbprint(DEVICE_ED.public)),
+        "new-kid": ("wrapped", keychain.thumbprint(NEW_ED.public)),
         "bundle": ("wrapped", bundle().decode()),
+        "key-chain-rotated": ("wrapped", rotated_key_chain()),
         "bundle-sha256": ("wrapped", _hex(hashlib.sha256(bundle()).digest())),
     }
     return values

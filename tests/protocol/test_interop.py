@@ -14,6 +14,7 @@ import binascii
 import dataclasses
 import hashlib
 import hmac
+import itertools
 import json
 import pathlib
 import signal
@@ -105,17 +106,72 @@ class Bundle:
     proof: dict[str, typing.Any]
 
 
-def verify_bundle(data: bytes, device: bytes, central: bytes) -> Bundle:
-    """§13.2-13.3 step by step, with nothing of roomproof's code."""
+def thumbprint(public: bytes) -> str:
+    """The key id of §13.1, as joserfc computes an RFC 7638 thumbprint."""
+    x = base64.urlsafe_b64encode(public).rstrip(b"=").decode()
+    return str(OKPKey.import_key({"kty": "OKP", "crv": "Ed25519", "x": x}).thumbprint())
+
+
+def chain_key(value: dict[str, typing.Any], site: str, device: str, seq: int) -> bytes:
+    """§13.3's key chain, step by step, with joserfc: the key that signed proof `seq`."""
+    assert set(value) == {"chain", "kid"}
+    entries = value["chain"]
+    first = entries[0]
+    assert (first["kind"], first["from_seq"]) == ("enroll", 1)
+    request = jose_verify(
+        first["evidence"], unb64(first["ed25519"]), "roomproof-enroll+jws", device
+    )
+    assert (request["site"], request["device"], request["ed25519"]) == (
+        site,
+        device,
+        first["ed25519"],
+    )
+    assert "from_seq" not in request
+    for before, entry in itertools.pairwise(entries):
+        assert entry["kind"] == "rotate" and entry["from_seq"] > before["from_seq"]
+        change = jose_verify(
+            entry["evidence"], unb64(before["ed25519"]), "roomproof-keychange+jws", device
+        )
+        assert (change["prev"], change["ed25519"]) == (before["ed25519"], entry["ed25519"])
+        assert (change["site"], change["device"], change["from_seq"]) == (
+            site,
+            device,
+            entry["from_seq"],
+        )
+        pop_input = "\n".join(
+            ["roomproof-keychange/v1"]
+            + [str(change[k]) for k in ("site", "room", "device", "from_seq", "prev")]
+            + [str(change[k]) for k in ("ed25519", "x25519", "iat")]
+        ).encode()
+        assert ed25519_ok(unb64(change["ed25519"]), pop_input, unb64(change["pop"]))
+    last = unb64(entries[-1]["ed25519"])
+    assert entries[-1]["from_seq"] <= seq and value["kid"] == thumbprint(last)
+    return last
+
+
+def verify_bundle(data: bytes, device: bytes | None, central: bytes) -> Bundle:
+    """§13.2-13.3 step by step, with nothing of roomproof's code; `device` is needed only
+    for a bundle without a key chain."""
     body = data[:-1] if data.endswith(b"\n") else data
     bundle = json.loads(body)
-    assert set(bundle) == {"proof", "record", "token", "type"}
+    assert set(bundle) - {"key"} == {"proof", "record", "token", "type"}
     assert rfc8785.dumps(bundle) == body, "not the canonical byte form"
     assert bundle["type"] == "roomproof-evidence/v1"
     record = jose_verify(bundle["record"], central, "roomproof-record+jws", "central")
     assert len(unb64(bundle["token"])) == 64
     parts = bundle["proof"].split(".")
     claims = json.loads(unb64(parts[1]))
+    if "key" in bundle:
+        signer = chain_key(bundle["key"], record["site"], record["device"], claims["seq"])
+        assert device is None or device == signer
+        device = signer
+    assert device is not None, "a bundle without a key chain needs the device's key"
+    if "device_kid" in record:
+        assert record["device_kid"] == thumbprint(device)
+    if "key_chain_sha256" in record:
+        assert (
+            record["key_chain_sha256"] == hashlib.sha256(rfc8785.dumps(bundle["key"])).hexdigest()
+        )
     proof = jose_verify(bundle["proof"], device, "roomproof-proof+jws", claims["device"])
     for field in ("site", "room", "device", "slot"):
         assert record[field] == proof[field], field
@@ -154,9 +210,11 @@ def test_the_examples_verify_with_joserfc_and_cryptography() -> None:
     ).encode()
     assert unb64(change["prev"]) == device
     assert ed25519_ok(unb64(change["ed25519"]), pop_input, unb64(change["pop"]))
-    checked = verify_bundle(ex.bundle(), device, central)
+    checked = verify_bundle(ex.bundle(), None, central)
     assert checked.record["student_id"] == "s1234567" and checked.proof["seq"] == 1
     assert verify_bundle(ex.bundle() + b"\n", device, central) == checked
+    rotated = json.loads(ex.rotated_key_chain())
+    assert chain_key(rotated, "campus", "pi-a101", ex.KEYCHANGE_FROM_SEQ) == ex.NEW_ED.public
 
 
 def test_the_enrollment_mac_and_totp_examples_with_other_libraries() -> None:
@@ -355,7 +413,8 @@ def test_a_live_agent_and_central_interoperate_with_other_libraries(
                 return None
 
         data = system.wait_for(download, 30, "the evidence bundle")
-        checked = verify_bundle(data, device_ed, central_ed)
+        checked = verify_bundle(data, None, central_ed)  # the key chain names the device key
+        assert checked == verify_bundle(data, device_ed, central_ed)
         assert checked.record["student_id"] == "s1" and checked.record["method"] == "otp"
         assert checked.record["record"] == checkin["id"]
         assert isinstance(checked.record["checked_in_at"], int)

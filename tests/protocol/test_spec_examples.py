@@ -8,6 +8,7 @@ verifiers accept each signed example, so the document cannot show a well-formed 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -17,6 +18,7 @@ import re
 import pytest
 
 from central import evidence
+from central import keychain
 from edge_agent.protocol import b64
 from edge_agent.protocol import chain
 from edge_agent.protocol import command
@@ -177,6 +179,20 @@ def test_the_enrollment_examples_verify() -> None:
     ).decode() == doc("enroll-mac-input")
     reply = enroll.verify_reply(doc("enroll-reply-jws"), b64.decode(doc("central-ed25519-public")))
     assert reply == json.loads(doc("enroll-reply-payload")) and reply["nonce"] == request.nonce
+    assert not request.signed
+
+
+def test_the_signed_enrollment_request_example_verifies() -> None:
+    """The request as published: a JWS whose payload is the request's exact JSON, signed by
+    the key it carries (checked by `parse_request`, and here directly)."""
+    compact = doc("enroll-request-jws")
+    signed = enroll.parse_request(compact.encode())
+    assert signed.signed and enroll.check_mac(signed, doc("enroll-code"))
+    parsed = jws.parse(compact, enroll.MAX_BYTES)
+    assert parsed.header == json.loads(doc("enroll-request-header"))
+    assert parsed.payload == doc("enroll-request").encode()
+    assert jws.verify(parsed, b64.decode(doc("device-ed25519-public")))
+    assert signed == dataclasses.replace(enroll.parse_request(parsed.payload), signed=True)
 
 
 def test_the_key_change_example_verifies() -> None:
@@ -190,14 +206,30 @@ def test_the_key_change_example_verifies() -> None:
 
 def test_the_evidence_example_verifies() -> None:
     bundle = doc("bundle").encode()
-    verified = evidence.verify_bundle(
-        bundle,
-        b64.decode(doc("device-ed25519-public")),
-        b64.decode(doc("central-ed25519-public")),
-    )
+    verified = evidence.verify_bundle(bundle, None, b64.decode(doc("central-ed25519-public")))
+    assert verified.device_kid == doc("device-kid") == verified.record["device_kid"]
+    (entry,) = json.loads(bundle)["key"]["chain"]
+    assert entry["evidence"] == doc("enroll-request-jws")
+    assert entry["ed25519"] == doc("device-ed25519-public")
     assert verified.record == json.loads(doc("record-payload"))
     assert json.loads(bundle)["record"] == doc("record-jws")
     assert json.loads(bundle)["proof"] == doc("proof-jws")
     assert verified.record["token"] == doc("qr-signature")
     assert verified.record["proof_hash"] == doc("proof-link")
     assert hashlib.sha256(bundle).hexdigest() == doc("bundle-sha256")
+
+
+def test_the_rotated_key_chain_example_verifies() -> None:
+    """A chain from the enrolled key through the example key change to the new key, which
+    signs from the change's from_seq on."""
+    value = json.loads(doc("key-chain-rotated"))
+    assert evidence.canonical_json(value).decode() == doc("key-chain-rotated")
+    checked = keychain.verify(value, "campus", "pi-a101", ex.KEYCHANGE_FROM_SEQ)
+    assert checked.key == b64.decode(doc("new-ed25519-public"))
+    assert checked.kid == doc("new-kid")
+    assert [e["evidence"] for e in value["chain"]] == [
+        doc("enroll-request-jws"),
+        doc("keychange-jws"),
+    ]
+    with pytest.raises(keychain.ChainError, match="after the proof"):
+        keychain.verify(value, "campus", "pi-a101", ex.KEYCHANGE_FROM_SEQ - 1)

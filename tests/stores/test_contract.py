@@ -841,6 +841,7 @@ async def test_tokens_audit_and_webhooks_belong_to_a_site(db: store.Store) -> No
 
 async def _forget_sites(db: store.Store) -> None:
     """Puts the database back to the schema before sites were sealed (no site columns)."""
+    await _forget_key_notes(db)
     if isinstance(db, sqlite_store.SqliteStore):
         with contextlib.closing(sqlite3.connect(db.path)) as raw:
             raw.execute("DROP INDEX audit_log_site")
@@ -856,6 +857,30 @@ async def _forget_sites(db: store.Store) -> None:
         for table in ("admin_tokens", "audit_log", "webhooks"):
             await conn.execute(f"ALTER TABLE {table} DROP COLUMN site")
         await conn.execute("DELETE FROM schema_version WHERE version = 6")
+    finally:
+        await conn.close()
+
+
+async def _forget_key_notes(db: store.Store) -> None:
+    """Puts the database back to the schema before TOTP digests and key-history notes (and
+    before enrollment evidence was backfilled)."""
+    undo = (
+        "ALTER TABLE devices DROP COLUMN otp_digest",
+        "ALTER TABLE device_keys DROP COLUMN note",
+    )
+    if isinstance(db, sqlite_store.SqliteStore):
+        with contextlib.closing(sqlite3.connect(db.path)) as raw:
+            for statement in undo:
+                raw.execute(statement)
+            raw.execute("UPDATE schema_version SET version = 9")
+            raw.commit()
+        return
+    assert isinstance(db, pg_store.PgStore)
+    conn = await asyncpg.connect(db.dsn)
+    try:
+        for statement in undo:
+            await conn.execute(statement)
+        await conn.execute("DELETE FROM schema_version WHERE version = 7")
     finally:
         await conn.close()
 
@@ -929,3 +954,46 @@ async def test_sealing_sites_migrates_what_came_before(
     else:
         assert tokens == {"a": ("admin", None), "b": ("auditor", None), "c": ("teacher", "campus")}
         assert entry.site is None and hook.site is None
+
+
+async def test_first_keys_are_backfilled_with_the_best_evidence_left(
+    backend: conftest.Backend,
+) -> None:
+    """Devices enrolled before central kept enrollment requests get, at the upgrade, the
+    earliest stored proof their first key signed as evidence (or none), with a note why;
+    evidence central already holds is left alone."""
+    db = backend.make()
+    await db.open()
+    try:
+        await provision(db)  # pi-1: proofs 2 and 3 stored under its first key
+        await db.add_device(SITE, ROOM, "pi-2", "code", 2_000_000)
+        await db.bind_device(SITE, "pi-2", b"\x03" * 32, b"\x04" * 32, 1_000)  # no proof
+        await db.add_device(SITE, ROOM, "pi-3", "code", 2_000_000)
+        await db.bind_device(SITE, "pi-3", b"\x05" * 32, b"\x06" * 32, 1_000, "eyJ.kept.x")
+        for seq in (3, 2):
+            await db.store_proof(proof_row(seq), 20, 30, 0)
+        await db.store_proof(dataclasses.replace(proof_row(1), jws=""), 20, 30, 0)  # purged
+        await db.change_device_keys(
+            store.DeviceKey(0, SITE, DEVICE, ROOM, 5, b"\x07" * 32, b"\x08" * 32, "rotate", 9, "k"),
+            b"\x01" * 32,
+            None,
+        )
+        await db.store_proof(proof_row(6), 20, 30, 0)  # the second key's
+    finally:
+        await db.close()
+    await _forget_key_notes(db)
+    db = backend.make()
+    await db.open()
+    try:
+        first = (await db.device_keys(SITE, DEVICE))[0]
+        assert (first.kind, first.evidence) == ("enroll", proof_row(2).jws)
+        assert first.note == store.NOTE_BACKFILL_PROOF
+        assert [(k.kind, k.evidence, k.note) for k in (await db.device_keys(SITE, DEVICE))[1:]] == [
+            ("rotate", "k", "")
+        ]
+        none = (await db.device_keys(SITE, "pi-2"))[0]
+        assert (none.kind, none.evidence, none.note) == ("enroll", "", store.NOTE_BACKFILL_NONE)
+        kept = (await db.device_keys(SITE, "pi-3"))[0]
+        assert (kept.evidence, kept.note) == ("eyJ.kept.x", "")
+    finally:
+        await db.close()

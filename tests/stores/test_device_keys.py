@@ -83,3 +83,26 @@ async def test_key_history(db: store.Store) -> None:
     with pytest.raises(store.Conflict):
         await db.change_device_keys(new_key(30, 9), b"\x14" * 32, None)
     await db.change_device_keys(new_key(30, 10), b"\x14" * 32, None)
+
+
+async def test_enrollment_evidence_and_the_otp_digest(db: store.Store) -> None:
+    """The enrollment request is the first key's evidence (with a note when it is weaker
+    than a request signed by the key); a proof's TOTP digest is the device's until the next."""
+    await db.add_site(SITE, "Main campus")
+    await db.add_room(SITE, "a-101", "Hall A-101", None, None, 50.0)
+    await db.add_device(SITE, "a-101", DEVICE, "code", 2_000_000)
+    await db.bind_device(SITE, DEVICE, b"\x01" * 32, b"\x02" * 32, 1_000, "eyJ.signed.x", "")
+    (first,) = await db.device_keys(SITE, DEVICE)
+    assert (first.kind, first.evidence, first.note) == ("enroll", "eyJ.signed.x", "")
+    await db.change_device_keys(dataclasses.replace(new_key(10, 5), note="why"), b"\x01" * 32, None)
+    assert [k.note for k in await db.device_keys(SITE, DEVICE)] == ["", "why"]
+
+    device = await db.get_device(SITE, DEVICE)
+    assert device is not None and device.otp_digest is None
+    row = store.ProofRow(SITE, DEVICE, 1, 100, 1_000, 1_001, "h.p.s", "0" * 64, False)
+    await db.store_proof(row, 20, 30, 0, "sha256")
+    device = await db.get_device(SITE, DEVICE)
+    assert device is not None and (device.otp_step_s, device.otp_digest) == (30, "sha256")
+    await db.store_proof(dataclasses.replace(row, seq=2, hash="1" * 64), 20, 60, 0)
+    device = await db.get_device(SITE, DEVICE)
+    assert device is not None and (device.otp_step_s, device.otp_digest) == (60, "sha1")
