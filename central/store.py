@@ -1,10 +1,9 @@
-"""The storage interface central's logic is written against; SQLite implements it today
-(sqlite_store.py) and a PostgreSQL store can implement it later without touching callers."""
+"""The storage interface central's logic is written against, and the records it returns;
+`central.storage` implements it once for SQLite and PostgreSQL (`stores.make` picks one)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 
 from central import environment
@@ -145,30 +144,13 @@ class TokenGrant:
 
 
 TOKEN_ID_CHARS = 12
-# Upgrades admin tokens, audit entries and webhooks made before sites were sealed (shared by
-# both stores' numbered migrations, after the site columns were added): a teacher token whose
-# courses are all of one site gets that site; with exactly one site, site-less admin tokens
-# become operators, site-less auditor and teacher tokens (and old audit entries and webhooks)
-# get that site. With several sites the rest is left to `central token migrate`.
-SEAL_SITES = """
-UPDATE admin_tokens SET site = (SELECT MIN(t.site) FROM token_courses t
-    WHERE t.hash = admin_tokens.hash)
-    WHERE role = 'teacher' AND site IS NULL AND (SELECT COUNT(DISTINCT t.site)
-    FROM token_courses t WHERE t.hash = admin_tokens.hash) = 1;
-UPDATE admin_tokens SET role = 'operator'
-    WHERE role = 'admin' AND site IS NULL AND (SELECT COUNT(*) FROM sites) = 1;
-UPDATE admin_tokens SET site = (SELECT MIN(site) FROM sites)
-    WHERE role <> 'operator' AND site IS NULL AND (SELECT COUNT(*) FROM sites) = 1;
-UPDATE audit_log SET site = (SELECT MIN(site) FROM sites) WHERE (SELECT COUNT(*) FROM sites) = 1;
-UPDATE webhooks SET site = (SELECT MIN(site) FROM sites) WHERE (SELECT COUNT(*) FROM sites) = 1;
-"""
 
 
 def tokens_with_courses(
     rows: typing.Sequence[typing.Any], scopes: typing.Sequence[typing.Any]
 ) -> list[AdminToken]:
     """Admin tokens (hash, role, name, created_at, site rows) with the courses each teacher
-    token is limited to ((hash, site, course) rows): shared by both stores."""
+    token is limited to ((hash, site, course) rows)."""
     courses: dict[str, list[str]] = {}
     for token_hash, site, course in scopes:
         courses.setdefault(token_hash, []).append(f"{site}/{course}")
@@ -183,26 +165,6 @@ def tokens_with_courses(
         )
         for row in rows
     ]
-
-
-# What erasing a student deletes, in order (children first); {site} and {student} are the
-# store's placeholders. Shared so that both stores forget exactly the same things.
-ERASE_STUDENT = (
-    (
-        "verify_links",
-        "DELETE FROM verify_links WHERE checkin_id IN"
-        " (SELECT id FROM checkins WHERE site = {site} AND student_id = {student})",
-    ),
-    ("checkins", "DELETE FROM checkins WHERE site = {site} AND student_id = {student}"),
-    (
-        "attendance_overrides",
-        "DELETE FROM attendance_overrides WHERE student_id = {student}"
-        " AND session_id IN (SELECT id FROM sessions WHERE site = {site})",
-    ),
-    ("enrolments", "DELETE FROM enrolments WHERE site = {site} AND student_id = {student}"),
-    ("credentials", "DELETE FROM credentials WHERE site = {site} AND student_id = {student}"),
-    ("students", "DELETE FROM students WHERE site = {site} AND student_id = {student}"),
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,41 +210,6 @@ class NewCheckin:
     browser: str | None
     session_id: int | None
     session_date: str | None
-
-
-def device_key_params(key: DeviceKey) -> tuple[typing.Any, ...]:
-    """A key epoch's values in the order of both stores' device_keys INSERT."""
-    return (
-        key.site,
-        key.device,
-        key.room,
-        key.from_seq,
-        key.ed25519,
-        key.x25519,
-        key.kind,
-        key.added_at,
-        key.evidence,
-    )
-
-
-def checkin_params(new: NewCheckin) -> tuple[typing.Any, ...]:
-    """The checkins row's values in the order of both stores' INSERT."""
-    return (
-        new.site,
-        new.room,
-        new.device,
-        new.student_id,
-        new.slot,
-        new.method,
-        new.created_at,
-        new.token_age_ms,
-        new.status,
-        json.dumps(list(new.flags)),
-        json.dumps(new.evidence),
-        new.browser,
-        new.session_id,
-        new.session_date,
-    )
 
 
 def stored_checkin(new: NewCheckin, new_id: int) -> Checkin:
