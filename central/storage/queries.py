@@ -20,6 +20,7 @@ from central import environment
 from central import store
 from central import timetable
 from central.storage import dialects
+from central.storage import prepared
 from central.storage import rows
 from central.storage import schema as t
 
@@ -46,6 +47,21 @@ _PROFILE = rows.select(environment.Profile, t.room_profiles)
 def _fields(record: typing.Any) -> dict[str, typing.Any]:
     """A dataclass's fields, shallow (dataclasses.asdict copies every nested value)."""
     return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+
+
+def _param(name: str) -> sa.BindParameter[typing.Any]:
+    return sa.bindparam(f"b_{name}")
+
+
+def _prepared_insert(table: sa.Table, names: typing.Iterable[str]) -> sa.Insert:
+    """INSERT of these columns, each from the bind parameter b_<name> of the column's type."""
+    return sa.insert(table).values(
+        {name: sa.bindparam(f"b_{name}", type_=table.c[name].type) for name in names}
+    )
+
+
+def _b(values: typing.Mapping[str, typing.Any]) -> dict[str, typing.Any]:
+    return {f"b_{name}": value for name, value in values.items()}
 
 
 def _changed(result: sa.CursorResult[typing.Any]) -> int:
@@ -87,8 +103,13 @@ def add_room(
     )
 
 
+_GET_ROOM = prepared.Prepared(
+    _ROOM.where(t.rooms.c.site == _param("site"), t.rooms.c.room == _param("room"))
+)
+
+
 def get_room(conn: sa.Connection, site: str, room: str) -> store.Room | None:
-    row = conn.execute(_ROOM.where(t.rooms.c.site == site, t.rooms.c.room == room)).first()
+    row = _GET_ROOM.first(conn, b_site=site, b_room=room)
     return rows.room(row) if row else None
 
 
@@ -125,8 +146,13 @@ def _one_device(devices: sa.Table, site: str, device: str) -> sa.ColumnElement[b
     return sa.and_(devices.c.site == site, devices.c.device == device)
 
 
+_GET_DEVICE = prepared.Prepared(
+    _DEVICE.where(t.devices.c.site == _param("site"), t.devices.c.device == _param("device"))
+)
+
+
 def get_device(conn: sa.Connection, site: str, device: str) -> store.Device | None:
-    row = conn.execute(_DEVICE.where(_one_device(t.devices, site, device))).first()
+    row = _GET_DEVICE.first(conn, b_site=site, b_device=device)
     return rows.device(row) if row else None
 
 
@@ -136,9 +162,15 @@ def list_devices(conn: sa.Connection, site: str | None) -> list[store.Device]:
     return [rows.device(row) for row in conn.execute(ordered)]
 
 
+_ROOM_DEVICES = prepared.Prepared(
+    _DEVICE.where(t.devices.c.site == _param("site"), t.devices.c.room == _param("room")).order_by(
+        t.devices.c.device
+    )
+)
+
+
 def room_devices(conn: sa.Connection, site: str, room: str) -> list[store.Device]:
-    query = _DEVICE.where(t.devices.c.site == site, t.devices.c.room == room)
-    return [rows.device(row) for row in conn.execute(query.order_by(t.devices.c.device))]
+    return [rows.device(row) for row in _ROOM_DEVICES.rows(conn, b_site=site, b_room=room)]
 
 
 def silent_devices(conn: sa.Connection, now_ms: int, grace_ms: int) -> list[store.Device]:
@@ -189,20 +221,23 @@ def bind_device(
     conn.execute(_enroll_key(site, device, ed25519, x25519, now_ms))
 
 
+_DEVICE_KEYS = _KEY.where(
+    t.device_keys.c.site == _param("site"), t.device_keys.c.device == _param("device")
+)
+_KEY_HISTORY = prepared.Prepared(_DEVICE_KEYS.order_by(t.device_keys.c.id))
+_KEY_AT = prepared.Prepared(
+    _DEVICE_KEYS.where(t.device_keys.c.from_seq <= _param("seq"))
+    .order_by(t.device_keys.c.from_seq.desc(), t.device_keys.c.id.desc())
+    .limit(1)
+)
+
+
 def device_keys(conn: sa.Connection, site: str, device: str) -> list[store.DeviceKey]:
-    k = t.device_keys
-    query = _KEY.where(k.c.site == site, k.c.device == device).order_by(k.c.id)
-    return [rows.key(row) for row in conn.execute(query)]
+    return [rows.key(row) for row in _KEY_HISTORY.rows(conn, b_site=site, b_device=device)]
 
 
 def device_key_at(conn: sa.Connection, site: str, device: str, seq: int) -> store.DeviceKey | None:
-    k = t.device_keys
-    query = (
-        _KEY.where(k.c.site == site, k.c.device == device, k.c.from_seq <= seq)
-        .order_by(k.c.from_seq.desc(), k.c.id.desc())
-        .limit(1)
-    )
-    row = conn.execute(query).first()
+    row = _KEY_AT.first(conn, b_site=site, b_device=device, b_seq=seq)
     return rows.key(row) if row else None
 
 
@@ -273,8 +308,10 @@ def set_online(conn: sa.Connection, site: str, device: str, online: bool, now_ms
 
 
 # -- proofs (a hot path: statements built once) --------------------------------------------
-_INSERT_PROOF = sa.insert(t.proofs)
-_ADVANCE_HEAD = (
+_INSERT_PROOF = prepared.Prepared(
+    _prepared_insert(t.proofs, (f.name for f in dataclasses.fields(store.ProofRow)))
+)
+_ADVANCE_HEAD = prepared.Prepared(
     sa.update(t.devices)
     .where(
         t.devices.c.site == sa.bindparam("b_site"),
@@ -302,43 +339,47 @@ def store_proof(
     proof already stored is a Conflict (the primary key decides, also between processes)."""
     values = _fields(row)
     values["reasons"] = list(row.reasons)
-    conn.execute(_INSERT_PROOF, values)
-    conn.execute(
-        _ADVANCE_HEAD,
-        {
-            "b_site": row.site,
-            "b_device": row.device,
-            "b_seq": row.seq,
-            "b_hash": row.hash,
-            "b_received_at": row.received_at,
-            "b_iat": row.iat,
-            "b_slot": row.slot,
-            "b_slot_s": slot_s,
-            "b_otp_step_s": otp_step_s,
-            "b_clock_offset_ms": clock_offset_ms,
-            "b_verdict": row.verdict,
-        },
+    _INSERT_PROOF.changed(conn, **_b(values))
+    _ADVANCE_HEAD.changed(
+        conn,
+        b_site=row.site,
+        b_device=row.device,
+        b_seq=row.seq,
+        b_hash=row.hash,
+        b_received_at=row.received_at,
+        b_iat=row.iat,
+        b_slot=row.slot,
+        b_slot_s=slot_s,
+        b_otp_step_s=otp_step_s,
+        b_clock_offset_ms=clock_offset_ms,
+        b_verdict=row.verdict,
     )
 
 
+_DEVICE_PROOFS = sa.and_(t.proofs.c.site == _param("site"), t.proofs.c.device == _param("device"))
+_PROOF_HASH = prepared.Prepared(
+    sa.select(t.proofs.c.hash).where(_DEVICE_PROOFS, t.proofs.c.seq == _param("seq"))
+)
+_GET_PROOF = prepared.Prepared(_PROOF.where(_DEVICE_PROOFS, t.proofs.c.seq == _param("seq")))
+_PROOF_FOR_SLOT = prepared.Prepared(
+    _PROOF.where(_DEVICE_PROOFS, t.proofs.c.slot == _param("slot"))
+    .order_by(t.proofs.c.seq)
+    .limit(1)
+)
+
+
 def proof_hash(conn: sa.Connection, site: str, device: str, seq: int) -> str | None:
-    p = t.proofs
-    found: str | None = conn.execute(
-        sa.select(p.c.hash).where(p.c.site == site, p.c.device == device, p.c.seq == seq)
-    ).scalar()
-    return found
+    row = _PROOF_HASH.first(conn, b_site=site, b_device=device, b_seq=seq)
+    return str(row["hash"]) if row else None
 
 
 def get_proof(conn: sa.Connection, site: str, device: str, seq: int) -> store.ProofRow | None:
-    p = t.proofs
-    row = conn.execute(_PROOF.where(p.c.site == site, p.c.device == device, p.c.seq == seq)).first()
+    row = _GET_PROOF.first(conn, b_site=site, b_device=device, b_seq=seq)
     return rows.proof(row) if row else None
 
 
 def proof_for_slot(conn: sa.Connection, site: str, device: str, slot: int) -> store.ProofRow | None:
-    p = t.proofs
-    query = _PROOF.where(p.c.site == site, p.c.device == device, p.c.slot == slot)
-    row = conn.execute(query.order_by(p.c.seq).limit(1)).first()
+    row = _PROOF_FOR_SLOT.first(conn, b_site=site, b_device=device, b_slot=slot)
     return rows.proof(row) if row else None
 
 
@@ -534,9 +575,13 @@ def add_student(conn: sa.Connection, site: str, student_id: str, pin_hash: str) 
     conn.execute(sa.insert(t.students).values(site=site, student_id=student_id, pin_hash=pin_hash))
 
 
+_GET_STUDENT = prepared.Prepared(
+    _STUDENT.where(t.students.c.site == _param("site"), t.students.c.student_id == _param("id"))
+)
+
+
 def get_student(conn: sa.Connection, site: str, student_id: str) -> store.Student | None:
-    s = t.students
-    row = conn.execute(_STUDENT.where(s.c.site == site, s.c.student_id == student_id)).first()
+    row = _GET_STUDENT.first(conn, b_site=site, b_id=student_id)
     return rows.student(row) if row else None
 
 
@@ -615,16 +660,17 @@ def add_credential(
     )
 
 
-_ACTIVE_CREDENTIAL = sa.select(sa.literal(1)).where(
-    t.credentials.c.id == sa.bindparam("b_id"),
-    sa.not_(t.credentials.c.revoked),
-    t.credentials.c.expires_at > sa.bindparam("b_now"),
+_ACTIVE_CREDENTIAL = prepared.Prepared(
+    sa.select(t.credentials.c.id).where(
+        t.credentials.c.id == _param("id"),
+        sa.not_(t.credentials.c.revoked),
+        t.credentials.c.expires_at > _param("now"),
+    )
 )
 
 
 def credential_active(conn: sa.Connection, credential_id: str, now_ms: int) -> bool:
-    found = conn.execute(_ACTIVE_CREDENTIAL, {"b_id": credential_id, "b_now": now_ms}).first()
-    return found is not None
+    return _ACTIVE_CREDENTIAL.first(conn, b_id=credential_id, b_now=now_ms) is not None
 
 
 def revoke_credential(conn: sa.Connection, credential_id: str) -> None:
@@ -734,26 +780,41 @@ def list_audit(
 
 
 # -- check-ins (a hot path: statements built once) -----------------------------------------
-_INSERT_CHECKIN = sa.insert(t.checkins).returning(t.checkins.c.id)
-_BROWSER_STUDENTS = sa.select(sa.func.count(sa.distinct(t.checkins.c.student_id))).where(
-    t.checkins.c.browser == sa.bindparam("b_browser"),
-    t.checkins.c.student_id != sa.bindparam("b_student"),
+_INSERT_CHECKIN = prepared.Prepared(
+    _prepared_insert(t.checkins, (f.name for f in dataclasses.fields(store.NewCheckin))).returning(
+        t.checkins.c.id
+    )
 )
-_SAME_OCCURRENCE = _BROWSER_STUDENTS.where(
-    t.checkins.c.session_id == sa.bindparam("b_session"),
-    t.checkins.c.session_date == sa.bindparam("b_date"),
-)
-_SAME_ROOM = _BROWSER_STUDENTS.where(
-    t.checkins.c.room == sa.bindparam("b_room"),
-    t.checkins.c.created_at >= sa.bindparam("b_since"),
+# One statement for both cases, in this shape: SQLite then reads the few rows of the browser
+# (checkins_browser) instead of every check-in of the occurrence (checkins_once_per_session,
+# 500 in a lecture hall), which made a burst quadratic.
+_SESSION_ID = sa.bindparam("b_session", type_=t.Int)
+_BROWSER_STUDENTS = prepared.Prepared(
+    sa.select(sa.func.count(sa.distinct(t.checkins.c.student_id)).label("others")).where(
+        t.checkins.c.browser == _param("browser"),
+        t.checkins.c.student_id != _param("student"),
+        sa.or_(
+            sa.and_(
+                _SESSION_ID.is_not(None),
+                t.checkins.c.session_id == _SESSION_ID,
+                t.checkins.c.session_date == _param("date"),
+            ),
+            sa.and_(
+                _SESSION_ID.is_(None),
+                t.checkins.c.room == _param("room"),
+                t.checkins.c.created_at >= _param("since"),
+            ),
+        ),
+    )
 )
 
 
 def add_checkin(conn: sa.Connection, new: store.NewCheckin) -> store.Checkin:
     values = _fields(new)
     values["flags"] = list(new.flags)
-    new_id = conn.execute(_INSERT_CHECKIN, values).scalar_one()
-    return store.stored_checkin(new, int(new_id))
+    inserted = _INSERT_CHECKIN.first(conn, **_b(values))
+    assert inserted is not None  # RETURNING gives the new row's id
+    return store.stored_checkin(new, int(inserted["id"]))
 
 
 def browser_students(
@@ -767,15 +828,16 @@ def browser_students(
 ) -> int:
     """Other students this browser checked in for the same occurrence (or, without a
     session, in the same room since `since_ms`)."""
-    if session_id is not None:
-        params = {"b_session": session_id, "b_date": session_date}
-        query = _SAME_OCCURRENCE
-    else:
-        params = {"b_room": room, "b_since": since_ms}
-        query = _SAME_ROOM
-    return int(
-        conn.execute(query, {"b_browser": browser, "b_student": student_id, **params}).scalar_one()
+    found = _BROWSER_STUDENTS.first(
+        conn,
+        b_browser=browser,
+        b_student=student_id,
+        b_session=session_id,
+        b_date=session_date,
+        b_room=room,
+        b_since=since_ms,
     )
+    return int(found["others"]) if found else 0
 
 
 def record_checkin(
@@ -899,10 +961,15 @@ def set_roster(conn: sa.Connection, site: str, course: str, students: list[str])
         conn.execute(sa.insert(e), members)
 
 
+_ROSTER = prepared.Prepared(
+    sa.select(t.enrolments.c.student_id)
+    .where(t.enrolments.c.site == _param("site"), t.enrolments.c.course == _param("course"))
+    .order_by(t.enrolments.c.student_id)
+)
+
+
 def roster(conn: sa.Connection, site: str, course: str) -> list[str]:
-    e = t.enrolments
-    query = sa.select(e.c.student_id).where(e.c.site == site, e.c.course == course)
-    return list(conn.execute(query.order_by(e.c.student_id)).scalars())
+    return [str(row["student_id"]) for row in _ROSTER.rows(conn, b_site=site, b_course=course)]
 
 
 def courses_of(conn: sa.Connection, site: str, student_id: str) -> list[str]:

@@ -24,11 +24,12 @@ def select(cls: type[typing.Any], table: sa.Table, **columns: str) -> sa.Select[
     )
 
 
-Row = sa.Row[typing.Any]
+# A row of Connection.execute, or a dict by column name from the hot path (prepared.py).
+Row = sa.Row[typing.Any] | typing.Mapping[str, typing.Any]
 
 
 def _fields(row: Row) -> dict[str, typing.Any]:
-    return dict(row._mapping)
+    return dict(row._mapping) if isinstance(row, sa.Row) else dict(row)
 
 
 def room(row: Row) -> store.Room:
