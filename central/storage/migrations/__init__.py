@@ -8,6 +8,7 @@ Every later revision is an ordinary Alembic revision in versions/.
 
 from __future__ import annotations
 
+import logging
 import pathlib
 
 import sqlalchemy as sa
@@ -17,6 +18,10 @@ from alembic import script as alembic_script
 from alembic.runtime import migration
 
 HERE = pathlib.Path(__file__).resolve().parent
+log = logging.getLogger(__name__)
+# Alembic narrates every run at INFO ("Context impl ...") on every start; central logs the
+# upgrades it makes itself, below.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def configuration(conn: sa.Connection | None = None) -> alembic_config.Config:
@@ -46,4 +51,8 @@ def upgrade(conn: sa.Connection) -> None:
     if recorded is not None and recorded not in {r.revision for r in revisions.walk_revisions()}:
         newest = revisions.get_current_head()
         raise RuntimeError(f"database schema {recorded} is newer than this central ({newest})")
+    newest = revisions.get_current_head()
+    if recorded == newest:
+        return
     command.upgrade(config, "head")
+    log.info("database schema upgraded from %s to %s", recorded or "the old stores'", newest)
