@@ -147,8 +147,18 @@ class Sqlite:
         except sa.exc.IntegrityError as exc:
             raise conflict(exc) from exc
 
+    def _read(self, query: Query[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """pysqlite begins no transaction for a SELECT; SQLAlchemy's own bookkeeping of one
+        (when the query goes through Connection.execute) is closed right after."""
+        conn = self.conn
+        try:
+            return query(conn, *args, **kwargs)
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+
     async def read(self, query: Query[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        return await self._call(functools.partial(self._transaction, query, *args, **kwargs))
+        return await self._call(functools.partial(self._read, query, *args, **kwargs))
 
     async def write(self, query: Query[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
         return await self._call(functools.partial(self._transaction, query, *args, **kwargs))

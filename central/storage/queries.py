@@ -455,9 +455,15 @@ def list_chain_events(
 
 
 # -- room profiles and alerts --------------------------------------------------------------
+_GET_PROFILE = prepared.Prepared(
+    _PROFILE.where(
+        t.room_profiles.c.site == _param("site"), t.room_profiles.c.room == _param("room")
+    )
+)
+
+
 def get_profile(conn: sa.Connection, site: str, room: str) -> environment.Profile | None:
-    r = t.room_profiles
-    row = conn.execute(_PROFILE.where(r.c.site == site, r.c.room == room)).first()
+    row = _GET_PROFILE.first(conn, b_site=site, b_room=room)
     return rows.profile(row) if row else None
 
 
