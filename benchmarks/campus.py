@@ -2,7 +2,7 @@
 (sites, rooms, enrolled devices, confirmed room profiles, courses, sessions, credentials), and
 scripted devices that sign real proofs and QR tokens with edge_agent.protocol.
 
-Provisioning writes through central's own store (central/sqlite_store.py) instead of the CLI:
+Provisioning writes through central's own store (central/storage) instead of the CLI:
 100,000 students through a subprocess each would take longer than the benchmark itself.
 """
 
@@ -25,10 +25,10 @@ from benchmarks import common
 from central import auth
 from central import environment
 from central import keyring
-from central import sqlite_store
 from central import store
 from central import students
 from central import timetable
+from central.storage import database
 from edge_agent.protocol import b64
 from edge_agent.protocol import chain
 from edge_agent.protocol import keys
@@ -167,7 +167,7 @@ class Store:
         self.data_dir = data_dir
         keyring.ensure_data_dir(data_dir)
         self.keys = keyring.load(data_dir)  # central reads the same key files
-        self.db = sqlite_store.SqliteStore(data_dir / "central.db")
+        self.db = database.Database.sqlite(data_dir / "central.db")
 
     async def __aenter__(self) -> Store:
         await self.db.open()

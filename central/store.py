@@ -1,10 +1,9 @@
-"""The storage interface central's logic is written against; SQLite implements it today
-(sqlite_store.py) and a PostgreSQL store can implement it later without touching callers."""
+"""The storage interface central's logic is written against, and the records it returns;
+`central.storage` implements it once for SQLite and PostgreSQL (`stores.make` picks one)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 
 from central import environment
@@ -147,23 +146,6 @@ class TokenGrant:
 
 
 TOKEN_ID_CHARS = 12
-# Upgrades admin tokens, audit entries and webhooks made before sites were sealed (shared by
-# both stores' numbered migrations, after the site columns were added): a teacher token whose
-# courses are all of one site gets that site; with exactly one site, site-less admin tokens
-# become operators, site-less auditor and teacher tokens (and old audit entries and webhooks)
-# get that site. With several sites the rest is left to `central token migrate`.
-SEAL_SITES = """
-UPDATE admin_tokens SET site = (SELECT MIN(t.site) FROM token_courses t
-    WHERE t.hash = admin_tokens.hash)
-    WHERE role = 'teacher' AND site IS NULL AND (SELECT COUNT(DISTINCT t.site)
-    FROM token_courses t WHERE t.hash = admin_tokens.hash) = 1;
-UPDATE admin_tokens SET role = 'operator'
-    WHERE role = 'admin' AND site IS NULL AND (SELECT COUNT(*) FROM sites) = 1;
-UPDATE admin_tokens SET site = (SELECT MIN(site) FROM sites)
-    WHERE role <> 'operator' AND site IS NULL AND (SELECT COUNT(*) FROM sites) = 1;
-UPDATE audit_log SET site = (SELECT MIN(site) FROM sites) WHERE (SELECT COUNT(*) FROM sites) = 1;
-UPDATE webhooks SET site = (SELECT MIN(site) FROM sites) WHERE (SELECT COUNT(*) FROM sites) = 1;
-"""
 
 
 # Notes of key-history entries whose evidence is not an enrollment request signed by the key.
@@ -179,29 +161,12 @@ NOTE_BACKFILL_NONE = (
     "enrolled before central kept enrollment requests, and no proof signed by this key is stored"
 )
 
-# Gives the device's first key (kind enroll, evidence '' until now) the best evidence left
-# (shared by both stores' numbered migrations, after device_keys.note was added): the
-# earliest stored proof its key signed (seq from its from_seq to the next key's) whose JWS
-# retention has not purged, or none.
-BACKFILL_ENROLL_EVIDENCE = f"""
-UPDATE device_keys SET note = '{NOTE_BACKFILL_PROOF}' WHERE kind = 'enroll' AND evidence = '';
-UPDATE device_keys SET evidence = COALESCE((SELECT p.jws FROM proofs p
-    WHERE p.site = device_keys.site AND p.device = device_keys.device
-    AND p.jws <> '' AND p.seq >= device_keys.from_seq AND p.seq < COALESCE((SELECT MIN(n.from_seq)
-    FROM device_keys n WHERE n.site = device_keys.site AND n.device = device_keys.device
-    AND n.from_seq > device_keys.from_seq), 9007199254740992)
-    ORDER BY p.seq LIMIT 1), '')
-    WHERE note = '{NOTE_BACKFILL_PROOF}';
-UPDATE device_keys SET note = '{NOTE_BACKFILL_NONE}'
-    WHERE note = '{NOTE_BACKFILL_PROOF}' AND evidence = '';
-"""
-
 
 def tokens_with_courses(
     rows: typing.Sequence[typing.Any], scopes: typing.Sequence[typing.Any]
 ) -> list[AdminToken]:
     """Admin tokens (hash, role, name, created_at, site rows) with the courses each teacher
-    token is limited to ((hash, site, course) rows): shared by both stores."""
+    token is limited to ((hash, site, course) rows)."""
     courses: dict[str, list[str]] = {}
     for token_hash, site, course in scopes:
         courses.setdefault(token_hash, []).append(f"{site}/{course}")
@@ -216,26 +181,6 @@ def tokens_with_courses(
         )
         for row in rows
     ]
-
-
-# What erasing a student deletes, in order (children first); {site} and {student} are the
-# store's placeholders. Shared so that both stores forget exactly the same things.
-ERASE_STUDENT = (
-    (
-        "verify_links",
-        "DELETE FROM verify_links WHERE checkin_id IN"
-        " (SELECT id FROM checkins WHERE site = {site} AND student_id = {student})",
-    ),
-    ("checkins", "DELETE FROM checkins WHERE site = {site} AND student_id = {student}"),
-    (
-        "attendance_overrides",
-        "DELETE FROM attendance_overrides WHERE student_id = {student}"
-        " AND session_id IN (SELECT id FROM sessions WHERE site = {site})",
-    ),
-    ("enrolments", "DELETE FROM enrolments WHERE site = {site} AND student_id = {student}"),
-    ("credentials", "DELETE FROM credentials WHERE site = {site} AND student_id = {student}"),
-    ("students", "DELETE FROM students WHERE site = {site} AND student_id = {student}"),
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,42 +226,6 @@ class NewCheckin:
     browser: str | None
     session_id: int | None
     session_date: str | None
-
-
-def device_key_params(key: DeviceKey) -> tuple[typing.Any, ...]:
-    """A key epoch's values in the order of both stores' device_keys INSERT."""
-    return (
-        key.site,
-        key.device,
-        key.room,
-        key.from_seq,
-        key.ed25519,
-        key.x25519,
-        key.kind,
-        key.added_at,
-        key.evidence,
-        key.note,
-    )
-
-
-def checkin_params(new: NewCheckin) -> tuple[typing.Any, ...]:
-    """The checkins row's values in the order of both stores' INSERT."""
-    return (
-        new.site,
-        new.room,
-        new.device,
-        new.student_id,
-        new.slot,
-        new.method,
-        new.created_at,
-        new.token_age_ms,
-        new.status,
-        json.dumps(list(new.flags)),
-        json.dumps(new.evidence),
-        new.browser,
-        new.session_id,
-        new.session_date,
-    )
 
 
 def stored_checkin(new: NewCheckin, new_id: int) -> Checkin:

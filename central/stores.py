@@ -1,27 +1,42 @@
 """Which store central runs on: PostgreSQL when `database_url` is set (several central
-processes share it), else the SQLite file in data_dir (one process per site)."""
+processes share it), else the SQLite file in data_dir (one process per site); and which of
+its failures are outages (retry later) rather than refusals or bugs."""
 
 from __future__ import annotations
 
 import sqlite3
-import typing
 
 import asyncpg
+import sqlalchemy as sa
 
-from central import pg_store
 from central import settings as settings_mod
-from central import sqlite_store
 from central import store
+from central.storage import database
 
 # SQLSTATE classes of a database that is down or refusing, not of a refused write:
 # connection (08), resources (53), prerequisite state (55), operator intervention (57), system (58).
 _OUTAGE_CLASSES = frozenset({"08", "53", "55", "57", "58"})
 
 
+def _driver_error(exc: BaseException) -> BaseException:
+    """The driver's own exception under SQLAlchemy's wrapper (and its asyncpg adapter's)."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    cause = exc.__cause__
+    if isinstance(cause, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
+        return cause
+    return exc
+
+
 def is_outage(exc: BaseException) -> bool:
     """True when the database itself failed, so the work should be retried later."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True  # the connection broke mid-operation; the pool drops it
+    if isinstance(exc, sa.exc.TimeoutError):
+        return True  # no pooled connection came free: the server is slow or gone
+    exc = _driver_error(exc)
     # InternalClientError: a connection the server terminated mid-operation ("cannot switch
-    # to state ...", asyncpg's pool hands it out once more).
+    # to state ...").
     if isinstance(
         exc,
         sqlite3.OperationalError | OSError | asyncpg.InterfaceError | asyncpg.InternalClientError,
@@ -35,7 +50,5 @@ def is_outage(exc: BaseException) -> bool:
 def make(settings: settings_mod.CentralSettings) -> store.Store:
     """A store for central's own use, not yet opened."""
     if settings.database_url:
-        return pg_store.PgStore(settings.database_url)
-    # SqliteStore's methods are typed Awaitable, the protocol's async (Coroutine): the one
-    # store that replaces both removes this cast.
-    return typing.cast(store.Store, sqlite_store.SqliteStore(settings.db_path))
+        return database.Database.postgres(settings.database_url)
+    return database.Database.sqlite(settings.db_path)

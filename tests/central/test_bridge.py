@@ -6,7 +6,7 @@ import os
 import time
 import typing
 
-from central import sqlite_store
+from central.storage import database
 from edge_agent.protocol import b64
 from edge_agent.protocol import chain
 from tests.central import conftest
@@ -107,8 +107,10 @@ async def test_enrollment_rejections(central: conftest.Central) -> None:
     assert stored.enroll_code is None
 
     expired, expired_code = await central.add_device("pi-two")
-    raw = typing.cast(sqlite_store.SqliteStore, central.db).db
-    await raw.execute("UPDATE devices SET enroll_expires_ms = 1 WHERE device = 'pi-two'")
-    await raw.commit()
+    await typing.cast(database.Database, central.db).engine.write(
+        lambda conn: conn.exec_driver_sql(
+            "UPDATE devices SET enroll_expires_ms = 1 WHERE device = 'pi-two'"
+        )
+    )
     reply = await central.enroll(expired, expired_code)
     assert reply["type"] == "enroll_rejected" and reply["reason"] == "code_expired"

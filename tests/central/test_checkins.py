@@ -13,6 +13,7 @@ import aiohttp
 import pyotp
 import yarl
 
+from central.storage import database
 from edge_agent.protocol import b64
 from edge_agent.protocol import keys
 from edge_agent.protocol import qrtoken
@@ -116,8 +117,10 @@ async def test_token_paths(enrolled: tuple) -> None:
     )
     cookie = central.http.cookie_jar.filter_cookies(yarl.URL(central.url)).get("roomproof_student")
     assert cookie is not None
-    (credential_id,) = await central.db._one(
-        "SELECT id FROM credentials WHERE student_id = 's2'", ()
+    (credential_id,) = await typing.cast(database.Database, central.db).engine.read(
+        lambda conn: conn.exec_driver_sql(
+            "SELECT id FROM credentials WHERE student_id = 's2'"
+        ).one()
     )
     await central.db.revoke_credential(credential_id)
     status, body = await central.request(

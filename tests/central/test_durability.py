@@ -15,12 +15,12 @@ import typing
 
 import aiohttp
 import pytest
+import sqlalchemy
 from aiohttp import test_utils
 
 from central import app as app_mod
-from central import pg_store
 from central import settings as settings_mod
-from central import sqlite_store
+from central.storage import database
 from tests.central import conftest
 from tests.central import test_checkins
 from tests.stores import pg
@@ -28,26 +28,29 @@ from tests.stores import pg
 OUTAGE_S = 6  # long enough for main's once-a-second retries to log several times
 
 
+def _pragma(conn: sqlalchemy.Connection, name: str) -> tuple[typing.Any, ...]:
+    """A PRAGMA as the store's own connection has it (the setting is per connection)."""
+    return tuple(conn.exec_driver_sql(f"PRAGMA {name}").one())
+
+
 async def test_sqlite_store_fsyncs_every_commit(tmp_path: pathlib.Path) -> None:
     """central's own connection runs WAL with synchronous=FULL (2): each group commit, and so
     each 201 and each PUBACK after it, waits for an fsync. NORMAL (1) survives a SIGKILL only."""
-    db = sqlite_store.SqliteStore(tmp_path / "central.sqlite3")
+    db = database.Database.sqlite(tmp_path / "central.sqlite3")
     await db.open()
     try:
-        async with db.db.execute("PRAGMA journal_mode") as cursor:
-            assert (await cursor.fetchone()) == ("wal",)
-        async with db.db.execute("PRAGMA synchronous") as cursor:
-            assert (await cursor.fetchone()) == (2,)
+        assert (await db.engine.read(_pragma, "journal_mode")) == ("wal",)
+        assert (await db.engine.read(_pragma, "synchronous")) == (2,)
     finally:
         await db.close()
 
 
 async def test_postgres_without_synchronous_commit_is_refused() -> None:
     async with pg.fresh_database() as dsn:
-        db = pg_store.PgStore(f"{dsn}?synchronous_commit=off")
+        db = database.Database.postgres(f"{dsn}?synchronous_commit=off")
         with pytest.raises(RuntimeError, match="synchronous_commit is off"):
             await db.open()
-        db = pg_store.PgStore(dsn)  # the server's default (on) opens
+        db = database.Database.postgres(dsn)  # the server's default (on) opens
         await db.open()
         await db.close()
 

@@ -37,10 +37,10 @@ from central import errors
 from central import events
 from central import keyring
 from central import params
-from central import sqlite_store
 from central import store
 from central import streams
 from central import webhooks
+from central.storage import database
 from tests.central import conftest
 from tests.central import test_webhooks
 from tests.stores import pg
@@ -520,7 +520,7 @@ async def test_central_files_are_0600_in_a_0755_data_dir(
     assert keys.credential_secret
     assert any("open to other users" in r.getMessage() for r in caplog.records)
     assert _mode(data_dir) == 0o755  # warned about, not changed behind the admin's back
-    db = sqlite_store.SqliteStore(data_dir / "central.db")
+    db = database.Database.sqlite(data_dir / "central.db")
     await db.open()
     try:
         await db.add_site("campus", "Campus")  # a write: SQLite creates the -wal and -shm
@@ -546,7 +546,7 @@ async def test_an_existing_database_becomes_0600(
         assert _modes(tmp_path, "central.db") == dict.fromkeys(
             ("central.db", "central.db-wal", "central.db-shm"), 0o644
         )
-        db = sqlite_store.SqliteStore(path)
+        db = database.Database.sqlite(path)
         await db.open()
         try:
             await db.add_site("campus", "Campus")

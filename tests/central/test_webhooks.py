@@ -24,13 +24,12 @@ from aiohttp import web
 from central import app as app_mod
 from central import auth
 from central import clock as clock_mod
-from central import pg_store
 from central import settings as settings_mod
-from central import sqlite_store
 from central import store
 from central import stores
 from central import timetable
 from central import webhooks
+from central.storage import database
 from edge_agent.protocol import qrtoken
 from edge_agent.protocol import slots
 from tests import broker as broker_mod
@@ -377,8 +376,8 @@ async def database_url(request: pytest.FixtureRequest) -> collections.abc.AsyncI
 
 def _open(database_url: str | None, path: pathlib.Path) -> store.Store:
     if database_url is None:
-        return sqlite_store.SqliteStore(path / "central.db")
-    return pg_store.PgStore(database_url)
+        return database.Database.sqlite(path / "central.db")
+    return database.Database.postgres(database_url)
 
 
 async def test_store_deliveries(database_url: str | None, tmp_path: pathlib.Path) -> None:

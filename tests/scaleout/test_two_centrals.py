@@ -27,9 +27,8 @@ import aiohttp
 import aiomqtt
 import pytest
 
-from central import pg_store
 from central import settings as settings_mod
-from central import sqlite_store
+from central.storage import database
 from tests import broker as broker_mod
 from tests.central import conftest
 
@@ -190,16 +189,16 @@ async def cluster(
 
 
 @pytest.fixture()
-async def db(pg_dsn: str) -> collections.abc.AsyncIterator[pg_store.PgStore]:
+async def db(pg_dsn: str) -> collections.abc.AsyncIterator[database.Database]:
     """A handle of the test's own on the shared database."""
-    handle = pg_store.PgStore(pg_dsn)
+    handle = database.Database.postgres(pg_dsn)
     yield handle
     await handle.close()
 
 
 async def test_two_centrals_store_every_proof_once(
     cluster: list[Process],
-    db: pg_store.PgStore,
+    db: database.Database,
     tmp_path: pathlib.Path,
     broker: broker_mod.Broker,
     pg_dsn: str,
@@ -250,7 +249,7 @@ async def test_two_centrals_store_every_proof_once(
         handle = conftest.Central(
             first.url,
             settings,
-            typing.cast(sqlite_store.SqliteStore, db),
+            typing.cast(database.Database, db),
             mqtt,
             http,
             token,

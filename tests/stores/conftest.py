@@ -9,9 +9,8 @@ import typing
 
 import pytest
 
-from central import pg_store
-from central import sqlite_store
 from central import store
+from central.storage import database
 from tests.stores import pg
 
 
@@ -31,9 +30,9 @@ async def pg_dsn() -> collections.abc.AsyncIterator[str]:
 def backend(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Backend:
     if request.param == "sqlite":
         path = tmp_path / "central.db"
-        return Backend("sqlite", lambda: sqlite_store.SqliteStore(path))
+        return Backend("sqlite", lambda: database.Database.sqlite(path))
     dsn = typing.cast(str, request.getfixturevalue("pg_dsn"))
-    return Backend("postgres", lambda: pg_store.PgStore(dsn))
+    return Backend("postgres", lambda: database.Database.postgres(dsn))
 
 
 @pytest.fixture()

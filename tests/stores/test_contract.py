@@ -13,10 +13,9 @@ import asyncpg
 import pytest
 
 from central import environment
-from central import pg_store
-from central import sqlite_store
 from central import store
 from central import timetable
+from central.storage import database
 from tests.stores import conftest
 
 SITE = "campus"
@@ -840,47 +839,55 @@ async def test_tokens_audit_and_webhooks_belong_to_a_site(db: store.Store) -> No
 
 
 async def _forget_sites(db: store.Store) -> None:
-    """Puts the database back to the schema before sites were sealed (no site columns)."""
+    """Puts the database back to the schema before sites were sealed (no site columns), as
+    the old stores recorded it (their version table instead of Alembic's)."""
     await _forget_key_notes(db)
-    if isinstance(db, sqlite_store.SqliteStore):
+    assert isinstance(db, database.Database)
+    if db.path is not None:
         with contextlib.closing(sqlite3.connect(db.path)) as raw:
             raw.execute("DROP INDEX audit_log_site")
             for table in ("admin_tokens", "audit_log", "webhooks"):
                 raw.execute(f"ALTER TABLE {table} DROP COLUMN site")
-            raw.execute("UPDATE schema_version SET version = 8")
+            raw.execute("DROP TABLE alembic_version")
+            raw.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            raw.execute("INSERT INTO schema_version VALUES (8)")
             raw.commit()
         return
-    assert isinstance(db, pg_store.PgStore)
+    assert db.dsn is not None
     conn = await asyncpg.connect(db.dsn)
     try:
         await conn.execute("DROP INDEX audit_log_site")
         for table in ("admin_tokens", "audit_log", "webhooks"):
             await conn.execute(f"ALTER TABLE {table} DROP COLUMN site")
-        await conn.execute("DELETE FROM schema_version WHERE version = 6")
+        await conn.execute("DROP TABLE alembic_version")
+        await conn.execute(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
+        )
+        await conn.execute("INSERT INTO schema_version SELECT v, 0 FROM generate_series(1, 5) v")
     finally:
         await conn.close()
 
 
 async def _forget_key_notes(db: store.Store) -> None:
     """Puts the database back to the schema before TOTP digests and key-history notes (and
-    before enrollment evidence was backfilled)."""
+    before enrollment evidence was backfilled): Alembic's revision 0001."""
     undo = (
         "ALTER TABLE devices DROP COLUMN otp_digest",
         "ALTER TABLE device_keys DROP COLUMN note",
+        "UPDATE alembic_version SET version_num = '0001'",
     )
-    if isinstance(db, sqlite_store.SqliteStore):
+    assert isinstance(db, database.Database)
+    if db.path is not None:
         with contextlib.closing(sqlite3.connect(db.path)) as raw:
             for statement in undo:
                 raw.execute(statement)
-            raw.execute("UPDATE schema_version SET version = 9")
             raw.commit()
         return
-    assert isinstance(db, pg_store.PgStore)
+    assert db.dsn is not None
     conn = await asyncpg.connect(db.dsn)
     try:
         for statement in undo:
             await conn.execute(statement)
-        await conn.execute("DELETE FROM schema_version WHERE version = 7")
     finally:
         await conn.close()
 
@@ -909,7 +916,8 @@ async def test_sealing_sites_migrates_what_came_before(
     await db.close()
     await _forget_sites(db)
     # rows written by the previous version, straight into its tables
-    if isinstance(db, sqlite_store.SqliteStore):
+    assert isinstance(db, database.Database)
+    if db.path is not None:
         with contextlib.closing(sqlite3.connect(db.path)) as raw:
             for token, role in (("a", "admin"), ("b", "auditor"), ("c", "teacher")):
                 raw.execute(
@@ -921,7 +929,7 @@ async def test_sealing_sites_migrates_what_came_before(
             raw.execute(OLD_WEBHOOK.format(events="'[\"checkin\"]'"))
             raw.commit()
     else:
-        assert isinstance(db, pg_store.PgStore)
+        assert db.dsn is not None
         conn = await asyncpg.connect(db.dsn)
         try:
             for token, role in (("a", "admin"), ("b", "auditor"), ("c", "teacher")):

@@ -9,10 +9,10 @@ import pathlib
 import sqlite3
 
 from central import csvimport
-from central import sqlite_store
 from central import store
 from central import students
 from central import timetable
+from central.storage import database
 from tests.stores import test_contract
 
 SITE = test_contract.SITE
@@ -104,7 +104,7 @@ async def test_a_write_refused_after_the_check_interrupts_cleanly(tmp_path: path
     the check and the writes: the import stops with a clear message, and running it again
     completes it."""
     path = tmp_path / "central.db"
-    db = sqlite_store.SqliteStore(path)
+    db = database.Database.sqlite(path)
     await db.open()
     try:
         await test_contract.provision(db)

@@ -14,11 +14,11 @@ import asyncpg
 import pydantic
 import pytest
 
-from central import pg_store
 from central import settings as settings_mod
-from central import sqlite_store
 from central import store
 from central import stores
+from central.storage import database
+from central.storage import migrations
 from tests import broker as broker_mod
 from tests.stores import pg as pg_mod
 from tests.stores import test_contract
@@ -27,23 +27,23 @@ SITE, ROOM, DEVICE = test_contract.SITE, test_contract.ROOM, test_contract.DEVIC
 
 
 @pytest.fixture()
-async def pg(pg_dsn: str) -> collections.abc.AsyncIterator[pg_store.PgStore]:
-    db = pg_store.PgStore(pg_dsn)
+async def pg(pg_dsn: str) -> collections.abc.AsyncIterator[database.Database]:
+    db = database.Database.postgres(pg_dsn)
     await db.open()
     yield db
     await db.close()
 
 
 async def test_centrals_starting_together_migrate_once(pg_dsn: str) -> None:
-    handles = [pg_store.PgStore(pg_dsn) for _ in range(6)]
+    handles = [database.Database.postgres(pg_dsn) for _ in range(6)]
     await asyncio.gather(*(handle.open() for handle in handles))
     try:
         connection = await asyncpg.connect(pg_dsn)
         try:
-            versions = [r[0] for r in await connection.fetch("SELECT version FROM schema_version")]
+            versions = [r[0] for r in await connection.fetch("SELECT * FROM alembic_version")]
         finally:
             await connection.close()
-        assert versions == list(range(1, pg_store.SCHEMA_VERSION + 1))
+        assert versions == [migrations.head()]
         await handles[0].add_site(SITE, "Main campus")
         assert await handles[5].list_rooms(SITE) == []
     finally:
@@ -52,22 +52,22 @@ async def test_centrals_starting_together_migrate_once(pg_dsn: str) -> None:
 
 
 async def test_a_newer_schema_is_refused(pg_dsn: str) -> None:
-    db = pg_store.PgStore(pg_dsn)
+    db = database.Database.postgres(pg_dsn)
     await db.open()
     await db.close()
     connection = await asyncpg.connect(pg_dsn)
     try:
-        await connection.execute("INSERT INTO schema_version VALUES (99, 0)")
+        await connection.execute("UPDATE alembic_version SET version_num = '99'")
     finally:
         await connection.close()
-    newer = pg_store.PgStore(pg_dsn)
+    newer = database.Database.postgres(pg_dsn)
     with pytest.raises(RuntimeError, match="schema 99 is newer"):
         await newer.open()
     with pytest.raises(RuntimeError, match="not open"):
         await newer.get_room(SITE, ROOM)
 
 
-async def test_links_name_the_missing_checkin(pg: pg_store.PgStore) -> None:
+async def test_links_name_the_missing_checkin(pg: database.Database) -> None:
     await test_contract.provision(pg)
     with pytest.raises(store.NotFound):
         await pg.add_link("t" * 64, 12345, 100, 1_000)
@@ -81,7 +81,7 @@ async def test_links_name_the_missing_checkin(pg: pg_store.PgStore) -> None:
 
 async def test_an_unreachable_server_is_a_connection_error() -> None:
     port = broker_mod.free_port()
-    db = pg_store.PgStore(f"postgresql://roomproof:s3cret@127.0.0.1:{port}/central")
+    db = database.Database.postgres(f"postgresql://roomproof:s3cret@127.0.0.1:{port}/central")
     with pytest.raises(ConnectionError) as raised:
         await db.open()
     message = str(raised.value)
@@ -108,10 +108,10 @@ def test_the_cli_reports_a_missing_database_in_one_line(tmp_path: pathlib.Path) 
 
 def test_the_store_follows_database_url(tmp_path: pathlib.Path) -> None:
     sqlite = stores.make(settings_mod.CentralSettings(data_dir=tmp_path))
-    assert isinstance(sqlite, sqlite_store.SqliteStore)
+    assert isinstance(sqlite, database.Database)
     assert sqlite.path == tmp_path / "central.db"
     for url in ("postgresql://central@db.example.edu:5432/roomproof", "postgres://db/x"):
         chosen = stores.make(settings_mod.CentralSettings(data_dir=tmp_path, database_url=url))
-        assert isinstance(chosen, pg_store.PgStore) and chosen.dsn == url
+        assert isinstance(chosen, database.Database) and chosen.dsn == url
     with pytest.raises(pydantic.ValidationError):
         settings_mod.CentralSettings(database_url="mysql://db/x")
