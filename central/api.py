@@ -27,6 +27,7 @@ from central import events
 from central import i18n
 from central import keyring
 from central import metrics
+from central import netaddr
 from central import outage
 from central import params
 from central import profiles
@@ -68,7 +69,7 @@ class Api:
     ) -> None:
         self.clock = clock
         self.metrics = meters
-        self.proxies = clientip.networks(service.settings.trusted_proxies)
+        self.proxies = netaddr.networks(service.settings.trusted_proxies)
         self.checkin_limiter = ratelimit.RateLimiter(
             service.settings.checkin_requests_per_client_per_minute
         )

@@ -17,6 +17,7 @@ from central import clock as clock_mod
 from central import csrf
 from central import errors
 from central import events
+from central import netaddr
 from central import privacy
 from central import store
 from central import timetable
@@ -438,7 +439,7 @@ class AttendanceApi:
         csrf.check(request, self.service.settings.public_url)
         body = await parse.body(request, bodies.Checkin)
         parsed = checkins.Request.of(body, request.cookies.get(STUDENT_COOKIE))
-        proxies = clientip.networks(self.service.settings.trusted_proxies)
+        proxies = netaddr.networks(self.service.settings.trusted_proxies)
         checkin = await self.service.check_out(parsed, clientip.client_ip(request, proxies))
         duration = (checkin.checked_out_at or checkin.created_at) - checkin.created_at
         answer = responses.Checkout(

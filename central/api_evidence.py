@@ -18,6 +18,7 @@ from central import clock as clock_mod
 from central import errors
 from central import evidence
 from central import keyring
+from central import netaddr
 from central import params
 from central import ratelimit
 from central import records
@@ -45,7 +46,7 @@ class EvidenceApi:
         self.keys = keys
         self.settings = settings
         self.clock = clock
-        self.proxies = clientip.networks(settings.trusted_proxies)
+        self.proxies = netaddr.networks(settings.trusted_proxies)
         self.views = ratelimit.RateLimiter(settings.link_views_per_client_per_minute)
         self.page = string.Template(
             importlib.resources.files("central.pages").joinpath("verify.html").read_text()

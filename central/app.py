@@ -21,10 +21,10 @@ from central import auth
 from central import bridge as bridge_mod
 from central import checkins
 from central import clock as clock_mod
-from central import errors
 from central import events
 from central import keyring
 from central import metrics
+from central import middleware
 from central import openapi
 from central import outage
 from central import retention
@@ -52,7 +52,7 @@ def build(
     bridge = bridge_mod.Bridge(settings, db, keys, hub, clock, meters) if with_bridge else None
     service = checkins.CheckinService(settings, db, keys, clock)
     app = web.Application(
-        middlewares=[meters.middleware(), errors.middleware], client_max_size=MAX_BODY_BYTES
+        middlewares=[meters.middleware(), middleware.middleware], client_max_size=MAX_BODY_BYTES
     )
     routes = api.Api(
         db, keys, service, hub, bridge, settings.public_url.startswith("https://"), clock, meters

@@ -35,10 +35,3 @@ async def cli(
     except (KeyError, OSError):  # no passwd entry (containers)
         user = "unknown"
     await db.audit(f"cli:{user}", action, target, detail, int(time.time() * 1000), site)
-
-
-async def central(
-    db: store.Store, action: str, target: str, detail: str, now_ms: int, site: str
-) -> None:
-    """What central decided on its own (e.g. a student id locked after wrong PINs)."""
-    await db.audit("central", action, target, detail, now_ms, site)

@@ -13,7 +13,8 @@ import typing
 import prometheus_client
 from aiohttp import web
 
-from central import store
+if typing.TYPE_CHECKING:  # the store is a layer above; only its type is named here
+    from central import store
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 

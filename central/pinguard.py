@@ -26,7 +26,6 @@ import concurrent.futures
 import dataclasses
 import typing
 
-from central import audit
 from central import errors
 from central import ratelimit
 from central import settings as settings_mod
@@ -182,8 +181,8 @@ class PinGuard:
         )
         failures.locked_until_ms = now_ms + int(wait_s * 1000)
         site, student_id = key
-        await audit.central(
-            self.db,
+        await self.db.audit(
+            "central",  # the actor: central decided this on its own
             "student_pin_locked",
             f"{site}/{student_id}",
             f"{failures.count} wrong PINs in a row; locked for {wait_s:g} s;"

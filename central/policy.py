@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-from central import clientip
 from central import environment
+from central import netaddr
 
 GEO_BANDS = (("in_room", 0.0), ("near", 200.0), ("on_campus", 1000.0))  # then "far"
 NO_BROWSER_ID = "no_browser_id: the browser sent no browser id (a relay or a shared phone?)"
@@ -63,11 +63,11 @@ def network_of(client_ip: str, networks: dict[str, list[str]]) -> str:
     """The building whose subnet holds the client, "off_campus", or "unknown"."""
     if not networks:
         return "unknown"
-    address = clientip.address(client_ip)
+    address = netaddr.address(client_ip)
     if address is None:
         return "unknown"
     for building, subnets in sorted(networks.items()):
-        if any(address in clientip.network(subnet) for subnet in subnets):
+        if any(address in netaddr.network(subnet) for subnet in subnets):
             return f"campus:{building}"
     return "off_campus"
 
