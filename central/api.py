@@ -259,9 +259,7 @@ class Api:
             client, time.monotonic(), "too many check-ins from this address; wait"
         )
         body = await parse.body(request, bodies.Checkin)
-        parsed = checkins.Request.of(
-            body, request.cookies.get(COOKIE), request.cookies.get(BROWSER_COOKIE)
-        )
+        parsed = body.request(request.cookies.get(COOKIE), request.cookies.get(BROWSER_COOKIE))
         try:
             result = await self.service.check_in(parsed, client)
         except errors.ApiError as exc:

@@ -438,7 +438,7 @@ class AttendanceApi:
     async def checkout(self, request: web.Request) -> web.Response:
         csrf.check(request, self.service.settings.public_url)
         body = await parse.body(request, bodies.Checkin)
-        parsed = checkins.Request.of(body, request.cookies.get(STUDENT_COOKIE))
+        parsed = body.request(request.cookies.get(STUDENT_COOKIE))
         proxies = netaddr.networks(self.service.settings.trusted_proxies)
         checkin = await self.service.check_out(parsed, clientip.client_ip(request, proxies))
         duration = (checkin.checked_out_at or checkin.created_at) - checkin.created_at

@@ -23,7 +23,6 @@ from central import store
 from central import students
 from central import timetable
 from central import ttlcache
-from central.apimodels import bodies
 from edge_agent.protocol import names
 from edge_agent.protocol import qrtoken
 from edge_agent.protocol import slots
@@ -48,40 +47,6 @@ class Request:
     credential: str | None
     geo: policy.Geo | None = None
     browser: str | None = None
-
-    @classmethod
-    def of(
-        cls, body: bodies.Checkin, cookie: str | None, browser_cookie: str | None = None
-    ) -> Request:
-        """The validated body with what the cookies add: the remembered credential when the
-        body has none, and the browser's id when it is well formed."""
-        geo = policy.Geo(body.geo.lat, body.geo.lon, body.geo.accuracy_m) if body.geo else None
-        browser = (
-            browser_cookie if browser_cookie and BROWSER_ID.fullmatch(browser_cookie) else None
-        )
-        request = cls(
-            token=body.token,
-            site=body.site,
-            room=body.room,
-            otp=body.otp,
-            student_id=body.student_id,
-            pin=body.pin,
-            credential=body.credential if body.credential is not None else cookie or None,
-            geo=geo,
-            browser=browser,
-        )
-        if request.token is None and not (request.site and request.room and request.otp):
-            raise errors.ApiError(
-                400, "invalid_request", "send token, or site + room + otp", {"field": "token"}
-            )
-        if request.credential is None and not (request.student_id and request.pin):
-            raise errors.ApiError(
-                400,
-                "invalid_request",
-                "send student_id and pin, or a credential",
-                {"field": "student_id"},
-            )
-        return request
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,9 @@ import typing
 
 import pydantic
 
+from central import checkins
 from central import errors
+from central import policy
 from central import store
 from central import timetable
 from central import webhooks
@@ -61,6 +63,39 @@ class Checkin(Body):
         key: f"{key} must be a string"
         for key in ("token", "site", "room", "otp", "student_id", "pin", "credential")
     }
+
+    def request(self, cookie: str | None, browser_cookie: str | None = None) -> checkins.Request:
+        """The check-in service's request: this body with what the cookies add (the
+        remembered credential when the body has none, the browser's id when well formed)."""
+        geo = policy.Geo(self.geo.lat, self.geo.lon, self.geo.accuracy_m) if self.geo else None
+        browser = (
+            browser_cookie
+            if browser_cookie and checkins.BROWSER_ID.fullmatch(browser_cookie)
+            else None
+        )
+        request = checkins.Request(
+            token=self.token,
+            site=self.site,
+            room=self.room,
+            otp=self.otp,
+            student_id=self.student_id,
+            pin=self.pin,
+            credential=self.credential if self.credential is not None else cookie or None,
+            geo=geo,
+            browser=browser,
+        )
+        if request.token is None and not (request.site and request.room and request.otp):
+            raise errors.ApiError(
+                400, "invalid_request", "send token, or site + room + otp", {"field": "token"}
+            )
+        if request.credential is None and not (request.student_id and request.pin):
+            raise errors.ApiError(
+                400,
+                "invalid_request",
+                "send student_id and pin, or a credential",
+                {"field": "student_id"},
+            )
+        return request
 
 
 class RoomPatch(Body):
