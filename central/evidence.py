@@ -2,7 +2,7 @@
 
 A check-in record alone is only central's word. The bundle adds what the device signed: the QR
 token of the slot and the proof that displayed it, and central countersigns the record over
-both. The bundle also carries the device's key chain (central/keychain.py: the enrollment and
+both. The bundle also carries the device's key chain (keychain.py: the enrollment and
 every signed key change up to the key that signed the proof), so a verifier needs nothing but
 central's Ed25519 public key; a bundle without a chain (made before chains) needs the device's
 key too. The bundle is held to one canonical byte form (RFC 8785 JCS), so changing any byte of
