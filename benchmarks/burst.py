@@ -27,7 +27,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from benchmarks import campus
 from benchmarks import common
 from benchmarks import httpload
-from central import students as students_mod
+from central.checkin import students as students_mod
 from edge_agent.protocol import slots
 from tests import broker as broker_mod
 

@@ -22,13 +22,13 @@ import zoneinfo
 import aiohttp
 
 from benchmarks import common
-from central import auth
-from central import environment
-from central import keyring
-from central import store
-from central import students
-from central import timetable
+from central.checkin import students
+from central.core import keyring
+from central.domain import environment
+from central.domain import timetable
+from central.http import auth
 from central.storage import database
+from central.storage import store
 from edge_agent.protocol import b64
 from edge_agent.protocol import chain
 from edge_agent.protocol import keys

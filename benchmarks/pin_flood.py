@@ -27,8 +27,8 @@ from benchmarks import burst
 from benchmarks import campus
 from benchmarks import common
 from benchmarks import httpload
-from central import store
-from central import timetable
+from central.domain import timetable
+from central.storage import store
 from edge_agent.protocol import slots
 
 PIN = "246810"

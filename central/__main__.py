@@ -2,6 +2,6 @@
 
 import sys
 
-from central import cli
+from central.cli import main
 
-sys.exit(cli.main())
+sys.exit(main.main())

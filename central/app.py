@@ -11,27 +11,27 @@ import ssl
 
 from aiohttp import web
 
-from central import api
-from central import api_attendance
-from central import api_dashboard
-from central import api_evidence
-from central import api_reports
-from central import api_webhooks
-from central import auth
-from central import bridge as bridge_mod
-from central import checkins
-from central import clock as clock_mod
-from central import events
-from central import keyring
-from central import metrics
-from central import middleware
-from central import openapi
-from central import outage
-from central import retention
-from central import settings as settings_mod
-from central import store
-from central import stores
-from central import webhooks
+from central.admin import retention
+from central.checkin import checkins
+from central.core import clock as clock_mod
+from central.core import events
+from central.core import keyring
+from central.core import metrics
+from central.core import outage
+from central.core import settings as settings_mod
+from central.http import api
+from central.http import api_attendance
+from central.http import api_dashboard
+from central.http import api_evidence
+from central.http import api_reports
+from central.http import api_webhooks
+from central.http import auth
+from central.http import middleware
+from central.http import openapi
+from central.http import webhooks
+from central.ingest import bridge as bridge_mod
+from central.storage import store
+from central.storage import stores
 from edge_agent import sdnotify
 
 log = logging.getLogger("central")

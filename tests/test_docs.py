@@ -7,7 +7,7 @@ import pathlib
 import pydantic_settings
 import pytest
 
-from central import settings as central_settings
+from central.core import settings as central_settings
 from edge_agent import settings as agent_settings
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

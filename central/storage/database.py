@@ -1,4 +1,4 @@
-"""The store central runs on (`central.store.Store`), on SQLite or PostgreSQL alike: each
+"""The store central runs on (`central.storage.store.Store`), on SQLite or PostgreSQL alike: each
 method runs one query of queries.py through the engine (engines.py)."""
 
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 import pathlib
 import typing
 
-from central import environment
-from central import store
-from central import timetable
+from central.domain import environment
+from central.domain import timetable
 from central.storage import engines
 from central.storage import queries
+from central.storage import store
 
 
 class Database:

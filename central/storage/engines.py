@@ -2,7 +2,7 @@
 
 A query is a function of a `sqlalchemy.Connection` (queries.py); an engine runs it in one
 transaction and maps a refused write (`IntegrityError`) to `store.Conflict`. Every other
-database failure propagates as SQLAlchemy raised it; `central.stores.is_outage` tells an
+database failure propagates as SQLAlchemy raised it; `central.storage.stores.is_outage` tells an
 outage from a bug.
 
 - SQLite: one connection, on one thread of its own, running SQLAlchemy's synchronous
@@ -30,8 +30,8 @@ import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.ext import asyncio as sa_asyncio
 
-from central import store
 from central.storage import migrations
+from central.storage import store
 from edge_agent import keystore
 
 _P = typing.ParamSpec("_P")

@@ -3,7 +3,7 @@
 Each function takes a `sqlalchemy.Connection` already inside the transaction the engine
 opened for it (engines.py), so a function is one transaction: what it reads and writes is
 atomic, and an exception rolls all of it back. Rows come back as the dataclasses of
-`central.store`, mapped by column name (rows.py). The statements of the hot paths (a proof,
+`central.storage.store`, mapped by column name (rows.py). The statements of the hot paths (a proof,
 a check-in) are built once at import, so SQLAlchemy's compiled cache serves them without
 rebuilding the expression each time.
 """
@@ -16,13 +16,13 @@ import typing
 
 import sqlalchemy as sa
 
-from central import environment
-from central import store
-from central import timetable
+from central.domain import environment
+from central.domain import timetable
 from central.storage import dialects
 from central.storage import prepared
 from central.storage import rows
 from central.storage import schema as t
+from central.storage import store
 
 RECENT_REJECTIONS = 200
 

@@ -1,4 +1,4 @@
-"""Rows to the dataclasses of `central.store`, by column name: a query selects exactly the
+"""Rows to the dataclasses of `central.storage.store`, by column name: a query selects exactly the
 dataclass's fields (`select`), so adding a field is adding a column, not counting positions."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import typing
 
 import sqlalchemy as sa
 
-from central import environment
-from central import store
-from central import timetable
+from central.domain import environment
+from central.domain import timetable
+from central.storage import store
 
 
 def select(cls: type[typing.Any], table: sa.Table, **columns: str) -> sa.Select[typing.Any]:

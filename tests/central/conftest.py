@@ -23,12 +23,12 @@ import yarl
 from aiohttp import test_utils
 
 from central import app as app_mod
-from central import auth
-from central import clock as clock_mod
-from central import settings as settings_mod
-from central import store
-from central import stores
-from central import students
+from central.checkin import students
+from central.core import clock as clock_mod
+from central.core import settings as settings_mod
+from central.http import auth
+from central.storage import store
+from central.storage import stores
 from edge_agent.protocol import b64
 from edge_agent.protocol import chain
 from edge_agent.protocol import enroll

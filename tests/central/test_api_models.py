@@ -20,14 +20,14 @@ from aiohttp import test_utils
 from aiohttp import web
 from hypothesis import strategies as st
 
-from central import clock as clock_mod
-from central import errors
-from central import openapi
-from central import params
-from central import store
-from central import timetable
-from central.apimodels import parse
-from central.apimodels import queries
+from central.core import clock as clock_mod
+from central.core import errors
+from central.core import params
+from central.domain import timetable
+from central.http import openapi
+from central.http.apimodels import parse
+from central.http.apimodels import queries
+from central.storage import store
 from edge_agent.protocol import qrtoken
 from edge_agent.protocol import slots
 from tests.central import conftest

@@ -22,8 +22,8 @@ from aiohttp import test_utils
 from aiohttp import web
 
 from central import app as app_mod
-from central import bridge as bridge_mod
-from central import settings as settings_mod
+from central.core import settings as settings_mod
+from central.ingest import bridge as bridge_mod
 from edge_agent import mqttlink
 from edge_agent.protocol import keys
 from edge_agent.protocol import report
@@ -151,7 +151,7 @@ async def test_central_refuses_an_anonymous_broker_unless_allowed(
         await runner.setup()
     await runner.cleanup()
     allowed = settings.model_copy(update={"allow_anonymous_broker": True})
-    with caplog.at_level(logging.WARNING, logger="central.bridge"):
+    with caplog.at_level(logging.WARNING, logger="central.ingest.bridge"):
         assert await bridge_mod.check_broker(allowed) is True
     assert "accepts anonymous clients" in caplog.text
 
@@ -190,7 +190,7 @@ async def test_a_broker_found_open_after_the_start_gets_no_subscription(
         mqtt_client_id="central-late-check",
     )
     server = test_utils.TestServer(app_mod.build(settings), host="127.0.0.1", port=port)
-    caplog.set_level(logging.CRITICAL, logger="central.bridge")
+    caplog.set_level(logging.CRITICAL, logger="central.ingest.bridge")
     await server.start_server()
     try:
         async with aiohttp.ClientSession() as http:

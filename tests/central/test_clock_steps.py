@@ -16,8 +16,8 @@ import pytest
 from aiohttp import test_utils
 
 from central import app as app_mod
-from central import clock as clock_mod
-from central import stores
+from central.core import clock as clock_mod
+from central.storage import stores
 from edge_agent.protocol import qrtoken
 from edge_agent.protocol import slots
 from tests import broker as broker_mod

@@ -7,8 +7,8 @@ import datetime
 import json
 import re
 
-from central import auth
-from central import i18n
+from central.core import i18n
+from central.http import auth
 from tests.central import conftest
 
 

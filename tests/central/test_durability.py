@@ -19,7 +19,7 @@ import sqlalchemy
 from aiohttp import test_utils
 
 from central import app as app_mod
-from central import settings as settings_mod
+from central.core import settings as settings_mod
 from central.storage import database
 from tests.central import conftest
 from tests.central import test_checkins

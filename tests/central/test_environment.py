@@ -9,7 +9,7 @@ import typing
 
 from scapy.utils import rdpcap
 
-from central import environment
+from central.domain import environment
 from edge_agent.protocol import qrtoken
 from edge_agent.protocol import slots
 from edge_agent.sensors import gps

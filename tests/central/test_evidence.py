@@ -17,8 +17,8 @@ import typing
 import pytest
 import rfc8785
 
-from central import evidence
-from central import verify_cmd
+from central.checkin import evidence
+from central.cli import verify_cmd
 from edge_agent.protocol import b64
 from edge_agent.protocol import chain
 from edge_agent.protocol import jws

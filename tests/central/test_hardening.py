@@ -31,16 +31,16 @@ from aiohttp import test_utils
 from aiohttp import web
 from hypothesis import strategies as st
 
-from central import auth
-from central import clock as clock_mod
-from central import errors
-from central import events
-from central import keyring
-from central import params
-from central import store
-from central import streams
-from central import webhooks
+from central.core import clock as clock_mod
+from central.core import errors
+from central.core import events
+from central.core import keyring
+from central.core import params
+from central.http import auth
+from central.http import streams
+from central.http import webhooks
 from central.storage import database
+from central.storage import store
 from tests.central import conftest
 from tests.central import test_webhooks
 from tests.stores import pg

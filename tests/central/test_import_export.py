@@ -15,9 +15,9 @@ import typing
 import pypdf
 import pytest
 
-from central import auth
-from central import clock as clock_mod
-from central import students
+from central.checkin import students
+from central.core import clock as clock_mod
+from central.http import auth
 from tests.central import conftest
 from tests.central import test_sessions
 

@@ -20,11 +20,11 @@ import pytest
 from joserfc import jws as jose_jws
 from joserfc.jwk import OKPKey
 
-from central import clock as clock_mod
-from central import evidence
-from central import keychain
-from central import store
-from central import verify_cmd
+from central.checkin import evidence
+from central.checkin import keychain
+from central.cli import verify_cmd
+from central.core import clock as clock_mod
+from central.storage import store
 from edge_agent.protocol import b64
 from edge_agent.protocol import enroll
 from edge_agent.protocol import jws

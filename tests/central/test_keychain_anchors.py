@@ -8,8 +8,8 @@ import typing
 
 import pytest
 
-from central import keychain
-from central import store
+from central.checkin import keychain
+from central.storage import store
 from edge_agent.protocol import b64
 from edge_agent.protocol import enroll
 from edge_agent.protocol import keys

@@ -13,7 +13,7 @@ import uuid
 import aiomqtt
 import pytest
 
-from central import evidence
+from central.checkin import evidence
 from edge_agent.protocol import ack
 from edge_agent.protocol import b64
 from edge_agent.protocol import chain

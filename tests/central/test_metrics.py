@@ -6,7 +6,7 @@ import json
 import re
 import time
 
-from central import auth
+from central.http import auth
 from edge_agent.protocol import qrtoken
 from edge_agent.protocol import report
 from edge_agent.protocol import slots

@@ -16,11 +16,11 @@ import time
 import pytest
 
 from central import app as app_mod
-from central import clock as clock_mod
-from central import openapi
-from central import settings as settings_mod
-from central import store
-from central import timetable
+from central.core import clock as clock_mod
+from central.core import settings as settings_mod
+from central.domain import timetable
+from central.http import openapi
+from central.storage import store
 from tests.central import conftest
 
 SCHEMATHESIS = pathlib.Path(sys.executable).parent / "schemathesis"
@@ -54,7 +54,7 @@ def described() -> set[tuple[str, str]]:
 def test_every_api_route_is_described_and_nothing_else(tmp_path: pathlib.Path) -> None:
     routes = registered(tmp_path)
     assert ("POST", "/api/v1/webhooks") in routes and len(routes) > 40
-    assert routes - described() == set(), "routes missing from central/openapi.py"
+    assert routes - described() == set(), "routes missing from central/http/openapi.py"
     assert described() - routes == set(), "described operations the app does not have"
 
 

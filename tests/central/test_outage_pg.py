@@ -71,7 +71,9 @@ async def test_database_outage_answers_503_and_backs_off(
         ]
         dispatcher = lines(caplog, "webhook dispatch")
         assert len(dispatcher) == 1, f"one line per state change: {dispatcher}"
-        reconnects = [r for r in caplog.records if r.name == "central.bridge" and r.levelno >= 40]
+        reconnects = [
+            r for r in caplog.records if r.name == "central.ingest.bridge" and r.levelno >= 40
+        ]
         assert len(reconnects) <= 1, [r.getMessage() for r in reconnects]
         assert len(lines(caplog, "store unavailable:")) == 1
     finally:

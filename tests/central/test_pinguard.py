@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from central import errors
-from central import pinguard
+from central.checkin import pinguard
+from central.core import errors
 
 
 async def test_the_verify_pool_is_bounded_and_fair_between_clients() -> None:

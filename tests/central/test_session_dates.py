@@ -12,8 +12,8 @@ import zoneinfo
 
 import pytest
 
-from central import clock as clock_mod
-from central import timetable
+from central.core import clock as clock_mod
+from central.domain import timetable
 from tests.central import conftest
 
 LOS_ANGELES = zoneinfo.ZoneInfo("America/Los_Angeles")

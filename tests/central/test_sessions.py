@@ -19,9 +19,9 @@ import zoneinfo
 import aiohttp
 import pytest
 
-from central import auth
-from central import clock as clock_mod
-from central import evidence
+from central.checkin import evidence
+from central.core import clock as clock_mod
+from central.http import auth
 from edge_agent.protocol import b64
 from edge_agent.protocol import qrtoken
 from edge_agent.protocol import slots

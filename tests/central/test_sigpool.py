@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from central import sigpool
+from central.core import sigpool
 from edge_agent.protocol import keys
 
 

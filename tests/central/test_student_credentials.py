@@ -15,8 +15,8 @@ import typing
 import aiohttp
 import pytest
 
-from central import clock as clock_mod
-from central import policy
+from central.core import clock as clock_mod
+from central.domain import policy
 from edge_agent.protocol import b64
 from edge_agent.protocol import qrtoken
 from edge_agent.protocol import slots

@@ -29,10 +29,10 @@ import aiohttp
 import asyncpg
 import pytest
 
-from central import auth
-from central import store
-from central import students
-from central import timetable
+from central.checkin import students
+from central.domain import timetable
+from central.http import auth
+from central.storage import store
 from edge_agent.protocol import b64
 from edge_agent.protocol import qrtoken
 from edge_agent.protocol import slots

@@ -22,14 +22,14 @@ from aiohttp import test_utils
 from aiohttp import web
 
 from central import app as app_mod
-from central import auth
-from central import clock as clock_mod
-from central import settings as settings_mod
-from central import store
-from central import stores
-from central import timetable
-from central import webhooks
+from central.core import clock as clock_mod
+from central.core import settings as settings_mod
+from central.domain import timetable
+from central.http import auth
+from central.http import webhooks
 from central.storage import database
+from central.storage import store
+from central.storage import stores
 from edge_agent.protocol import qrtoken
 from edge_agent.protocol import slots
 from tests import broker as broker_mod

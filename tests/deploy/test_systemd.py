@@ -290,6 +290,6 @@ def test_central_logs_json_lines_with_request_ids(
 
         entry = system.wait_for(logged, 10, "the request's log line")
         assert entry["level"] == "INFO" and entry["code"] == "unauthorized"
-        assert entry["status"] == 401 and entry["logger"] == "central.middleware"
+        assert entry["status"] == 401 and entry["logger"] == "central.http.middleware"
     finally:
         central.stop()

@@ -32,10 +32,10 @@ import paho.mqtt.client
 import paho.mqtt.enums
 import pytest
 
-from central import backup_archive
-from central import backup_cmd
-from central import clock as clock_mod
-from central import settings as settings_mod
+from central.admin import backup_archive
+from central.cli import backup_cmd
+from central.core import clock as clock_mod
+from central.core import settings as settings_mod
 from edge_agent.protocol import b64
 from edge_agent.protocol import enroll
 from edge_agent.protocol import proof

@@ -14,8 +14,8 @@ import tomllib
 import aiomqtt
 import pytest
 
-from central import bridge
-from central import settings as central_settings
+from central.core import settings as central_settings
+from central.ingest import bridge
 from edge_agent import mqttlink
 from tests import broker as broker_mod
 from tests import system

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from central import keyring
+from central.core import keyring
 from edge_agent.protocol import ack
 from edge_agent.protocol import b64
 from edge_agent.protocol import keys

@@ -26,8 +26,8 @@ with atheris.instrument_imports(enable_loader_override=False):
     from scapy import config as scapy_config
     from scapy.layers import dot11
 
-    from central import evidence
-    from central import settings as central_settings
+    from central.checkin import evidence
+    from central.core import settings as central_settings
     from edge_agent import bundle
     from edge_agent import settings as agent_settings
     from edge_agent import tomlsettings

@@ -30,7 +30,7 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from central import clock as clock_mod
+from central.core import clock as clock_mod
 from edge_agent.protocol import b64
 from edge_agent.protocol import enroll
 from edge_agent.protocol import jws

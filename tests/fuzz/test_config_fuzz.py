@@ -17,7 +17,7 @@ import hypothesis
 import pydantic_settings
 from hypothesis import strategies as st
 
-from central import settings as central_settings
+from central.core import settings as central_settings
 from edge_agent import bundle
 from edge_agent import settings as agent_settings
 from edge_agent import tomlsettings

@@ -13,7 +13,7 @@ import typing
 import hypothesis
 from hypothesis import strategies as st
 
-from central import evidence
+from central.checkin import evidence
 from edge_agent.protocol import b64
 from edge_agent.protocol import jws
 from edge_agent.protocol import keys

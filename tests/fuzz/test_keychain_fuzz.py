@@ -15,8 +15,8 @@ import hypothesis
 import rfc8785
 from hypothesis import strategies as st
 
-from central import evidence
-from central import keychain
+from central.checkin import evidence
+from central.checkin import keychain
 from tests.fuzz import inputs
 from tests.protocol import examples as ex
 

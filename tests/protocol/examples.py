@@ -17,10 +17,10 @@ import re
 import sys
 import typing
 
-from central import evidence
-from central import keychain
-from central import records
-from central import store
+from central.checkin import evidence
+from central.checkin import keychain
+from central.checkin import records
+from central.storage import store
 from edge_agent.protocol import b64
 from edge_agent.protocol import chain
 from edge_agent.protocol import command

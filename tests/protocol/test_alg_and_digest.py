@@ -16,7 +16,7 @@ from hypothesis import strategies
 from joserfc import jws as jose_jws
 from joserfc.jwk import OKPKey
 
-from central import keychain
+from central.checkin import keychain
 from edge_agent.protocol import b64
 from edge_agent.protocol import jws
 from edge_agent.protocol import keys

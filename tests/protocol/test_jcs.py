@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from central import evidence
+from central.checkin import evidence
 
 
 def test_the_rfc_8785_examples() -> None:

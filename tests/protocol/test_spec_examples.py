@@ -17,8 +17,8 @@ import re
 
 import pytest
 
-from central import evidence
-from central import keychain
+from central.checkin import evidence
+from central.checkin import keychain
 from edge_agent.protocol import b64
 from edge_agent.protocol import chain
 from edge_agent.protocol import command

@@ -27,7 +27,7 @@ import aiohttp
 import aiomqtt
 import pytest
 
-from central import settings as settings_mod
+from central.core import settings as settings_mod
 from central.storage import database
 from tests import broker as broker_mod
 from tests.central import conftest

@@ -9,8 +9,8 @@ import typing
 
 import pytest
 
-from central import store
 from central.storage import database
+from central.storage import store
 from tests.stores import pg
 
 

@@ -10,7 +10,7 @@ import typing
 import asyncpg
 import pytest
 
-from central import evidence
+from central.checkin import evidence
 from edge_agent.protocol import b64
 from edge_agent.protocol import qrtoken
 from tests.central import conftest

@@ -12,10 +12,10 @@ import sqlite3
 import asyncpg
 import pytest
 
-from central import environment
-from central import store
-from central import timetable
+from central.domain import environment
+from central.domain import timetable
 from central.storage import database
+from central.storage import store
 from tests.stores import conftest
 
 SITE = "campus"

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from central import store
+from central.storage import store
 
 SITE = "campus"
 DEVICE = "pi-1"

@@ -8,11 +8,11 @@ import datetime
 import pathlib
 import sqlite3
 
-from central import csvimport
-from central import store
-from central import students
-from central import timetable
+from central.checkin import students
+from central.domain import timetable
+from central.http import csvimport
 from central.storage import database
+from central.storage import store
 from tests.stores import test_contract
 
 SITE = test_contract.SITE

@@ -8,8 +8,8 @@ import asyncio
 
 import pytest
 
-from central import store
-from central import verifier
+from central.ingest import verifier
+from central.storage import store
 from edge_agent.protocol import b64
 from edge_agent.protocol import chain
 from edge_agent.protocol import keys

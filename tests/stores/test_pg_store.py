@@ -14,11 +14,11 @@ import asyncpg
 import pydantic
 import pytest
 
-from central import settings as settings_mod
-from central import store
-from central import stores
+from central.core import settings as settings_mod
 from central.storage import database
 from central.storage import migrations
+from central.storage import store
+from central.storage import stores
 from tests import broker as broker_mod
 from tests.stores import pg as pg_mod
 from tests.stores import test_contract

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from central import store
+from central.storage import store
 from tests.stores import test_contract
 
 SITE = test_contract.SITE

@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from alembic import autogenerate
 from alembic.runtime import migration
 
-from central import store
 from central.storage import database
 from central.storage import migrations
 from central.storage import schema
+from central.storage import store
 from tests.stores import conftest
 from tests.stores import pg
 from tests.stores.legacy import data

@@ -9,9 +9,9 @@ import dataclasses
 import datetime
 import typing
 
-from central import environment
-from central import store
-from central import timetable
+from central.domain import environment
+from central.domain import timetable
+from central.storage import store
 
 SITE, ROOM, OTHER_ROOM, DEVICE = "campus", "a-101", "b-202", "pi-1"
 FAR = 10**13

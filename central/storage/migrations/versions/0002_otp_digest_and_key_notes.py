@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from central import store
+from central.storage import store
 
 revision = "0002"
 down_revision = "0001"
