@@ -30,7 +30,7 @@ from central.http import middleware
 from central.http import openapi
 from central.http import webhooks
 from central.ingest import bridge as bridge_mod
-from central.storage import store
+from central.storage import database
 from central.storage import stores
 from edge_agent import sdnotify
 
@@ -113,7 +113,7 @@ def build(
 
 
 async def _health(
-    notifier: sdnotify.Notifier, db: store.Store, bridge: bridge_mod.Bridge | None
+    notifier: sdnotify.Notifier, db: database.Database, bridge: bridge_mod.Bridge | None
 ) -> None:
     """READY=1 once serving; WATCHDOG=1 only while the store answers (so systemd restarts a
     central whose database handle is wedged); STATUS= says what an operator wants to know."""

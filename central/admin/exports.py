@@ -23,7 +23,7 @@ from central.checkin import records
 from central.core import keyring
 from central.core import params
 from central.domain import timetable
-from central.storage import store
+from central.storage import database
 
 CSV_COLUMNS = (
     "session_id",
@@ -127,7 +127,7 @@ class Export:
 
 
 async def _occurrences(
-    db: store.Store, selection: Selection, now_ms: int, sees: Sees, site: str | None
+    db: database.Database, selection: Selection, now_ms: int, sees: Sees, site: str | None
 ) -> list[tuple[timetable.Occurrence, list[attendance.Row]]]:
     """`site`: the caller's site (None: every site); another site's session, course or
     student is NotFound, exactly like one that does not exist."""
@@ -166,7 +166,7 @@ async def _occurrences(
 
 
 async def collect(
-    db: store.Store,
+    db: database.Database,
     keys: keyring.Keyring,
     public_base: str,
     selection: Selection,

@@ -8,6 +8,7 @@ import typing
 
 from central.checkin import attendance
 from central.core import params
+from central.storage import database
 from central.storage import store
 
 EXPORT_DAYS = 400
@@ -17,7 +18,7 @@ class NoSuchStudent(Exception):
     """The site has no student with this id."""
 
 
-async def export(db: store.Store, site: str, student_id: str) -> dict[str, typing.Any]:
+async def export(db: database.Database, site: str, student_id: str) -> dict[str, typing.Any]:
     student = await db.get_student(site, student_id)
     if student is None:
         raise NoSuchStudent(f"no student {site}/{student_id}")
@@ -66,7 +67,7 @@ async def export(db: store.Store, site: str, student_id: str) -> dict[str, typin
     }
 
 
-async def erase(db: store.Store, site: str, student_id: str) -> dict[str, int]:
+async def erase(db: database.Database, site: str, student_id: str) -> dict[str, int]:
     if await db.get_student(site, student_id) is None:
         raise NoSuchStudent(f"no student {site}/{student_id}")
     return await db.erase_student(site, student_id)

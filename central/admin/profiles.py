@@ -7,7 +7,7 @@ import re
 import time
 
 from central.domain import environment
-from central.storage import store
+from central.storage import database
 
 
 class ProfileError(Exception):
@@ -35,7 +35,7 @@ def check_sets(wifi: list[str] | None, ble: list[str] | None) -> None:
 
 
 async def apply(
-    db: store.Store,
+    db: database.Database,
     site: str,
     room: str,
     action: str,

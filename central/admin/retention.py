@@ -12,14 +12,14 @@ import logging
 
 from central.core import clock as clock_mod
 from central.core import settings as settings_mod
-from central.storage import store
+from central.storage import database
 
 log = logging.getLogger(__name__)
 EVERY_S = 3600.0
 
 
 async def purge_once(
-    db: store.Store, settings: settings_mod.CentralSettings, clock: clock_mod.Clock
+    db: database.Database, settings: settings_mod.CentralSettings, clock: clock_mod.Clock
 ) -> dict[str, int]:
     before = clock.now_ms() - int(settings.retention_days * 86400_000)
     purged = await db.purge_before(before)
@@ -34,7 +34,7 @@ async def purge_once(
 
 
 async def run(
-    db: store.Store, settings: settings_mod.CentralSettings, clock: clock_mod.Clock
+    db: database.Database, settings: settings_mod.CentralSettings, clock: clock_mod.Clock
 ) -> None:
     while True:
         try:

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 
 from central.core import settings as settings_mod
-from central.storage import store
+from central.storage import database
 
 SILENT_SLOTS = 3
 
@@ -36,7 +36,7 @@ def _health(settings: settings_mod.CentralSettings) -> dict[str, str] | None:
         return None
 
 
-async def report(settings: settings_mod.CentralSettings, db: store.Store) -> Report:
+async def report(settings: settings_mod.CentralSettings, db: database.Database) -> Report:
     lines: list[str] = []
     problems: list[str] = []
     health = _health(settings)

@@ -8,6 +8,7 @@ import dataclasses
 import typing
 
 from central.domain import timetable
+from central.storage import database
 from central.storage import store
 
 TEACHER_STATUSES = frozenset({"present", "late", "excused", "absent"})
@@ -49,7 +50,7 @@ class Row:
         }
 
 
-async def room_sessions(db: store.Store, site: str, room: str) -> list[timetable.Session]:
+async def room_sessions(db: database.Database, site: str, room: str) -> list[timetable.Session]:
     found: list[timetable.Session] = []
     after = 0
     while True:
@@ -73,7 +74,7 @@ def running_of(
 
 
 async def checkout_target(
-    db: store.Store, site: str, room: str, now_ms: int, after_end_ms: int
+    db: database.Database, site: str, room: str, now_ms: int, after_end_ms: int
 ) -> timetable.Occurrence | None:
     """A check-out session occurrence in this room that is running or ended recently."""
     for session in await room_sessions(db, site, room):
@@ -100,7 +101,7 @@ def status_of(
     return "absent" if now_ms >= occurrence.end_ms else "pending"
 
 
-async def report(db: store.Store, occurrence: timetable.Occurrence, now_ms: int) -> list[Row]:
+async def report(db: database.Database, occurrence: timetable.Occurrence, now_ms: int) -> list[Row]:
     """Every roster student plus anyone else who checked in, with their status."""
     session = occurrence.session
     roster = set(await db.roster(session.site, session.course))
@@ -129,7 +130,7 @@ def summary(rows: list[Row]) -> dict[str, int]:
 
 
 async def student_history(
-    db: store.Store, site: str, student_id: str, from_ms: int, to_ms: int, now_ms: int
+    db: database.Database, site: str, student_id: str, from_ms: int, to_ms: int, now_ms: int
 ) -> list[tuple[timetable.Occurrence, Row]]:
     """The student's status in every occurrence of their courses that started in the range."""
     history: list[tuple[timetable.Occurrence, Row]] = []

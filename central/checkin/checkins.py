@@ -22,6 +22,7 @@ from central.core import settings as settings_mod
 from central.core import ttlcache
 from central.domain import policy
 from central.domain import timetable
+from central.storage import database
 from central.storage import store
 from edge_agent.protocol import names
 from edge_agent.protocol import qrtoken
@@ -74,7 +75,7 @@ class CheckinService:
     def __init__(
         self,
         settings: settings_mod.CentralSettings,
-        db: store.Store,
+        db: database.Database,
         keys: keyring.Keyring,
         clock: clock_mod.Clock | None = None,
     ) -> None:

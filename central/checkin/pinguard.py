@@ -30,7 +30,7 @@ from central.checkin import students
 from central.core import errors
 from central.core import ratelimit
 from central.core import settings as settings_mod
-from central.storage import store
+from central.storage import database
 
 T = typing.TypeVar("T")
 FORGET_FAILURES_MS = 86_400_000  # a day without a wrong PIN starts the count afresh
@@ -126,7 +126,7 @@ class _Failures:
 
 
 class PinGuard:
-    def __init__(self, settings: settings_mod.CentralSettings, db: store.Store) -> None:
+    def __init__(self, settings: settings_mod.CentralSettings, db: database.Database) -> None:
         self.settings = settings
         self.db = db
         self.pool = VerifyPool(settings.pin_verify_concurrency, settings.pin_verify_queue)

@@ -11,6 +11,7 @@ import typing
 from central.checkin import evidence
 from central.checkin import keychain
 from central.core import keyring
+from central.storage import database
 from central.storage import store
 from edge_agent.protocol import b64
 from edge_agent.protocol import proof
@@ -52,7 +53,7 @@ def record_claims(
 
 
 async def bundle(
-    db: store.Store, keys: keyring.Keyring, checkin: store.Checkin, now_ms: int
+    db: database.Database, keys: keyring.Keyring, checkin: store.Checkin, now_ms: int
 ) -> tuple[bytes, bytes]:
     """(bundle bytes, the device's public key). The record is countersigned once, on first
     request, and the same signature is served from then on."""

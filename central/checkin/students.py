@@ -12,6 +12,7 @@ import argon2
 import argon2.exceptions
 import itsdangerous
 
+from central.storage import database
 from central.storage import store
 
 SALT = "roomproof-student-credential"
@@ -51,7 +52,7 @@ def pin_matches(encoded: str, pin: str) -> bool:
         return False
 
 
-async def verify_pin(db: store.Store, site: str, student_id: str, pin: str) -> bool:
+async def verify_pin(db: database.Database, site: str, student_id: str, pin: str) -> bool:
     """For admin tools (the CSV import); students' requests go through pinguard.PinGuard."""
     student = await db.get_student(site, student_id)
     matches = await asyncio.to_thread(pin_matches, pin_hash_of(student), pin)

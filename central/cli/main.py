@@ -28,6 +28,7 @@ from central.http import audit
 from central.http import auth
 from central.ingest import devicecmd
 from central.ingest import dynsec
+from central.storage import database
 from central.storage import store
 from central.storage import stores
 from edge_agent import logsetup
@@ -210,7 +211,7 @@ def _toml(value: object) -> str:
 
 async def _with_store(
     settings: settings_mod.CentralSettings,
-    action: typing.Callable[[store.Store], typing.Awaitable[None]],
+    action: typing.Callable[[database.Database], typing.Awaitable[None]],
 ) -> None:
     keyring.ensure_data_dir(settings.data_dir)
     db = stores.make(settings)
@@ -238,7 +239,7 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
         return backup_cmd.main(args, settings)
     if key == ("site", "add"):
 
-        async def add_site(db: store.Store) -> None:
+        async def add_site(db: database.Database) -> None:
             await db.add_site(args.site, args.name or args.site)
             print(f"site {args.site} added")
 
@@ -246,7 +247,7 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
     elif key == ("status", None):
         outcome: list[int] = []
 
-        async def show(db: store.Store) -> None:
+        async def show(db: database.Database) -> None:
             result = await status.report(settings, db)
             print(status.render(result))
             outcome.append(1 if result.problems else 0)
@@ -261,7 +262,7 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
         if args.radius_m <= 0:
             raise CommandError("--radius-m must be positive")
 
-        async def add_room(db: store.Store) -> None:
+        async def add_room(db: database.Database) -> None:
             await db.add_room(
                 args.site, args.room, args.name or args.room, args.lat, args.lon, args.radius_m
             )
@@ -276,7 +277,7 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
         if args.radius_m is not None and args.radius_m <= 0:
             raise CommandError("--radius-m must be positive")
 
-        async def set_room(db: store.Store) -> None:
+        async def set_room(db: database.Database) -> None:
             room = await db.get_room(args.site, args.room)
             if room is None:
                 raise CommandError(f"room {args.site}/{args.room} does not exist")
@@ -292,7 +293,7 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
         asyncio.run(_with_store(settings, set_room))
     elif key == ("room", "profile"):
 
-        async def profile(db: store.Store) -> None:
+        async def profile(db: database.Database) -> None:
             if (args.wifi is not None or args.ble is not None) and not args.confirm:
                 raise CommandError("--wifi and --ble go with --confirm")
             if args.confirm or args.relearn:
@@ -325,7 +326,7 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
         _device_add(args, settings)
     elif key == ("device", "revoke"):
 
-        async def revoke_device(db: store.Store) -> None:
+        async def revoke_device(db: database.Database) -> None:
             if not await db.revoke_device(args.site, args.device):
                 raise CommandError(f"device {args.site}/{args.device} does not exist")
             await audit.cli(db, "device_revoke", f"{args.site}/{args.device}", site=args.site)
@@ -347,11 +348,11 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
         pin_hash = students.hash_pin(pin)
         target = f"{args.site}/{args.student_id}"
 
-        async def add_student(db: store.Store) -> None:
+        async def add_student(db: database.Database) -> None:
             await db.add_student(args.site, args.student_id, pin_hash)
             print(f"student {target} added")
 
-        async def set_student_pin(db: store.Store) -> None:
+        async def set_student_pin(db: database.Database) -> None:
             if not await db.set_student_pin(args.site, args.student_id, pin_hash):
                 raise CommandError(f"student {target} does not exist")
             await audit.cli(
@@ -363,7 +364,7 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
         asyncio.run(_with_store(settings, action))
     elif key == ("student", "export"):
 
-        async def export_student(db: store.Store) -> None:
+        async def export_student(db: database.Database) -> None:
             try:
                 data = await privacy.export(db, args.site, args.student_id)
             except privacy.NoSuchStudent as exc:
@@ -381,7 +382,7 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
         if not args.yes:
             raise CommandError("erasing cannot be undone: add --yes to confirm")
 
-        async def erase_student(db: store.Store) -> None:
+        async def erase_student(db: database.Database) -> None:
             try:
                 deleted = await privacy.erase(db, args.site, args.student_id)
             except privacy.NoSuchStudent as exc:
@@ -395,7 +396,7 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
         asyncio.run(_with_store(settings, erase_student))
     elif key == ("token", "list"):
 
-        async def list_tokens(db: store.Store) -> None:
+        async def list_tokens(db: database.Database) -> None:
             for item in await db.list_admin_tokens():
                 created = datetime.datetime.fromtimestamp(item.created_at / 1000, datetime.UTC)
                 courses = f"  [{', '.join(item.courses)}]" if item.courses else ""
@@ -408,7 +409,7 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
         asyncio.run(_with_store(settings, list_tokens))
     elif key == ("token", "revoke"):
 
-        async def revoke_token(db: store.Store) -> None:
+        async def revoke_token(db: database.Database) -> None:
             if not await db.revoke_admin_token(args.id):
                 raise CommandError(f"no token with id {args.id!r} (see `token list`)")
             await audit.cli(db, "token_revoke", args.id)
@@ -421,7 +422,7 @@ def run_command(args: argparse.Namespace, settings: settings_mod.CentralSettings
         secret = auth.new_token()
         scope = _token_scope(args)
 
-        async def add_token(db: store.Store) -> None:
+        async def add_token(db: database.Database) -> None:
             if args.site is not None and not await db.site_exists(args.site):
                 raise CommandError(f"site {args.site} does not exist")
             for site, course in scope:
@@ -474,7 +475,7 @@ def _token_scope(args: argparse.Namespace) -> list[tuple[str, str]]:
     return scope
 
 
-async def _migrate_tokens(db: store.Store, args: argparse.Namespace) -> None:
+async def _migrate_tokens(db: database.Database, args: argparse.Namespace) -> None:
     """`token migrate`: tokens from before sites were sealed (no site, not operators) get
     --site, or (--operator) their admin tokens become operators; without either, lists them."""
     unscoped = [
@@ -533,7 +534,7 @@ def _device_command(args: argparse.Namespace, settings: settings_mod.CentralSett
     prepared: list[tuple[str, dict[str, typing.Any]]] = []
     device_key: list[bytes] = []  # the key that signs the device's result
 
-    async def prepare(db: store.Store) -> None:
+    async def prepare(db: database.Database) -> None:
         found = await db.get_device(args.site, args.device)
         if found is None or found.ed25519 is None:
             raise CommandError(f"no enrolled device {args.site}/{args.device}")
@@ -580,7 +581,7 @@ def _device_add(args: argparse.Namespace, settings: settings_mod.CentralSettings
     expires = _now_ms() + int(settings.enrollment_ttl_h * 3600 * 1000)
     room_name: list[str] = []
 
-    async def add_device(db: store.Store) -> None:
+    async def add_device(db: database.Database) -> None:
         room = await db.get_room(args.site, args.room)
         if room is None:
             raise CommandError(f"room {args.site}/{args.room} does not exist; add it first")

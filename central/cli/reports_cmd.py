@@ -19,7 +19,7 @@ from central.core import settings as settings_mod
 from central.domain import timetable
 from central.http import audit
 from central.http import csvimport
-from central.storage import store
+from central.storage import database
 from central.storage import stores
 from edge_agent.protocol import names
 
@@ -83,7 +83,7 @@ def main(args: argparse.Namespace, settings: settings_mod.CentralSettings) -> in
         return 1
 
 
-async def _open(settings: settings_mod.CentralSettings) -> store.Store:
+async def _open(settings: settings_mod.CentralSettings) -> database.Database:
     keyring.ensure_data_dir(settings.data_dir)
     db = stores.make(settings)
     await db.open()

@@ -14,7 +14,7 @@ import prometheus_client
 from aiohttp import web
 
 if typing.TYPE_CHECKING:  # the store is a layer above; only its type is named here
-    from central.storage import store
+    from central.storage import database
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -65,7 +65,7 @@ class Metrics:
             registry=self.registry,
         )
 
-    async def refresh(self, db: store.Store) -> None:
+    async def refresh(self, db: database.Database) -> None:
         """Gauges that come from the store, read at scrape time."""
         devices = [d for d in await db.list_devices(None) if d.ed25519 is not None]
         self.devices.labels(state="enrolled").set(len(devices))

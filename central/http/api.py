@@ -38,6 +38,7 @@ from central.http.apimodels import queries
 from central.http.apimodels import responses
 from central.http.apimodels import spec
 from central.ingest import bridge as bridge_mod
+from central.storage import database
 from central.storage import store
 from edge_agent.protocol import b64
 from edge_agent.protocol import command
@@ -60,7 +61,7 @@ def _page(name: str) -> string.Template:
 class Api:
     def __init__(
         self,
-        db: store.Store,
+        db: database.Database,
         keys: keyring.Keyring,
         service: checkins.CheckinService,
         hub: events.Hub,

@@ -25,6 +25,7 @@ from central.http.apimodels import parse
 from central.http.apimodels import queries
 from central.http.apimodels import responses
 from central.http.apimodels import spec
+from central.storage import database
 from central.storage import store
 from edge_agent.protocol import names
 
@@ -47,7 +48,7 @@ def occurrence_json(occurrence: timetable.Occurrence) -> dict[str, typing.Any]:
 class AttendanceApi:
     def __init__(
         self,
-        db: store.Store,
+        db: database.Database,
         service: checkins.CheckinService,
         hub: events.Hub,
         clock: clock_mod.Clock,

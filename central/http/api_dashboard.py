@@ -16,7 +16,7 @@ from central.http.apimodels import parse
 from central.http.apimodels import queries
 from central.http.apimodels import responses
 from central.http.apimodels import spec
-from central.storage import store
+from central.storage import database
 from edge_agent.protocol import names
 
 HISTORY_DAYS = 120
@@ -49,7 +49,7 @@ def rate(summary: dict[str, int]) -> float | None:
 
 
 class DashboardApi:
-    def __init__(self, db: store.Store, clock: clock_mod.Clock) -> None:
+    def __init__(self, db: database.Database, clock: clock_mod.Clock) -> None:
         self.db = db
         self.clock = clock
         self.page = _read("dashboard.html")

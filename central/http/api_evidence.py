@@ -28,6 +28,7 @@ from central.http.apimodels import parse
 from central.http.apimodels import queries
 from central.http.apimodels import responses
 from central.http.apimodels import spec
+from central.storage import database
 from central.storage import store
 
 LINK_ROLES = ("admin", "teacher")
@@ -37,7 +38,7 @@ TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 class EvidenceApi:
     def __init__(
         self,
-        db: store.Store,
+        db: database.Database,
         keys: keyring.Keyring,
         settings: settings_mod.CentralSettings,
         clock: clock_mod.Clock,

@@ -19,7 +19,7 @@ from central.http.apimodels import parse
 from central.http.apimodels import queries
 from central.http.apimodels import responses
 from central.http.apimodels import spec
-from central.storage import store
+from central.storage import database
 
 IMPORTERS = ("admin",)
 EXPORTERS = ("admin", "teacher")  # an export makes verification links, as they may
@@ -34,7 +34,7 @@ SELECTION = (
 class ReportsApi:
     def __init__(
         self,
-        db: store.Store,
+        db: database.Database,
         keys: keyring.Keyring,
         settings: settings_mod.CentralSettings,
         service: checkins.CheckinService,

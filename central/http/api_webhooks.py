@@ -17,6 +17,7 @@ from central.http.apimodels import parse
 from central.http.apimodels import queries
 from central.http.apimodels import responses
 from central.http.apimodels import spec
+from central.storage import database
 from central.storage import store
 
 MANAGERS = ("admin",)
@@ -28,7 +29,7 @@ LOOKUP_S = 5.0  # a receiver's name that does not resolve within this is checked
 class WebhooksApi:
     def __init__(
         self,
-        db: store.Store,
+        db: database.Database,
         now_ms: typing.Callable[[], int],
         changed: typing.Callable[[], None] = lambda: None,
         guard: webhooks.Guard | None = None,

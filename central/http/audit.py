@@ -10,12 +10,12 @@ import time
 from aiohttp import web
 
 from central.http import auth
-from central.storage import store
+from central.storage import database
 
 
 async def api(
     request: web.Request,
-    db: store.Store,
+    db: database.Database,
     action: str,
     target: str,
     detail: str = "",
@@ -28,7 +28,7 @@ async def api(
 
 
 async def cli(
-    db: store.Store, action: str, target: str, detail: str = "", site: str | None = None
+    db: database.Database, action: str, target: str, detail: str = "", site: str | None = None
 ) -> None:
     try:
         user = getpass.getuser()

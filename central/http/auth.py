@@ -13,6 +13,7 @@ import secrets
 from aiohttp import web
 
 from central.core import errors
+from central.storage import database
 from central.storage import store
 
 SITE_ROLES = ("admin", "teacher", "auditor")  # each bound to one site
@@ -43,7 +44,9 @@ def not_found(message: str = "no such resource") -> errors.ApiError:
     return errors.ApiError(404, "not_found", message)
 
 
-async def require(request: web.Request, db: store.Store, roles: tuple[str, ...] = ROLES) -> str:
+async def require(
+    request: web.Request, db: database.Database, roles: tuple[str, ...] = ROLES
+) -> str:
     """The caller's role (401 without a valid token, 403 for a role not in `roles`; an
     operator passes wherever an admin does). Records the token's site (`site_of`) and a
     teacher's courses on the request."""
@@ -108,7 +111,7 @@ def require_course(request: web.Request, site: str, course: str) -> None:
         raise errors.ApiError(403, "not_your_course", f"course {site}/{course} is not yours")
 
 
-async def check_tokens(db: store.Store) -> None:
+async def check_tokens(db: database.Database) -> None:
     """At start: refuse to serve while admin, teacher or auditor tokens have no site."""
     unscoped = [t for t in await db.list_admin_tokens() if t.role != OPERATOR and t.site is None]
     if unscoped:

@@ -27,6 +27,7 @@ from central.checkin import students
 from central.core import errors
 from central.domain import timetable
 from central.http.apimodels import bodies
+from central.storage import database
 from central.storage import store
 from edge_agent.protocol import names
 
@@ -112,7 +113,7 @@ class _RowProblem(Exception):
         self.message = message
 
 
-Write = typing.Callable[[store.Store], typing.Awaitable[None]]
+Write = typing.Callable[[database.Database], typing.Awaitable[None]]
 
 
 @dataclasses.dataclass
@@ -223,7 +224,7 @@ def _api_rule(exc: errors.ApiError) -> _RowProblem:
 class _Checker:
     """Checks rows one by one against the database (with small caches) into a plan."""
 
-    def __init__(self, db: store.Store, dry_run: bool, pin_min_length: int) -> None:
+    def __init__(self, db: database.Database, dry_run: bool, pin_min_length: int) -> None:
         self.db = db
         self.dry_run = dry_run
         self.pin_min_length = pin_min_length
@@ -276,14 +277,14 @@ class _Checker:
         if existing is None:
             plan.outcomes.append("created")
 
-            async def add(db: store.Store) -> None:
+            async def add(db: database.Database) -> None:
                 await db.add_student(site, student_id, pin_hash)
 
             plan.writes.append(add)
         else:
             plan.outcomes.append("updated")
 
-            async def set_pin(db: store.Store) -> None:
+            async def set_pin(db: database.Database) -> None:
                 await db.set_student_pin(site, student_id, pin_hash)
 
             plan.writes.append(set_pin)
@@ -309,7 +310,7 @@ class _Checker:
         else:
             plan.outcomes.append("updated")
 
-            async def update(db: store.Store) -> None:
+            async def update(db: database.Database) -> None:
                 await db.update_course(course)
 
             plan.writes.append(update)
@@ -332,7 +333,7 @@ class _Checker:
             raise _RowProblem("course", f"a roster holds up to {bodies.MAX_ROSTER} students")
         if not added:  # one roster write per course, with every new student of the file
 
-            async def enrol(db: store.Store) -> None:
+            async def enrol(db: database.Database) -> None:
                 current = await db.roster(site, code)
                 await db.set_roster(site, code, sorted(set(current) | added))
 
@@ -374,18 +375,18 @@ class _Checker:
             return
         plan.outcomes.append("updated")
 
-        async def update(db: store.Store) -> None:
+        async def update(db: database.Database) -> None:
             await db.update_session(session)
 
         plan.writes.append(update)
 
 
-async def _add_session(db: store.Store, session: timetable.Session) -> None:
+async def _add_session(db: database.Database, session: timetable.Session) -> None:
     await db.add_session(session)
 
 
 async def _all_sessions(
-    db: store.Store, site: str, course: str, room: str
+    db: database.Database, site: str, course: str, room: str
 ) -> list[timetable.Session]:
     found: list[timetable.Session] = []
     after = 0
@@ -398,7 +399,7 @@ async def _all_sessions(
 
 
 async def run(
-    db: store.Store,
+    db: database.Database,
     kind: str,
     data: bytes,
     dry_run: bool,

@@ -38,6 +38,7 @@ from central.core import settings as settings_mod
 from central.domain import timetable
 from central.http.apimodels import parse
 from central.http.apimodels import responses
+from central.storage import database
 from central.storage import store
 from central.storage import stores
 
@@ -355,7 +356,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        db: store.Store,
+        db: database.Database,
         settings: settings_mod.CentralSettings,
         hub: events.Hub,
         clock: clock_mod.Clock,

@@ -23,7 +23,7 @@ import typing
 
 from central.core import clock as clock_mod
 from central.core import keyring
-from central.storage import store
+from central.storage import database
 from edge_agent.protocol import ack
 from edge_agent.protocol import topics
 
@@ -50,7 +50,7 @@ class _Batch:
 class Acker:
     def __init__(
         self,
-        db: store.Store,
+        db: database.Database,
         keys: keyring.Keyring,
         clock: clock_mod.Clock,
         interval_s: float,

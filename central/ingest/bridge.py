@@ -33,6 +33,7 @@ from central.ingest import acks as acks_mod
 from central.ingest import devicecmd
 from central.ingest import enrollment
 from central.ingest import verifier
+from central.storage import database
 from central.storage import store
 from central.storage import stores
 from edge_agent.protocol import proof
@@ -121,7 +122,7 @@ class Bridge:
     def __init__(
         self,
         settings: settings_mod.CentralSettings,
-        db: store.Store,
+        db: database.Database,
         keys: keyring.Keyring,
         hub: events.Hub,
         clock: clock_mod.Clock | None = None,

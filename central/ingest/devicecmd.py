@@ -19,7 +19,7 @@ import aiomqtt
 from central.core import keyring
 from central.core import settings as settings_mod
 from central.ingest import enrollment
-from central.storage import store
+from central.storage import database
 from edge_agent.protocol import command
 from edge_agent.protocol import jws
 from edge_agent.protocol import names
@@ -28,7 +28,7 @@ from edge_agent.protocol import topics
 
 
 async def prepare(
-    db: store.Store,
+    db: database.Database,
     keys: keyring.Keyring,
     now_ms: int,
     site: str,

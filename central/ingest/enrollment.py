@@ -15,6 +15,7 @@ import secrets
 import typing
 
 from central.core import keyring
+from central.storage import database
 from central.storage import store
 from edge_agent.protocol import b64
 from edge_agent.protocol import command
@@ -31,7 +32,12 @@ class Outcome:
 
 
 async def handle(
-    db: store.Store, keys: keyring.Keyring, site: str, device: str, payload: bytes, now_ms: int
+    db: database.Database,
+    keys: keyring.Keyring,
+    site: str,
+    device: str,
+    payload: bytes,
+    now_ms: int,
 ) -> Outcome:
     if keychange.is_key_change(payload):
         return Outcome(None, await key_change(db, site, device, payload, now_ms))
@@ -108,7 +114,7 @@ def _evidence(request: enroll.Request, payload: bytes) -> tuple[str, str]:
 
 
 async def _re_enroll(
-    db: store.Store,
+    db: database.Database,
     keys: keyring.Keyring,
     record: store.Device,
     request: enroll.Request,
@@ -166,7 +172,7 @@ async def _re_enroll(
 
 
 async def key_change(
-    db: store.Store, site: str, device: str, payload: bytes, now_ms: int
+    db: database.Database, site: str, device: str, payload: bytes, now_ms: int
 ) -> str | None:
     """Record a device's announced new key; None when recorded, else the rejection reason:
     key_change_malformed, key_change_topic_mismatch, unknown_device, key_change_replay (a key
@@ -214,7 +220,7 @@ async def key_change(
     return None
 
 
-async def current_from_seq(db: store.Store, record: store.Device) -> int:
+async def current_from_seq(db: database.Database, record: store.Device) -> int:
     """The first seq of the device's current key (1 for a key without history)."""
     history = await db.device_keys(record.site, record.device)
     found = [k.from_seq for k in history if k.ed25519 == record.ed25519]
@@ -222,7 +228,7 @@ async def current_from_seq(db: store.Store, record: store.Device) -> int:
 
 
 async def prepare_reenroll(
-    db: store.Store, site: str, device: str, room: str | None, expires_ms: int
+    db: database.Database, site: str, device: str, room: str | None, expires_ms: int
 ) -> dict[str, typing.Any]:
     """Arm a re-enrollment: a fresh one-time code (valid until `expires_ms`), returned sealed
     to the device's X25519 key as the `re_enroll` command's args. CommandError when the

@@ -24,6 +24,7 @@ import time
 
 from central.core import sigpool
 from central.ingest import enrollment
+from central.storage import database
 from central.storage import store
 from edge_agent.protocol import b64
 from edge_agent.protocol import chain
@@ -93,7 +94,7 @@ class KeyStarts:
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str], tuple[bytes, int]] = {}
 
-    async def get(self, db: store.Store, device: store.Device) -> int:
+    async def get(self, db: database.Database, device: store.Device) -> int:
         cached = self._cache.get((device.site, device.device))
         if cached is not None and cached[0] == device.ed25519:
             return cached[1]
@@ -130,7 +131,7 @@ class KeyChangeGrace:
 
 
 async def verify(
-    db: store.Store,
+    db: database.Database,
     offsets: ClockOffsets,
     topic: str,
     payload: bytes,
@@ -258,7 +259,7 @@ async def verify(
 
 
 async def verify_report(
-    db: store.Store,
+    db: database.Database,
     topic: str,
     payload: bytes,
     allowed: frozenset[str],
@@ -296,7 +297,7 @@ def _qr_message(claims: proof.Claims) -> bytes | None:
         return None
 
 
-async def _check_late(db: store.Store, claims: proof.Claims, link: str) -> None:
+async def _check_late(db: database.Database, claims: proof.Claims, link: str) -> None:
     """A late proof must link to the stored proof before it and the one after it, and its
     iat must lie between theirs."""
     before = await db.get_proof(claims.site, claims.device, claims.seq - 1)

@@ -6,13 +6,13 @@ history for both engines, run at every open), the frozen schema history from bef
 (legacy.py), and the little that differs between the engines (engines.py: connections,
 transactions, SQLite's group commit, PostgreSQL's advisory locks and durability check;
 dialects.py: the few SQL spellings they do not share). database.py puts them together as
-`central.storage.store.Store`; stores.py picks the engine a configuration names.
+`central.storage.database.Database`; stores.py picks the engine a configuration names.
 May import: central.core, central.domain, edge_agent.keystore (the layers below it).
 
 How to add a query: write a function `def name(conn: sqlalchemy.Connection, ...) -> T` in
 queries.py with SQLAlchemy Core against schema.py's tables (select a record's columns with
-`rows.select(Record, table)` and map rows with rows.py), add the method to the `Store`
-Protocol (central/storage/store.py), and a one-line method to database.Database that runs it with
+`rows.select(Record, table)` and map rows with rows.py), and a one-line method to
+database.Database that runs it with
 `self.engine.read(...)` (reads), `.write(...)` (one transaction; a constraint's refusal
 becomes `store.Conflict`) or `.batched(...)` (a hot write that may share a group commit).
 Add a contract test in tests/stores/test_contract.py: it runs on both engines.

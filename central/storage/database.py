@@ -1,5 +1,5 @@
-"""The store central runs on (`central.storage.store.Store`), on SQLite or PostgreSQL alike: each
-method runs one query of queries.py through the engine (engines.py)."""
+"""The store central runs on, on SQLite or PostgreSQL alike: each method runs one query of
+queries.py through the engine (engines.py). The rest of central is typed against this class."""
 
 from __future__ import annotations
 

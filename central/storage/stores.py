@@ -11,7 +11,6 @@ import sqlalchemy as sa
 
 from central.core import settings as settings_mod
 from central.storage import database
-from central.storage import store
 
 # SQLSTATE classes of a database that is down or refusing, not of a refused write:
 # connection (08), resources (53), prerequisite state (55), operator intervention (57), system (58).
@@ -47,7 +46,7 @@ def is_outage(exc: BaseException) -> bool:
     return False
 
 
-def make(settings: settings_mod.CentralSettings) -> store.Store:
+def make(settings: settings_mod.CentralSettings) -> database.Database:
     """A store for central's own use, not yet opened."""
     if settings.database_url:
         return database.Database.postgres(settings.database_url)

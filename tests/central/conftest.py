@@ -27,7 +27,7 @@ from central.checkin import students
 from central.core import clock as clock_mod
 from central.core import settings as settings_mod
 from central.http import auth
-from central.storage import store
+from central.storage import database
 from central.storage import stores
 from edge_agent.protocol import b64
 from edge_agent.protocol import chain
@@ -109,7 +109,7 @@ class ScriptedDevice:
 class Central:
     url: str
     settings: settings_mod.CentralSettings
-    db: store.Store  # a second handle on central's store (SQLite, or PostgreSQL when set)
+    db: database.Database  # a second handle on central's store (SQLite, or PostgreSQL when set)
     mqtt: aiomqtt.Client
     http: aiohttp.ClientSession
     admin_token: str
@@ -236,7 +236,7 @@ def settings_for(
     )
 
 
-async def seed_site(db: store.Store, unique: str) -> tuple[str, str, str]:
+async def seed_site(db: database.Database, unique: str) -> tuple[str, str, str]:
     """Site s<unique> with room a-101 and an admin token of that site: (site, room, token)."""
     site, room = f"s{unique}", "a-101"
     await db.add_site(site, "Test campus")

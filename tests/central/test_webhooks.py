@@ -374,7 +374,7 @@ async def database_url(request: pytest.FixtureRequest) -> collections.abc.AsyncI
         yield dsn
 
 
-def _open(database_url: str | None, path: pathlib.Path) -> store.Store:
+def _open(database_url: str | None, path: pathlib.Path) -> database.Database:
     if database_url is None:
         return database.Database.sqlite(path / "central.db")
     return database.Database.postgres(database_url)

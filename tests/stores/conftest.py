@@ -10,14 +10,13 @@ import typing
 import pytest
 
 from central.storage import database
-from central.storage import store
 from tests.stores import pg
 
 
 @dataclasses.dataclass(frozen=True)
 class Backend:
     name: str
-    make: typing.Callable[[], store.Store]  # a new, unopened handle on the test's database
+    make: typing.Callable[[], database.Database]  # a new, unopened handle on the test's database
 
 
 @pytest.fixture()
@@ -36,7 +35,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Backend:
 
 
 @pytest.fixture()
-async def db(backend: Backend) -> collections.abc.AsyncIterator[store.Store]:
+async def db(backend: Backend) -> collections.abc.AsyncIterator[database.Database]:
     handle = backend.make()
     await handle.open()
     yield handle

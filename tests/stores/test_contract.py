@@ -23,7 +23,7 @@ ROOM = "a-101"
 DEVICE = "pi-1"
 
 
-async def provision(db: store.Store) -> None:
+async def provision(db: database.Database) -> None:
     """A site, a room and an enrolled device with its keys bound."""
     await db.add_site(SITE, "Main campus")
     await db.add_room(SITE, ROOM, "Hall A-101", 48.15, 11.57, 50.0)
@@ -75,7 +75,7 @@ def new_checkin(
     )
 
 
-async def test_sites_and_rooms(db: store.Store) -> None:
+async def test_sites_and_rooms(db: database.Database) -> None:
     await db.add_site(SITE, "Main campus")
     with pytest.raises(store.Conflict):
         await db.add_site(SITE, "again")
@@ -104,7 +104,7 @@ async def test_sites_and_rooms(db: store.Store) -> None:
         await db.update_room(SITE, "nope", None, None, 20.0)
 
 
-async def test_devices_enrollment_and_status(db: store.Store) -> None:
+async def test_devices_enrollment_and_status(db: database.Database) -> None:
     await db.add_site(SITE, "Main campus")
     await db.add_room(SITE, ROOM, "Hall A-101", None, None, 50.0)
     await db.add_room(SITE, "b-1", "Hall B", None, None, 50.0)
@@ -161,7 +161,7 @@ async def test_devices_enrollment_and_status(db: store.Store) -> None:
     assert await db.set_online(SITE, "nope", True, 13) is False
 
 
-async def test_proofs_advance_the_head_once_and_page_newest_first(db: store.Store) -> None:
+async def test_proofs_advance_the_head_once_and_page_newest_first(db: database.Database) -> None:
     await provision(db)
     for seq in (1, 2, 4):
         await db.store_proof(proof_row(seq, gap_before=seq == 4), 20, 30, -150)
@@ -211,7 +211,7 @@ async def test_concurrent_writers_store_a_proof_exactly_once(backend: conftest.B
     try:
         await provision(handles[0])
 
-        async def attempt(handle: store.Store) -> bool:
+        async def attempt(handle: database.Database) -> bool:
             try:
                 await handle.store_proof(proof_row(1), 20, 30, 0)
             except store.Conflict:
@@ -228,7 +228,7 @@ async def test_concurrent_writers_store_a_proof_exactly_once(backend: conftest.B
             await handle.close()
 
 
-async def test_chain_events_and_gap_settling(db: store.Store) -> None:
+async def test_chain_events_and_gap_settling(db: database.Database) -> None:
     await provision(db)
     await db.store_proof(proof_row(1), 20, 30, 0)
     await db.store_proof(proof_row(5, gap_before=True), 20, 30, 0)
@@ -258,7 +258,7 @@ async def test_chain_events_and_gap_settling(db: store.Store) -> None:
     assert settled[1] == fork  # a fork is never "settled"
 
 
-async def test_room_profiles(db: store.Store) -> None:
+async def test_room_profiles(db: database.Database) -> None:
     await provision(db)
     assert await db.get_profile(SITE, ROOM) is None
     learning = environment.Profile(
@@ -280,7 +280,7 @@ async def test_room_profiles(db: store.Store) -> None:
     assert await db.get_profile(SITE, ROOM) == confirmed
 
 
-async def test_alerts_one_open_per_kind(db: store.Store) -> None:
+async def test_alerts_one_open_per_kind(db: database.Database) -> None:
     await provision(db)
     first = await db.raise_alert(SITE, DEVICE, "offline", "silent", 100)
     assert first is not None
@@ -317,7 +317,7 @@ async def test_alerts_one_open_per_kind(db: store.Store) -> None:
     assert await db.clear_alert(10_000, 310) is None
 
 
-async def test_silent_devices(db: store.Store) -> None:
+async def test_silent_devices(db: database.Database) -> None:
     await provision(db)
     await db.add_device(SITE, ROOM, "pi-quiet", "code", 2_000)  # never sent a proof
     await db.store_proof(proof_row(1), 20, 30, 0)
@@ -327,7 +327,7 @@ async def test_silent_devices(db: store.Store) -> None:
     assert [d.device for d in silent] == [DEVICE]
 
 
-async def test_rejections_are_counted_and_the_newest_listed(db: store.Store) -> None:
+async def test_rejections_are_counted_and_the_newest_listed(db: database.Database) -> None:
     for index in range(60):
         reason = "malformed" if index % 3 else "duplicate"
         await db.count_rejection(reason, f"roomproof/v1/{SITE}/pi-{index}/proof", index, index)
@@ -371,7 +371,7 @@ def deciding(student: str, slot: int, seen: list[int]) -> store.DecideCheckin:
     return decide
 
 
-async def test_record_checkin_counts_checks_and_inserts_in_one_step(db: store.Store) -> None:
+async def test_record_checkin_counts_checks_and_inserts_in_one_step(db: database.Database) -> None:
     await provision(db)
     await db.add_credential("cred-1", SITE, "s1", 100, 10_000)
     seen: list[int] = []
@@ -418,7 +418,7 @@ async def test_record_checkin_counts_checks_and_inserts_in_one_step(db: store.St
     )
 
 
-async def test_students_credentials_and_admin_tokens(db: store.Store) -> None:
+async def test_students_credentials_and_admin_tokens(db: database.Database) -> None:
     with pytest.raises(store.NotFound):
         await db.add_student(SITE, "s1", "hash")
     await db.add_site(SITE, "Main campus")
@@ -445,7 +445,7 @@ async def test_students_credentials_and_admin_tokens(db: store.Store) -> None:
     assert await db.admin_role("x" * 64) is None
 
 
-async def test_checkins_once_per_slot_and_per_occurrence(db: store.Store) -> None:
+async def test_checkins_once_per_slot_and_per_occurrence(db: database.Database) -> None:
     await provision(db)
     first = await db.add_checkin(new_checkin("s1", 10, browser="b1"))
     assert first.id > 0
@@ -501,7 +501,7 @@ async def test_checkins_once_per_slot_and_per_occurrence(db: store.Store) -> Non
     assert signed is not None and signed.record_jws == "record-a"
 
 
-async def test_checkin_lists_filter_and_page(db: store.Store) -> None:
+async def test_checkin_lists_filter_and_page(db: database.Database) -> None:
     await provision(db)
     ids = []
     for index in range(7):
@@ -526,7 +526,7 @@ async def test_checkin_lists_filter_and_page(db: store.Store) -> None:
     assert await db.list_checkins("elsewhere", None, None, 10) == []
 
 
-async def test_courses_rosters_sessions_and_overrides(db: store.Store) -> None:
+async def test_courses_rosters_sessions_and_overrides(db: database.Database) -> None:
     await provision(db)
     with pytest.raises(store.NotFound):
         await db.add_course(store.Course("nowhere", "cs-1", "CS", "UTC"))
@@ -597,7 +597,7 @@ async def test_courses_rosters_sessions_and_overrides(db: store.Store) -> None:
         await db.set_override(dataclasses.replace(excused, session_id=weekly.id + 100))
 
 
-async def test_verification_links(db: store.Store) -> None:
+async def test_verification_links(db: database.Database) -> None:
     await provision(db)
     checkin = await db.add_checkin(new_checkin("s1", 10))
     link = await db.add_link("t" * 64, checkin.id, 100, 1_000)
@@ -627,7 +627,7 @@ async def test_data_survives_reopening(backend: conftest.Backend) -> None:
         await again.close()
 
 
-async def test_one_handle_stores_concurrent_duplicates_once(db: store.Store) -> None:
+async def test_one_handle_stores_concurrent_duplicates_once(db: database.Database) -> None:
     """One handle, many tasks: in one process the HTTP handlers and the bridge share it."""
     await provision(db)
 
@@ -652,7 +652,7 @@ async def test_one_handle_stores_concurrent_duplicates_once(db: store.Store) -> 
     assert head is not None and (head.last_seq, head.last_hash) == (31, f"{31:064x}")
 
 
-async def test_concurrent_uniqueness_rules(db: store.Store) -> None:
+async def test_concurrent_uniqueness_rules(db: database.Database) -> None:
     """Counters add up, one alert stays open, one check-in, one countersignature, one
     enrollment: whatever runs at the same moment."""
     await provision(db)
@@ -695,7 +695,7 @@ async def test_concurrent_uniqueness_rules(db: store.Store) -> None:
     assert (await asyncio.gather(*(bind() for _ in range(10)))).count(True) == 1
 
 
-async def test_admin_tokens_are_listed_by_id_and_revoked(db: store.Store) -> None:
+async def test_admin_tokens_are_listed_by_id_and_revoked(db: database.Database) -> None:
     await db.add_admin_token("ab" * 32, "admin", "it desk", 1_000)
     await db.add_admin_token("cd" * 32, "auditor", "prometheus", 2_000)
     listed = await db.list_admin_tokens()
@@ -711,7 +711,7 @@ async def test_admin_tokens_are_listed_by_id_and_revoked(db: store.Store) -> Non
     assert not await db.revoke_admin_token("abababababab")
 
 
-async def test_erasing_a_student_removes_them_and_only_them(db: store.Store) -> None:
+async def test_erasing_a_student_removes_them_and_only_them(db: database.Database) -> None:
     await provision(db)
     await db.add_course(store.Course(SITE, "law-101", "Law", "UTC"))
     for student in ("s1", "s2"):
@@ -742,7 +742,7 @@ async def test_erasing_a_student_removes_them_and_only_them(db: store.Store) -> 
     assert await db.erase_student(SITE, "s1") == dict.fromkeys(deleted, 0)
 
 
-async def test_audit_log_keeps_order_and_pages(db: store.Store) -> None:
+async def test_audit_log_keeps_order_and_pages(db: database.Database) -> None:
     for n in range(3):
         await db.audit("admin:abc", f"action-{n}", "site/room", "x" * 2000, 1_000 + n)
     first = await db.list_audit(2, 0)
@@ -752,7 +752,7 @@ async def test_audit_log_keeps_order_and_pages(db: store.Store) -> None:
     assert [e.action for e in rest] == ["action-2"] and rest[0].at == 1_002
 
 
-async def test_retention_purges_details_and_keeps_records(db: store.Store) -> None:
+async def test_retention_purges_details_and_keeps_records(db: database.Database) -> None:
     await provision(db)
     await db.add_student(SITE, "s1", "hash")
     old_proof = proof_row(1, slot=10)
@@ -780,7 +780,7 @@ async def test_retention_purges_details_and_keeps_records(db: store.Store) -> No
     assert await db.purge_before(10**13) == {"checkins": 0, "proofs": 0}
 
 
-async def test_teacher_tokens_carry_their_courses(db: store.Store) -> None:
+async def test_teacher_tokens_carry_their_courses(db: database.Database) -> None:
     await provision(db)
     await db.add_admin_token(
         "ef" * 32, "teacher", "ms. a", 1, (("campus", "law"), ("campus", "art"))
@@ -792,7 +792,7 @@ async def test_teacher_tokens_carry_their_courses(db: store.Store) -> None:
     assert await db.token_courses("ef" * 32) == frozenset()
 
 
-async def test_tokens_audit_and_webhooks_belong_to_a_site(db: store.Store) -> None:
+async def test_tokens_audit_and_webhooks_belong_to_a_site(db: database.Database) -> None:
     """Sealed sites (issue 13): every list and revocation can be limited to one site."""
     await provision(db)
     await db.add_site("north", "North")
@@ -838,7 +838,7 @@ async def test_tokens_audit_and_webhooks_belong_to_a_site(db: store.Store) -> No
     assert await db.get_link(link.id + 1) is None
 
 
-async def _forget_sites(db: store.Store) -> None:
+async def _forget_sites(db: database.Database) -> None:
     """Puts the database back to the schema before sites were sealed (no site columns), as
     the old stores recorded it (their version table instead of Alembic's)."""
     await _forget_key_notes(db)
@@ -868,7 +868,7 @@ async def _forget_sites(db: store.Store) -> None:
         await conn.close()
 
 
-async def _forget_key_notes(db: store.Store) -> None:
+async def _forget_key_notes(db: database.Database) -> None:
     """Puts the database back to the schema before TOTP digests and key-history notes (and
     before enrollment evidence was backfilled): Alembic's revision 0001."""
     undo = (

@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from central.storage import database
 from central.storage import store
 
 SITE = "campus"
@@ -28,7 +29,7 @@ def new_key(seed: int, from_seq: int, kind: str = "rotate", room: str = "a-101")
     )
 
 
-async def test_key_history(db: store.Store) -> None:
+async def test_key_history(db: database.Database) -> None:
     await db.add_site(SITE, "Main campus")
     await db.add_room(SITE, "a-101", "Hall A-101", None, None, 50.0)
     await db.add_room(SITE, "b-202", "Lab B-202", None, None, 50.0)
@@ -85,7 +86,7 @@ async def test_key_history(db: store.Store) -> None:
     await db.change_device_keys(new_key(30, 10), b"\x14" * 32, None)
 
 
-async def test_enrollment_evidence_and_the_otp_digest(db: store.Store) -> None:
+async def test_enrollment_evidence_and_the_otp_digest(db: database.Database) -> None:
     """The enrollment request is the first key's evidence (with a note when it is weaker
     than a request signed by the key); a proof's TOTP digest is the device's until the next."""
     await db.add_site(SITE, "Main campus")

@@ -19,7 +19,7 @@ SITE = test_contract.SITE
 ROOM = test_contract.ROOM
 
 
-async def test_update_methods(db: store.Store) -> None:
+async def test_update_methods(db: database.Database) -> None:
     await test_contract.provision(db)
     await db.add_room(SITE, "b-2", "B 2", None, None, 50.0)
     assert await db.site_exists(SITE) and not await db.site_exists("elsewhere")
@@ -72,7 +72,7 @@ async def test_update_methods(db: store.Store) -> None:
     assert await db.get_session(session.id) == changed
 
 
-async def test_import_runs_on_both_stores(db: store.Store) -> None:
+async def test_import_runs_on_both_stores(db: database.Database) -> None:
     await test_contract.provision(db)
     files = {
         "students": f"site,student_id,pin\n{SITE},s1,246810\n{SITE},s2,\n",

@@ -9,6 +9,7 @@ import asyncio
 import pytest
 
 from central.ingest import verifier
+from central.storage import database
 from central.storage import store
 from edge_agent.protocol import b64
 from edge_agent.protocol import chain
@@ -47,7 +48,7 @@ def signed(key: keys.SigningKey, seq: int, prev: str) -> bytes:
 
 
 async def check(
-    db: store.Store, payload: bytes, grace: verifier.KeyChangeGrace | None
+    db: database.Database, payload: bytes, grace: verifier.KeyChangeGrace | None
 ) -> verifier.Accepted:
     return await verifier.verify(
         db,
@@ -63,7 +64,7 @@ async def check(
     )
 
 
-async def enrolled(db: store.Store, old: keys.SigningKey) -> str:
+async def enrolled(db: database.Database, old: keys.SigningKey) -> str:
     """The device bound to `old`, with seq 1 stored; returns seq 1's chain link."""
     await db.add_site(SITE, "Main campus")
     await db.add_room(SITE, ROOM, "Hall A-101", None, None, 50.0)
@@ -90,7 +91,9 @@ def rotation(new: keys.SigningKey, from_seq: int) -> store.DeviceKey:
     )
 
 
-async def test_a_proof_racing_its_key_change_is_accepted_after_the_grace(db: store.Store) -> None:
+async def test_a_proof_racing_its_key_change_is_accepted_after_the_grace(
+    db: database.Database,
+) -> None:
     old, new = keys.SigningKey.generate(), keys.SigningKey.generate()
     link = await enrolled(db, old)
     second = signed(new, 2, link)
@@ -111,7 +114,7 @@ async def test_a_proof_racing_its_key_change_is_accepted_after_the_grace(db: sto
     assert (await db.get_device(SITE, DEVICE)).last_seq == 2  # type: ignore[union-attr]
 
 
-async def test_an_unannounced_key_is_refused_and_waits_at_most_once(db: store.Store) -> None:
+async def test_an_unannounced_key_is_refused_and_waits_at_most_once(db: database.Database) -> None:
     old, stranger = keys.SigningKey.generate(), keys.SigningKey.generate()
     link = await enrolled(db, old)
     forged = signed(stranger, 2, link)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from central.storage import store
+from central.storage import database
 from tests.stores import test_contract
 
 SITE = test_contract.SITE
@@ -11,7 +11,7 @@ NOW = 1_000_000
 LATER = NOW + 86_400_000
 
 
-async def test_a_new_pin_revokes_only_that_students_credentials(db: store.Store) -> None:
+async def test_a_new_pin_revokes_only_that_students_credentials(db: database.Database) -> None:
     await test_contract.provision(db)
     for student in ("s1", "s2"):
         await db.add_student(SITE, student, "old-hash")

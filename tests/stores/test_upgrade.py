@@ -122,7 +122,7 @@ def _differences(conn: sa.Connection) -> list[typing.Any]:
     ]
 
 
-async def test_schema_py_declares_what_the_migrations_make(db: store.Store) -> None:
+async def test_schema_py_declares_what_the_migrations_make(db: database.Database) -> None:
     """Every table and column the queries name exists in a migrated database, and the
     database has none that schema.py leaves out."""
     assert isinstance(db, database.Database)

@@ -11,6 +11,7 @@ import typing
 
 from central.domain import environment
 from central.domain import timetable
+from central.storage import database
 from central.storage import store
 
 SITE, ROOM, OTHER_ROOM, DEVICE = "campus", "a-101", "b-202", "pi-1"
@@ -18,7 +19,7 @@ FAR = 10**13
 DATE = "2026-09-01"
 
 
-async def populate(db: store.Store) -> None:
+async def populate(db: database.Database) -> None:
     """At least one row in every table, with the values that need converting (keys, JSON,
     flags, dates and times, NULLs)."""
     await db.add_site(SITE, "Main campus")
@@ -163,7 +164,7 @@ def jsonable(value: typing.Any) -> typing.Any:
     return value
 
 
-async def reads(db: store.Store) -> dict[str, typing.Any]:
+async def reads(db: database.Database) -> dict[str, typing.Any]:
     """Every read of the Store API over what `populate` wrote."""
     checkins = await db.list_checkins(None, None, None, 100, 0)
     sessions = await db.list_sessions(None, None, None, 100, 0)
