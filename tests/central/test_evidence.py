@@ -397,7 +397,7 @@ def test_cli_rejects_bad_keys_and_missing_files(
 
 def test_cli_runs_alone_in_a_subprocess(tmp_path: pathlib.Path, case: Case) -> None:
     _, device_key, central_key = write_case(tmp_path, case)
-    code = "import sys; from central import verify_cmd; sys.exit(verify_cmd.main(sys.argv[1:]))"
+    code = "import sys; from central.cli import verify_cmd; sys.exit(verify_cmd.main(sys.argv[1:]))"
     done = subprocess.run(
         [sys.executable, "-c", code, "-", "--device-key", device_key, "--central-key", central_key],
         input=case.bundle,
