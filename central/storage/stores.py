@@ -22,7 +22,12 @@ def _driver_error(exc: BaseException) -> BaseException:
     if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
         exc = exc.orig
     cause = exc.__cause__
-    if isinstance(cause, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
+    # The hot path (prepared.py) runs on the DBAPI cursor, so its errors arrive as the
+    # asyncpg adapter's, not wrapped in DBAPIError: the driver's own is their cause.
+    if isinstance(
+        cause,
+        asyncpg.PostgresError | asyncpg.InterfaceError | asyncpg.InternalClientError | OSError,
+    ):
         return cause
     return exc
 

@@ -13,6 +13,7 @@ import sys
 import asyncpg
 import pydantic
 import pytest
+from sqlalchemy.ext import asyncio as sa_asyncio
 
 from central.core import settings as settings_mod
 from central.storage import database
@@ -115,3 +116,19 @@ def test_the_store_follows_database_url(tmp_path: pathlib.Path) -> None:
         assert isinstance(chosen, database.Database) and chosen.dsn == url
     with pytest.raises(pydantic.ValidationError):
         settings_mod.CentralSettings(database_url="mysql://db/x")
+
+
+def test_a_connection_terminated_mid_query_is_an_outage_on_the_hot_path() -> None:
+    """The prepared statements (ingest, check-in) run on the DBAPI cursor, so a connection the
+    server terminated mid-operation arrives as the asyncpg adapter's InternalClientError
+    ("cannot switch to state ..."), not wrapped by SQLAlchemy: still an outage (503, retry),
+    never an internal error that rejects the proof."""
+    adapter = sa_asyncio.create_async_engine("postgresql+asyncpg://u@127.0.0.1/db").dialect
+    dbapi = adapter.loaded_dbapi
+    driver = asyncpg.InternalClientError(
+        "cannot switch to state 12; another operation is in progress"
+    )
+    with pytest.raises(dbapi.InternalClientError) as raised:
+        raise dbapi.InternalClientError("cannot switch to state 12") from driver
+    assert stores.is_outage(raised.value)
+    assert not stores.is_outage(dbapi.InternalClientError("no driver error under it"))
