@@ -175,7 +175,7 @@ class Agent:
         self.enrolled = asyncio.Event()
         self.outbox_changed = asyncio.Event()
         self.link_state = "connecting to broker"
-        self.depth = 0
+        self.queued = 0  # rows not yet published, for the status line
         self.inflight_peak = 0  # the most rows a drain had awaiting their PUBACK at once
         self.storage_error: str | None = None
         self.storage_failures: set[str] = set()
@@ -205,7 +205,7 @@ class Agent:
             if isinstance(sink, sinks.ServedSink):
                 await sink.start()
                 log.info("room screen page on http://%s:%d/", sink.host, sink.port)
-        self.depth = sum((await asyncio.to_thread(self.outbox.depth)).values())
+        self.queued = await asyncio.to_thread(self.outbox.unsent)
         tasks = [
             asyncio.create_task(self._proof_loop(), name="proofs"),
             asyncio.create_task(self._display_loop(), name="display"),
@@ -335,7 +335,7 @@ class Agent:
             topics.topic(b.site, b.device, "proof"), slot, now_ms, build, step_ms
         )
         self.clock.declared(step_ms)
-        self.depth = sum(self.outbox.depth().values())
+        self.queued = self.outbox.unsent()
         return seq
 
     # -- display ---------------------------------------------------------------------------
@@ -355,7 +355,7 @@ class Agent:
             if self.enrolled.is_set() or self.link_state != "online"
             else "enrolling…"
         )
-        return f"{self.bundle.site}/{self.bundle.device} · {state} · {self.depth} queued"
+        return f"{self.bundle.site}/{self.bundle.device} · {state} · {self.queued} queued"
 
     async def _display_loop(self) -> None:
         width, height = self.settings.frame_width, self.settings.frame_height
@@ -624,7 +624,7 @@ class Agent:
         except STORAGE_ERRORS as exc:
             self._storage_failed("acknowledged proofs cannot be removed", exc)
             return  # the next ack (or a re-send's) settles them
-        self.depth = sum((await asyncio.to_thread(self.outbox.depth)).values())
+        self.queued = await asyncio.to_thread(self.outbox.unsent)
         self.outbox_changed.set()
 
     async def _resend_loop(self) -> None:
@@ -835,7 +835,7 @@ class Agent:
                 continue
             if not await self._publish_window(client, items, waiting):
                 await asyncio.sleep(waiting.next_delay())
-            self.depth = sum((await asyncio.to_thread(self.outbox.depth)).values())
+            self.queued = await asyncio.to_thread(self.outbox.unsent)
 
     async def _publish_window(
         self,

@@ -280,6 +280,12 @@ class Outbox:
             rows = self._db.execute("SELECT kind, COUNT(*) FROM items GROUP BY kind").fetchall()
         return {PROOF: 0, TELEMETRY: 0, **dict(rows)}
 
+    def unsent(self) -> int:
+        """Rows still to be published: what the room's screen calls queued (a published proof
+        waiting for central's ack has left the room as far as its people can see)."""
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM items WHERE sent = 0").fetchone()[0])
+
     def counters(self) -> dict[str, int]:
         with self._lock:
             return dict(self._db.execute("SELECT name, value FROM counters").fetchall())

@@ -89,13 +89,19 @@ def test_with_acks_a_proof_stays_until_an_ack_covers_it(tmp_path: pathlib.Path) 
     assert publish_all(box, sending) == [1, 2, 3, None]
     assert box.depth() == {"proof": 3, "telemetry": 0}  # telemetry leaves on its PUBACK
     assert box.peek() == [] and sending.unacknowledged == 3
+    # The room's screen counts what is still to go out, not what waits for central's ack
+    # (else its status line would flicker "1 queued" for a moment every slot).
+    assert box.unsent() == 0
+    make_proofs(box, 1, iat=NOW_MS + 60_000)
+    assert box.unsent() == 1 and box.depth()["proof"] == 4
+    publish_all(box, sending)
     box.close()
     # A power cut: the rows, their sent marks and the fact that central acks all stay.
     box = outbox.Outbox(tmp_path / "o.db")
     sending = delivery.Delivery(box, 30, 900)
-    assert sending.acks_enabled and box.peek() == [] and sending.unacknowledged == 3
+    assert sending.acks_enabled and box.peek() == [] and sending.unacknowledged == 4
     assert sending.take(an_ack(stored=((1, 2),))) == 2
-    assert box.depth()["proof"] == 1 and sending.unacknowledged == 1
+    assert box.depth()["proof"] == 2 and sending.unacknowledged == 2
 
 
 def test_forgetting_acks_by_hand_lets_sent_proofs_go(tmp_path: pathlib.Path) -> None:
