@@ -8,6 +8,7 @@ one error format with the field named."""
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import datetime
 import typing
@@ -40,15 +41,17 @@ def message(text: str, field: str | None = None) -> pydantic_core.PydanticCustom
     return pydantic_core.PydanticCustomError(MESSAGE, text, {"field": field} if field else None)
 
 
-class Rule:
+class Rule(abc.ABC):
     """Annotated metadata: the value is checked by `check` alone (no coercion before it) and
     described by `schema`."""
 
+    @abc.abstractmethod
     def check(self, raw: object) -> typing.Any:
-        raise NotImplementedError
+        """The value, or a PydanticCustomError naming what is wrong."""
 
+    @abc.abstractmethod
     def schema(self) -> Schema:
-        raise NotImplementedError
+        """The JSON Schema of what `check` accepts."""
 
     def __get_pydantic_core_schema__(
         self, source: typing.Any, handler: pydantic.GetCoreSchemaHandler

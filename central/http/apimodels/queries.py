@@ -33,7 +33,7 @@ class Page(Query):
 
 
 class SitePage(Site, Page):
-    pass
+    """A page of one site's records."""
 
 
 class Checkins(Site):
