@@ -5,6 +5,7 @@ that central's remaining numbered migrations and drops its `schema_version` tabl
 
 from __future__ import annotations
 
+import alembic.util
 from alembic import op
 
 from central.storage import legacy
@@ -20,4 +21,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError("the baseline is where the history starts")
+    raise alembic.util.CommandError("the baseline is where the history starts")

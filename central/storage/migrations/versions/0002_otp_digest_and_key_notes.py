@@ -8,6 +8,7 @@ whose JWS retention has not purged, or stays empty; the note says which."""
 
 from __future__ import annotations
 
+import alembic.util
 import sqlalchemy as sa
 from alembic import op
 
@@ -41,4 +42,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError("roomproof upgrades only; restore a backup to go back")
+    raise alembic.util.CommandError("roomproof upgrades only; restore a backup to go back")
